@@ -1,0 +1,68 @@
+"""One layer on the simulated cluster: a process per GPU walking its program of the op graph.
+
+Each GPU has a compute stream (kernels: launch overhead, then the roofline time of the kernel) and
+a communication stream (collectives). A GPU's program is sequential: the compute stream waits
+while the GPU takes part in a collective. The layer ends when the last GPU finishes (a barrier).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import simpy
+
+from secmoe_sim.costs import Kernel, kernel_time_s, launch_time_s
+from secmoe_sim.engine.collectives import start_collective
+from secmoe_sim.engine.network import Network
+from secmoe_sim.engine.recorder import Recorder, Row
+from secmoe_sim.opgraph import LayerPlan
+
+
+@dataclass(frozen=True)
+class SimulationRun:
+    """What one simulated layer produced: every row, each GPU's finish instant, the event count."""
+
+    plan: LayerPlan
+    timeline: pd.DataFrame
+    finished_at: tuple[float, ...]
+    num_events: int
+
+
+def run_plan(plan: LayerPlan) -> SimulationRun:
+    """Simulate ``plan`` in a fresh environment."""
+    env = simpy.Environment()
+    recorder = Recorder()
+    network = Network(env, plan.cluster, recorder)
+    collectives = {}
+    for program in plan.programs:
+        for step in program:
+            if not isinstance(step, Kernel) and step.key not in collectives:
+                collectives[step.key] = start_collective(env, network, step)
+    finished_at = [0.0] * len(plan.programs)
+
+    def gpu_process(gpu: int):
+        gpu_spec = plan.cluster.gpu
+        for step in plan.programs[gpu]:
+            started_at = env.now
+            if isinstance(step, Kernel):
+                launch_s = launch_time_s(step, gpu_spec)
+                yield env.timeout(launch_s + kernel_time_s(step, gpu_spec, plan.dtype))
+                recorder.record(
+                    Row(gpu=gpu, stream="compute", kind="kernel", label=step.name, started_at=started_at,
+                        finished_at=env.now, launch_s=launch_s, flops=step.flops, bytes=step.traffic_bytes, group=step.group)
+                )
+            else:
+                yield from collectives[step.key].participate(gpu)
+                recorder.record(
+                    Row(gpu=gpu, stream="comm", kind="collective", label=step.name, started_at=started_at, finished_at=env.now)
+                )
+        finished_at[gpu] = env.now
+
+    for gpu in range(len(plan.programs)):
+        env.process(gpu_process(gpu))
+    num_events = 0
+    while env.peek() != float("inf"):
+        env.step()
+        num_events += 1
+    return SimulationRun(plan=plan, timeline=recorder.frame(), finished_at=tuple(finished_at), num_events=num_events)

@@ -1,0 +1,139 @@
+"""Workload descriptions: the layer's dimensions and the architectures to compare on it.
+
+Architectures are a discriminated union on ``kind``: ``dense``, ``token_moe`` and
+``sectional_moe``. Each entry may carry a ``label`` so two entries of one kind stay distinct. The
+rules of placement (which expert counts fit which cluster) live in :mod:`secmoe_sim.placement`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, model_validator
+
+from secmoe_sim.hardware import Dtype, StrictModel
+
+
+class Layer(StrictModel):
+    """Dimensions and numerical options shared by every architecture of a scenario."""
+
+    d_model: int = Field(ge=1, description="model width d")
+    seq_len: int = Field(ge=1, description="tokens per sequence N")
+    batch: int = Field(ge=1, description="sequences B in the whole cluster; whole sequences per GPU")
+    heads: int = Field(ge=1, description="attention heads h of the full-width attention")
+    dtype: Dtype = Field(default="bf16", description="compute dtype (weights, activations)")
+    comm_dtype: Dtype | None = Field(default=None, description="dtype on the wire; defaults to dtype")
+    ffn_multiplier: float = Field(default=4.0, gt=0, description="FFN hidden width = ffn_multiplier * width")
+    ffn: bool = Field(default=True, description="the full-width blocks (dense, pre-expert, token-MoE attention) include an FFN")
+    causal: bool = Field(default=False, description="causal mask: half of the score matrix is computed")
+    attention: Literal["flash", "materialized"] = Field(
+        default="flash", description="flash: no N^2 score matrix in memory; materialized: scores written and read"
+    )
+    passes: Literal["forward", "forward_backward"] = Field(
+        default="forward", description="forward only, or forward then backward (2x FLOPs, collectives in reverse)"
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "Layer":
+        if self.d_model % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide d_model ({self.d_model})")
+        return self
+
+    @property
+    def wire_dtype(self) -> str:
+        return self.comm_dtype or self.dtype
+
+
+class DenseArchitecture(StrictModel):
+    """Baseline: attention + FFN at full width, optionally tensor-parallel."""
+
+    kind: Literal["dense"]
+    label: str | None = None
+    tensor_parallel: int = Field(default=1, ge=1, description="GPUs sharing one sequence's layer (Megatron-style)")
+
+    @property
+    def name(self) -> str:
+        return self.label or self.kind
+
+
+class TokenMoEArchitecture(StrictModel):
+    """Baseline: full-width attention, then a router sends each token to top_k expert FFNs."""
+
+    kind: Literal["token_moe"]
+    label: str | None = None
+    num_experts: int = Field(ge=1)
+    top_k: int = Field(default=2, ge=1)
+    capacity_factor: float = Field(default=1.25, gt=0, description="expert capacity = capacity_factor * top_k * tokens / num_experts")
+
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> "TokenMoEArchitecture":
+        if self.top_k > self.num_experts:
+            raise ValueError(f"top_k ({self.top_k}) exceeds num_experts ({self.num_experts})")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.label or self.kind
+
+
+class PreExpertBlock(StrictModel):
+    """The full-width transformer layer before the experts, which shortens the sequence N -> N/r."""
+
+    enabled: bool = True
+    sequence_reduction: int = Field(default=1, ge=1, description="r: the experts see N' = N / r tokens")
+
+
+class SectionalMoEArchitecture(StrictModel):
+    """The paper's layer: each token's embedding is cut into E sections, one per expert."""
+
+    kind: Literal["sectional_moe"]
+    label: str | None = None
+    experts: list[int] | Literal["all_feasible"] = Field(
+        default="all_feasible", description="expert counts E to simulate, or every feasible E"
+    )
+    pre_expert: PreExpertBlock = PreExpertBlock()
+    section_ffn: bool = Field(default=False, description="each expert has an FFN on its section")
+    mixing: bool = Field(default=False, description="a full-width projection after the gather mixes sections")
+    min_section_width: int = Field(default=64, ge=1, description="smallest allowed d / E")
+    sweep_mode: Literal["fixed_cluster", "expert_per_gpu"] = "fixed_cluster"
+    coalesce_messages: bool = Field(
+        default=True, description="E > G: sections bound for one GPU travel as one message (all-to-all-v style)"
+    )
+    grouped_kernels: bool = Field(
+        default=True, description="E > G: a GPU's local experts run as one grouped kernel per op, not one per expert"
+    )
+
+    @model_validator(mode="after")
+    def _experts_listed_once(self) -> "SectionalMoEArchitecture":
+        if isinstance(self.experts, list):
+            if not self.experts:
+                raise ValueError("experts must list at least one expert count, or be 'all_feasible'")
+            if any(e < 1 for e in self.experts):
+                raise ValueError("expert counts must be >= 1")
+            if len(set(self.experts)) != len(self.experts):
+                raise ValueError("expert counts must not repeat")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.label or self.kind
+
+
+Architecture = Annotated[
+    Union[DenseArchitecture, TokenMoEArchitecture, SectionalMoEArchitecture], Field(discriminator="kind")
+]
+
+
+class Workload(StrictModel):
+    """One layer and the architectures to simulate on it."""
+
+    layer: Layer
+    architectures: list[Architecture] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> "Workload":
+        names = [arch.name for arch in self.architectures]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"architecture entries need distinct labels; repeated: {', '.join(duplicates)}")
+        return self
