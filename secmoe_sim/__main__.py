@@ -1,0 +1,7 @@
+"""``python -m secmoe_sim``: the same command line as the ``secmoe-sim`` console script."""
+
+import sys
+
+from secmoe_sim.cli import main
+
+sys.exit(main())

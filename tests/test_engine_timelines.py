@@ -1,0 +1,142 @@
+"""Exact micro-timelines computed by hand (one transfer = overhead + latency + bytes / bandwidth)."""
+
+import pytest
+
+from secmoe_sim.costs import Kernel
+from secmoe_sim.engine import run_plan
+from secmoe_sim.hardware import EfficiencyPoint
+from secmoe_sim.opgraph import AllReduce, AllToAll, LayerPlan, Message, sectional_plan
+from secmoe_sim.workload import PreExpertBlock, SectionalMoEArchitecture
+
+from conftest import make_cluster, make_gpu, make_layer, make_pcie
+
+BANDWIDTH = 1e9
+LATENCY = 1e-6
+OVERHEAD = 2e-6
+
+
+def hand_plan(cluster, programs):
+    return LayerPlan(
+        architecture="test", label="test", num_experts=1, sweep_mode="fixed_cluster", cluster=cluster, dtype="fp32",
+        programs=tuple(tuple(p) for p in programs), params=0.0,
+        weight_bytes_per_gpu=tuple(0.0 for _ in programs), tokens=1,
+    )
+
+
+def one_transfer_s(payload_bytes):
+    return OVERHEAD + LATENCY + payload_bytes / BANDWIDTH
+
+
+def test_one_transfer():
+    cluster = make_cluster(gpus_per_node=2, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD)
+    exchange = AllToAll("a2a", "a2a", (0, 1), (Message(0, 1, 1e6),))
+    run = run_plan(hand_plan(cluster, [[exchange], [exchange]]))
+    transfer = run.timeline[run.timeline["kind"] == "transfer"].iloc[0]
+    assert (transfer.started_at, transfer.finished_at) == (0.0, pytest.approx(one_transfer_s(1e6), rel=1e-12))
+    assert run.finished_at == (pytest.approx(one_transfer_s(1e6)), pytest.approx(one_transfer_s(1e6)))
+
+
+def test_two_transfers_queue_on_one_port():
+    cluster = make_cluster(gpus_per_node=3, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD)
+    exchange = AllToAll("a2a", "a2a", (0, 1, 2), (Message(0, 1, 1e6), Message(0, 2, 3e6)))
+    run = run_plan(hand_plan(cluster, [[exchange]] * 3))
+    transfers = run.timeline[run.timeline["kind"] == "transfer"].sort_values("started_at")
+    first, second = one_transfer_s(1e6), one_transfer_s(3e6)
+    assert list(transfers["dst"]) == [1, 2]
+    assert list(transfers["started_at"]) == [0.0, pytest.approx(first)]
+    assert list(transfers["finished_at"]) == [pytest.approx(first), pytest.approx(first + second)]
+    assert max(run.finished_at) == pytest.approx(first + second)
+
+
+def test_one_gemm_at_known_efficiency():
+    table = (EfficiencyPoint(flops=1e6, efficiency=0.2), EfficiencyPoint(flops=1e12, efficiency=0.8))
+    gpu = make_gpu(peak=1e12, memory_bandwidth=1e15, launch=4e-6, table=table)
+    cluster = make_cluster(gpus_per_node=1, gpu=gpu)
+    gemm = Kernel("gemm", "projection", flops=1e9, traffic_bytes=1e3)  # log-halfway: efficiency 0.5
+    run = run_plan(hand_plan(cluster, [[gemm]]))
+    row = run.timeline.iloc[0]
+    assert row.launch_s == pytest.approx(4e-6)
+    assert row.finished_at - row.started_at == pytest.approx(4e-6 + 1e9 / (0.5 * 1e12))
+
+
+def test_two_gpu_scatter_gather_by_hand():
+    """E = 2 on 2 GPUs, one sequence each, no pre-expert block: send half, compute, send back."""
+    gpu = make_gpu(peak=1e12, memory_bandwidth=1e18, launch=1e-6)
+    cluster = make_cluster(gpus_per_node=2, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD, gpu=gpu)
+    d, n = 128, 64
+    layer = make_layer(d_model=d, seq_len=n, batch=2, heads=2, dtype="fp32")
+    arch = SectionalMoEArchitecture(kind="sectional_moe", pre_expert=PreExpertBlock(enabled=False), min_section_width=16)
+    run = run_plan(sectional_plan(layer, arch, cluster, 2))
+    w = d // 2
+    section_bytes = n * w * 4  # one sequence's section, fp32
+    sequences_served = 2
+    expert_flops = sequences_served * (2 * 3 * n * w**2 + 2 * 2 * n**2 * w + 2 * n * w**2)
+    expected = 2 * one_transfer_s(section_bytes) + 3 * 1e-6 + expert_flops / 1e12
+    assert run.finished_at == (pytest.approx(expected, rel=1e-12), pytest.approx(expected, rel=1e-12))
+    transfers = run.timeline[run.timeline["kind"] == "transfer"]
+    assert sorted(zip(transfers["src"], transfers["dst"])) == [(0, 1), (0, 1), (1, 0), (1, 0)]
+    assert set(transfers["bytes"]) == {section_bytes}
+
+
+def test_four_gpu_all_to_all_with_known_sizes():
+    """Sizes (s + d) % 3 + 1 MB; every message costs size / (1 GB/s) + 3 us.
+
+    Hand trace (requests in order 0->1, 0->2, 0->3, 1->0, ...; a message starts when both its ports
+    are free, oldest request first among those a release unblocks; releases at one instant are
+    handled in the order the messages started):
+      t=0      start 0->1 (2 MB), 1->0 (2), 2->3 (3), 3->2 (3)
+      t=2.003  0->1, 1->0 end: every waiter still needs a port of 2->3 or 3->2, nothing starts
+      t=3.003  2->3 ends: start 0->3 (1), 2->0 (3); 3->2 ends: start 1->2 (1), 3->1 (2)
+      t=4.006  0->3 ends: nothing; 1->2 ends: start 0->2 (3), 1->3 (2)
+      t=5.006  3->1 ends: nothing
+      t=6.006  2->0 ends: start 2->1 (1), 3->0 (1)
+      t=6.009  1->3 ends
+      t=7.009  0->2, 2->1, 3->0 end
+    """
+    cluster = make_cluster(gpus_per_node=4, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD)
+    size = {(s, d): 1e6 * (1 + (s + d) % 3) for s in range(4) for d in range(4) if s != d}
+    messages = tuple(Message(s, d, size[(s, d)]) for (s, d) in size)
+    run = run_plan(hand_plan(cluster, [[AllToAll("a2a", "a2a", (0, 1, 2, 3), messages)]] * 4))
+    finished_ms = {
+        (0, 1): 2.003, (1, 0): 2.003, (2, 3): 3.003, (3, 2): 3.003, (0, 3): 4.006, (1, 2): 4.006, (2, 0): 6.006,
+        (3, 1): 5.006, (0, 2): 7.009, (1, 3): 6.009, (2, 1): 7.009, (3, 0): 7.009,
+    }
+    transfers = run.timeline[run.timeline["kind"] == "transfer"].set_index(["src", "dst"])
+    assert len(transfers) == 12
+    for pair, finish_ms in finished_ms.items():
+        assert transfers.loc[pair, "finished_at"] == pytest.approx(finish_ms * 1e-3, rel=1e-9), pair
+    assert max(run.finished_at) == pytest.approx(7.009e-3, rel=1e-9)
+
+
+def test_uniform_four_gpu_all_to_all_takes_three_message_times():
+    cluster = make_cluster(gpus_per_node=4, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD)
+    messages = tuple(Message(s, d, 1e6) for s in range(4) for d in range(4) if s != d)
+    run = run_plan(hand_plan(cluster, [[AllToAll("a2a", "a2a", (0, 1, 2, 3), messages)]] * 4))
+    assert max(run.finished_at) == pytest.approx(3 * one_transfer_s(1e6), rel=1e-12)
+
+
+def test_ring_all_reduce_steps():
+    cluster = make_cluster(gpus_per_node=4, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD)
+    reduce = AllReduce("ar", "ar", (0, 1, 2, 3), 4e6)
+    run = run_plan(hand_plan(cluster, [[reduce]] * 4))
+    steps = 2 * (4 - 1)
+    assert max(run.finished_at) == pytest.approx(steps * one_transfer_s(1e6))
+    assert len(run.timeline[run.timeline["kind"] == "transfer"]) == 4 * steps
+
+
+def test_pcie_without_peer_to_peer_stages_through_host():
+    fabric = make_pcie(peer_to_peer=False, link=2e9, bridge=1e9, latency=LATENCY)
+    cluster = make_cluster(gpus_per_node=2, overhead=OVERHEAD, fabric=fabric)
+    exchange = AllToAll("a2a", "a2a", (0, 1), (Message(0, 1, 1e6),))
+    run = run_plan(hand_plan(cluster, [[exchange], [exchange]]))
+    hop = LATENCY + 1e6 / 1e9
+    assert max(run.finished_at) == pytest.approx(OVERHEAD + 2 * hop)
+
+
+def test_pcie_host_bridge_serialises_cross_switch_messages():
+    fabric = make_pcie(peer_to_peer=True, link=2e9, bridge=1e9, latency=LATENCY, gpus_per_switch=1)
+    cluster = make_cluster(gpus_per_node=4, overhead=OVERHEAD, fabric=fabric)
+    exchange = AllToAll("a2a", "a2a", (0, 1, 2, 3), (Message(0, 1, 1e6), Message(2, 3, 1e6)))
+    run = run_plan(hand_plan(cluster, [[exchange]] * 4))
+    one = OVERHEAD + LATENCY + 1e6 / 1e9
+    assert max(run.finished_at) == pytest.approx(2 * one)  # disjoint GPUs, one shared bridge
