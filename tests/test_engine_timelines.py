@@ -81,31 +81,28 @@ def test_two_gpu_scatter_gather_by_hand():
 def test_four_gpu_all_to_all_with_known_sizes():
     """Sizes (s + d) % 3 + 1 MB; every message costs size / (1 GB/s) + 3 us.
 
-    Hand trace (requests in order 0->1, 0->2, 0->3, 1->0, ...; a message starts when both its ports
-    are free, oldest request first among those a release unblocks; releases at one instant are
-    handled in the order the messages started):
-      t=0      start 0->1 (2 MB), 1->0 (2), 2->3 (3), 3->2 (3)
-      t=2.003  0->1, 1->0 end: every waiter still needs a port of 2->3 or 3->2, nothing starts
-      t=3.003  2->3 ends: start 0->3 (1), 2->0 (3); 3->2 ends: start 1->2 (1), 3->1 (2)
-      t=4.006  0->3 ends: nothing; 1->2 ends: start 0->2 (3), 1->3 (2)
-      t=5.006  3->1 ends: nothing
-      t=6.006  2->0 ends: start 2->1 (1), 3->0 (1)
-      t=6.009  1->3 ends
-      t=7.009  0->2, 2->1, 3->0 end
+    Ports serve messages in shift order: round r is s -> s + r. A message starts when the previous
+    message on its sender's egress (s -> s + r - 1) and on its receiver's ingress
+    (s + 1 -> s + r, round r - 1) have both finished. By hand, in ms:
+      round 1: 0->1 [0, 2.003]    1->2 [0, 1.003]      2->3 [0, 3.003]      3->0 [0, 1.003]
+      round 2: 0->2 [2.003, 5.006] 1->3 [3.003, 5.006] 2->0 [3.003, 6.006] 3->1 [2.003, 4.006]
+      round 3: 0->3 [5.006, 6.009] 1->0 [6.006, 8.009] 2->1 [6.006, 7.009] 3->2 [5.006, 8.009]
     """
     cluster = make_cluster(gpus_per_node=4, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD)
     size = {(s, d): 1e6 * (1 + (s + d) % 3) for s in range(4) for d in range(4) if s != d}
     messages = tuple(Message(s, d, size[(s, d)]) for (s, d) in size)
     run = run_plan(hand_plan(cluster, [[AllToAll("a2a", "a2a", (0, 1, 2, 3), messages)]] * 4))
-    finished_ms = {
-        (0, 1): 2.003, (1, 0): 2.003, (2, 3): 3.003, (3, 2): 3.003, (0, 3): 4.006, (1, 2): 4.006, (2, 0): 6.006,
-        (3, 1): 5.006, (0, 2): 7.009, (1, 3): 6.009, (2, 1): 7.009, (3, 0): 7.009,
+    expected_ms = {
+        (0, 1): (0, 2.003), (1, 2): (0, 1.003), (2, 3): (0, 3.003), (3, 0): (0, 1.003),
+        (0, 2): (2.003, 5.006), (1, 3): (3.003, 5.006), (2, 0): (3.003, 6.006), (3, 1): (2.003, 4.006),
+        (0, 3): (5.006, 6.009), (1, 0): (6.006, 8.009), (2, 1): (6.006, 7.009), (3, 2): (5.006, 8.009),
     }
     transfers = run.timeline[run.timeline["kind"] == "transfer"].set_index(["src", "dst"])
     assert len(transfers) == 12
-    for pair, finish_ms in finished_ms.items():
+    for pair, (start_ms, finish_ms) in expected_ms.items():
+        assert transfers.loc[pair, "started_at"] == pytest.approx(start_ms * 1e-3, rel=1e-9, abs=1e-15), pair
         assert transfers.loc[pair, "finished_at"] == pytest.approx(finish_ms * 1e-3, rel=1e-9), pair
-    assert max(run.finished_at) == pytest.approx(7.009e-3, rel=1e-9)
+    assert max(run.finished_at) == pytest.approx(8.009e-3, rel=1e-9)
 
 
 def test_uniform_four_gpu_all_to_all_takes_three_message_times():

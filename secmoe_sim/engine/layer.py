@@ -36,9 +36,13 @@ def run_plan(plan: LayerPlan) -> SimulationRun:
     network = Network(env, plan.cluster, recorder)
     collectives = {}
     for program in plan.programs:
+        ordinal = 0
         for step in program:
-            if not isinstance(step, Kernel) and step.key not in collectives:
-                collectives[step.key] = start_collective(env, network, step)
+            if isinstance(step, Kernel):
+                continue
+            if step.key not in collectives:
+                collectives[step.key] = start_collective(env, network, step, ordinal)
+            ordinal += 1
     finished_at = [0.0] * len(plan.programs)
 
     def gpu_process(gpu: int):

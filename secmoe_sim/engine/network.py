@@ -1,19 +1,23 @@
 """Moving bytes between GPUs: the one function the layer code uses for every message.
 
 This is the capacity-1 port model. Every port on a message's route (a GPU's egress or ingress, a
-shared host bridge, a NIC) carries one message at a time. A message waits until *all* ports of its
-hop are free and then takes them together (no port is held while waiting for another, so there is
-neither deadlock nor head-of-line blocking); it holds them for ``latency + bytes / bandwidth``, plus
-the per-message software overhead on its first hop. Among waiting messages whose ports have all
-become free, the one that asked first goes first.
+shared host bridge, a NIC) carries one message at a time, and serves its messages in a fixed order
+known before the layer starts: collective by collective, and inside an all-to-all by shift
+(``(dst - src) mod group size``, the peer order NCCL uses for grouped point-to-point calls), so
+that a uniform all-to-all among ``n`` GPUs runs as ``n - 1`` contention-free rounds. A message
+starts when it has been issued and it is next in line on every port of its hop; it holds them for
+``latency + bytes / bandwidth`` (plus the per-message software overhead on its first hop).
+
+Because every start time is a maximum of earlier finish times plus durations (a max-plus system
+with a fixed order), shortening any duration, e.g. with more bandwidth, never delays anything; a
+greedy "first free port" policy would not have that property.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections import defaultdict
-from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Hashable
 
 import simpy
 
@@ -21,35 +25,43 @@ from secmoe_sim.engine.recorder import Recorder, Row
 from secmoe_sim.hardware import Cluster
 from secmoe_sim.topology import route
 
-
-@dataclass
-class _Waiter:
-    order: int
-    ports: tuple[str, ...]
-    granted_event: simpy.Event
-    granted: bool = field(default=False)
+OrderKey = tuple[Hashable, ...]
 
 
 class Network:
-    """The ports of a cluster and the transfers that queue on them."""
+    """The ports of a cluster and the ordered queues of messages on them."""
 
     def __init__(self, env: simpy.Environment, cluster: Cluster, recorder: Recorder):
         self.env = env
         self.cluster = cluster
         self.recorder = recorder
-        self._busy: set[str] = set()
-        self._waiting: dict[str, list[_Waiter]] = defaultdict(list)
-        self._arrival = itertools.count()
         self._route = lru_cache(maxsize=None)(lambda src, dst: route(cluster, src, dst))
+        self._expected: dict[str, list[OrderKey]] = defaultdict(list)
+        self._queues: dict[str, list[OrderKey]] = {}
+        self._head: dict[str, int] = defaultdict(int)
+        self._running: set[str] = set()
+        self._issued: dict[OrderKey, tuple[tuple[str, ...], simpy.Event]] = {}
+        self._announced: set[OrderKey] = set()
 
-    def transfer(self, src: int, dst: int, payload_bytes: float, label: str) -> simpy.Process:
-        """Start moving ``payload_bytes`` from GPU ``src`` to GPU ``dst``; the process ends on arrival."""
-        return self.env.process(self._transfer(src, dst, payload_bytes, label))
+    def expect(self, src: int, dst: int, order: OrderKey) -> None:
+        """Announce, before the run, a message that will be sent; ``order`` ranks it on its ports."""
+        for index, hop in enumerate(self._route(src, dst)):
+            hop_key = order + (index,)
+            if hop_key in self._announced:
+                raise ValueError(f"two messages share the order key {order}")
+            self._announced.add(hop_key)
+            for port in hop.ports:
+                self._expected[port].append(hop_key)
 
-    def _transfer(self, src: int, dst: int, payload_bytes: float, label: str):
+    def transfer(self, src: int, dst: int, payload_bytes: float, label: str, order: OrderKey) -> simpy.Process:
+        """Move ``payload_bytes`` from GPU ``src`` to GPU ``dst``; the process ends on arrival."""
+        return self.env.process(self._transfer(src, dst, payload_bytes, label, order))
+
+    def _transfer(self, src: int, dst: int, payload_bytes: float, label: str, order: OrderKey):
         started_at = None
         for index, hop in enumerate(self._route(src, dst)):
-            yield self._acquire(hop.ports)
+            hop_key = order + (index,)
+            yield self._issue(hop_key, hop.ports)
             if started_at is None:
                 started_at = self.env.now
             overhead_s = self.cluster.message_overhead if index == 0 else 0.0
@@ -60,33 +72,40 @@ class Network:
                 finished_at=self.env.now, bytes=payload_bytes, src=src, dst=dst)
         )
 
-    def _acquire(self, ports: tuple[str, ...]) -> simpy.Event:
-        waiter = _Waiter(next(self._arrival), ports, self.env.event())
-        if self._busy.isdisjoint(ports):
-            self._grant(waiter)
-        else:
-            for port in ports:
-                self._waiting[port].append(waiter)
-        return waiter.granted_event
+    def _queue(self, port: str) -> list[OrderKey]:
+        queue = self._queues.get(port)
+        if queue is None:
+            queue = self._queues[port] = sorted(self._expected.pop(port, []))
+        return queue
 
-    def _grant(self, waiter: _Waiter) -> None:
-        waiter.granted = True
-        self._busy.update(waiter.ports)
-        waiter.granted_event.succeed()
+    def _is_next(self, key: OrderKey, ports: tuple[str, ...]) -> bool:
+        for port in ports:
+            queue = self._queue(port)
+            if port in self._running or self._head[port] >= len(queue) or queue[self._head[port]] != key:
+                return False
+        return True
+
+    def _issue(self, key: OrderKey, ports: tuple[str, ...]) -> simpy.Event:
+        if key not in self._announced:
+            raise RuntimeError(f"message {key} was not announced to the network with expect()")
+        started = self.env.event()
+        self._issued[key] = (ports, started)
+        self._start_if_next(key)
+        return started
+
+    def _start_if_next(self, key: OrderKey) -> None:
+        ports, started = self._issued[key]
+        if self._is_next(key, ports):
+            del self._issued[key]
+            self._running.update(ports)
+            started.succeed()
 
     def _release(self, ports: tuple[str, ...]) -> None:
-        """Free ``ports`` and start the waiting messages that can now run, oldest first.
-
-        Only messages waiting on a freed port can have become runnable, so only those are checked.
-        """
-        self._busy.difference_update(ports)
-        candidates: dict[int, _Waiter] = {}
+        """Free ``ports``; start the message next in line on each of them if it is ready."""
+        self._running.difference_update(ports)
         for port in ports:
-            queue = self._waiting.get(port)
-            if queue:
-                queue[:] = [w for w in queue if not w.granted]
-                candidates.update((w.order, w) for w in queue)
-        for order in sorted(candidates):
-            waiter = candidates[order]
-            if self._busy.isdisjoint(waiter.ports):
-                self._grant(waiter)
+            self._head[port] += 1
+        for port in ports:
+            queue = self._queue(port)
+            if self._head[port] < len(queue) and queue[self._head[port]] in self._issued:
+                self._start_if_next(queue[self._head[port]])
