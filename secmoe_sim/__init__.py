@@ -14,7 +14,7 @@ __all__ = ["Scenario", "ScenarioError", "load_scenario", "simulate", "__version_
 
 def __getattr__(name: str):
     if name == "simulate":  # imported lazily so that loading a scenario does not import simpy
-        from secmoe_sim.simulate import simulate
+        from secmoe_sim.simulation import simulate
 
         return simulate
     raise AttributeError(name)

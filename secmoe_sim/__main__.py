@@ -1,4 +1,4 @@
-"""``python -m secmoe_sim``: the same command line as the ``secmoe-sim`` console script."""
+"""``python -m secmoe_sim``: the same command line as the ``secmoe-sim`` script."""
 
 import sys
 

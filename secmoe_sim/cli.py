@@ -29,7 +29,7 @@ def _duration(text: str) -> float:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from secmoe_sim.report import write_run_outputs
-    from secmoe_sim.simulate import simulate
+    from secmoe_sim.simulation import simulate
     from secmoe_sim.console import run_table
 
     scenario = load_scenario(args.scenario)

@@ -18,7 +18,7 @@ from secmoe_sim.analytical import (
 )
 from secmoe_sim.opgraph import sectional_plan
 from secmoe_sim.scenario import Scenario
-from secmoe_sim.simulate import Results, layer_plans
+from secmoe_sim.simulation import Results, layer_plans
 from secmoe_sim.topology import one_message_s
 from secmoe_sim.units import format_bytes, format_duration, format_flops
 from secmoe_sim.workload import SectionalMoEArchitecture

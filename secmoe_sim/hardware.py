@@ -10,17 +10,16 @@ from __future__ import annotations
 from typing import Annotated, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from secmoe_sim.config import FieldIssue, StrictModel
 
 from secmoe_sim.units import Bandwidth, Duration, FlopRate, Size
 
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8"]
 
-
-class StrictModel(BaseModel):
-    """Base of every configuration model: unknown fields are errors, instances are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+MAX_NODES = 4096  # bounds that keep a mistyped number from asking for an endless simulation
+MAX_GPUS_PER_NODE = 64
 
 
 class EfficiencyPoint(StrictModel):
@@ -49,11 +48,11 @@ class GPU(StrictModel):
     @model_validator(mode="after")
     def _table_sorted(self) -> "GPU":
         if not self.peak_flops:
-            raise ValueError("peak_flops needs at least one dtype")
+            raise FieldIssue(("peak_flops",), "peak_flops needs at least one dtype")
         if self.efficiency_table is not None:
             sizes = [point.flops for point in self.efficiency_table]
             if len(sizes) == 0 or sizes != sorted(sizes) or len(set(sizes)) != len(sizes):
-                raise ValueError("efficiency_table must be non-empty with strictly increasing flops")
+                raise FieldIssue(("efficiency_table",), "efficiency_table must be non-empty with strictly increasing flops")
         return self
 
     def efficiency(self, kernel_flops: float) -> float:
@@ -93,7 +92,7 @@ class PCIeFabric(StrictModel):
     )
     latency: Duration = Field(description="one-way latency of one PCIe hop sequence GPU -> GPU (or GPU -> host)")
     peer_to_peer: bool = Field(description="GPUs may write into each other's memory; false means staging in host memory")
-    gpus_per_switch: int = Field(default=2, ge=1, description="GPUs sharing one PCIe switch")
+    gpus_per_switch: int = Field(default=2, ge=1, le=MAX_GPUS_PER_NODE, description="GPUs sharing one PCIe switch")
     sockets: Literal[1, 2] = Field(default=1, description="CPU sockets; GPUs are split evenly between them")
     inter_socket_bandwidth_per_direction: Bandwidth | None = Field(
         default=None, description="socket-to-socket link (UPI / Infinity Fabric), required with 2 sockets"
@@ -102,7 +101,7 @@ class PCIeFabric(StrictModel):
     @model_validator(mode="after")
     def _sockets_need_link(self) -> "PCIeFabric":
         if self.sockets == 2 and self.inter_socket_bandwidth_per_direction is None:
-            raise ValueError("inter_socket_bandwidth_per_direction is required when sockets is 2")
+            raise FieldIssue(("inter_socket_bandwidth_per_direction",), "required when sockets is 2")
         return self
 
 
@@ -123,8 +122,8 @@ class Cluster(StrictModel):
     schema_version: Literal[1] = 1
     name: str = "cluster"
     gpu: GPU
-    nodes: int = Field(ge=1)
-    gpus_per_node: int = Field(ge=1)
+    nodes: int = Field(ge=1, le=MAX_NODES)
+    gpus_per_node: int = Field(ge=1, le=MAX_GPUS_PER_NODE)
     intra_node: IntraNodeFabric
     inter_node: InterNodeFabric | None = Field(default=None, description="required when nodes > 1")
     message_overhead: Duration = Field(
@@ -134,11 +133,11 @@ class Cluster(StrictModel):
     @model_validator(mode="after")
     def _multi_node_needs_fabric(self) -> "Cluster":
         if self.nodes > 1 and self.inter_node is None:
-            raise ValueError("inter_node is required when nodes > 1")
+            raise FieldIssue(("inter_node",), "inter_node is required when nodes > 1")
         fabric = self.intra_node
         if isinstance(fabric, PCIeFabric):
             if self.gpus_per_node % fabric.sockets:
-                raise ValueError(f"gpus_per_node ({self.gpus_per_node}) must split evenly over {fabric.sockets} sockets")
+                raise FieldIssue(("gpus_per_node",), f"gpus_per_node ({self.gpus_per_node}) must split evenly over {fabric.sockets} sockets")
         return self
 
     @property

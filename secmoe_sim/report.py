@@ -16,7 +16,7 @@ from secmoe_sim import __version__
 from secmoe_sim.analytical import PER_DEVICE_VIEW, Overhead, cost_model, hardware_alpha_s, sectional_terms
 from secmoe_sim.plots import wall_clock_vs_experts
 from secmoe_sim.scenario import Scenario
-from secmoe_sim.simulate import Results
+from secmoe_sim.simulation import Results
 from secmoe_sim.trace import chrome_trace
 from secmoe_sim.workload import SectionalMoEArchitecture
 

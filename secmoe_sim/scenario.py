@@ -19,7 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from secmoe_sim.hardware import Cluster, StrictModel
+from secmoe_sim.config import FieldIssue, StrictModel
+from secmoe_sim.hardware import Cluster
 from secmoe_sim.placement import feasible_expert_counts, placement_error, sectional_feasibility_error
 from secmoe_sim.workload import DenseArchitecture, SectionalMoEArchitecture, TokenMoEArchitecture, Workload
 
@@ -32,15 +33,8 @@ class ScenarioError(Exception):
     def __init__(self, file: str, field: str, reason: str, line: int | None = None):
         self.file, self.field, self.reason, self.line = file, field, reason, line
         where = f"{file}:{line}" if line else file
-        super().__init__(f"{where}: {field}: {reason}" if field else f"{where}: {reason}")
-
-
-class FieldIssue(ValueError):
-    """A cross-field check that knows which field it is about (a path relative to the model)."""
-
-    def __init__(self, path: tuple[str | int, ...], reason: str):
-        self.path = path
-        super().__init__(reason)
+        message = f"{where}: {field}: {reason}" if field else f"{where}: {reason}"
+        super().__init__(" ".join(message.splitlines()))
 
 
 class Scenario(StrictModel):
@@ -155,7 +149,10 @@ def load_cluster(path: str | Path) -> Cluster:
 def _load_included_cluster(scenario_path: Path, include: str) -> Cluster:
     included = scenario_path.parent / include
     if not included.is_file():
-        raise ScenarioError(str(scenario_path), "hardware", f"included hardware file {include!r} not found")
+        _, tree = _read_yaml(scenario_path)
+        raise ScenarioError(
+            str(scenario_path), "hardware", f"included hardware file {include!r} not found", _yaml_line(tree, ["hardware"])
+        )
     return load_cluster(included)
 
 
@@ -181,6 +178,8 @@ def _scenario_error(file: str, error: ValidationError, data: Any, tree: yaml.Nod
     cause = (first.get("ctx") or {}).get("error")
     if isinstance(cause, FieldIssue):
         location = location + list(cause.path)
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        location = location + ["kind"]
     return ScenarioError(file, _format_path(location), reason, _yaml_line(tree, location))
 
 
@@ -208,7 +207,11 @@ def _data_path(loc: tuple, data: Any) -> list[str | int]:
 def _format_path(path: list[str | int]) -> str:
     text = ""
     for item in path:
-        text += f"[{item}]" if isinstance(item, int) else (f".{item}" if text else str(item))
+        if isinstance(item, int):
+            text += f"[{item}]"
+            continue
+        name = item if str(item).isidentifier() else repr(item)
+        text += f".{name}" if text else name
     return text or "(top level)"
 
 

@@ -11,16 +11,21 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
-from secmoe_sim.hardware import Dtype, StrictModel
+from secmoe_sim.config import FieldIssue, StrictModel
+from secmoe_sim.hardware import Dtype
+
+MAX_WIDTH = 2**20  # bounds that keep a mistyped number from asking for an endless simulation
+MAX_TOKENS = 2**24
+MAX_EXPERTS = 2**16
 
 
 class Layer(StrictModel):
     """Dimensions and numerical options shared by every architecture of a scenario."""
 
-    d_model: int = Field(ge=1, description="model width d")
-    seq_len: int = Field(ge=1, description="tokens per sequence N")
-    batch: int = Field(ge=1, description="sequences B in the whole cluster; whole sequences per GPU")
-    heads: int = Field(ge=1, description="attention heads h of the full-width attention")
+    d_model: int = Field(ge=1, le=MAX_WIDTH, description="model width d")
+    seq_len: int = Field(ge=1, le=MAX_TOKENS, description="tokens per sequence N")
+    batch: int = Field(ge=1, le=MAX_TOKENS, description="sequences B in the whole cluster; whole sequences per GPU")
+    heads: int = Field(ge=1, le=MAX_WIDTH, description="attention heads h of the full-width attention")
     dtype: Dtype = Field(default="bf16", description="compute dtype (weights, activations)")
     comm_dtype: Dtype | None = Field(default=None, description="dtype on the wire; defaults to dtype")
     ffn_multiplier: float = Field(default=4.0, gt=0, description="FFN hidden width = ffn_multiplier * width")
@@ -36,7 +41,7 @@ class Layer(StrictModel):
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "Layer":
         if self.d_model % self.heads:
-            raise ValueError(f"heads ({self.heads}) must divide d_model ({self.d_model})")
+            raise FieldIssue(("heads",), f"heads ({self.heads}) must divide d_model ({self.d_model})")
         return self
 
     @property
@@ -49,7 +54,7 @@ class DenseArchitecture(StrictModel):
 
     kind: Literal["dense"]
     label: str | None = None
-    tensor_parallel: int = Field(default=1, ge=1, description="GPUs sharing one sequence's layer (Megatron-style)")
+    tensor_parallel: int = Field(default=1, ge=1, le=MAX_EXPERTS, description="GPUs sharing one sequence's layer (Megatron-style)")
 
     @property
     def name(self) -> str:
@@ -61,14 +66,14 @@ class TokenMoEArchitecture(StrictModel):
 
     kind: Literal["token_moe"]
     label: str | None = None
-    num_experts: int = Field(ge=1)
-    top_k: int = Field(default=2, ge=1)
+    num_experts: int = Field(ge=1, le=MAX_EXPERTS)
+    top_k: int = Field(default=2, ge=1, le=MAX_EXPERTS)
     capacity_factor: float = Field(default=1.25, gt=0, description="expert capacity = capacity_factor * top_k * tokens / num_experts")
 
     @model_validator(mode="after")
     def _top_k_fits(self) -> "TokenMoEArchitecture":
         if self.top_k > self.num_experts:
-            raise ValueError(f"top_k ({self.top_k}) exceeds num_experts ({self.num_experts})")
+            raise FieldIssue(("top_k",), f"top_k ({self.top_k}) exceeds num_experts ({self.num_experts})")
         return self
 
     @property
@@ -80,7 +85,7 @@ class PreExpertBlock(StrictModel):
     """The full-width transformer layer before the experts, which shortens the sequence N -> N/r."""
 
     enabled: bool = True
-    sequence_reduction: int = Field(default=1, ge=1, description="r: the experts see N' = N / r tokens")
+    sequence_reduction: int = Field(default=1, ge=1, le=MAX_TOKENS, description="r: the experts see N' = N / r tokens")
 
 
 class SectionalMoEArchitecture(StrictModel):
@@ -94,7 +99,7 @@ class SectionalMoEArchitecture(StrictModel):
     pre_expert: PreExpertBlock = PreExpertBlock()
     section_ffn: bool = Field(default=False, description="each expert has an FFN on its section")
     mixing: bool = Field(default=False, description="a full-width projection after the gather mixes sections")
-    min_section_width: int = Field(default=64, ge=1, description="smallest allowed d / E")
+    min_section_width: int = Field(default=64, ge=1, le=MAX_WIDTH, description="smallest allowed d / E")
     sweep_mode: Literal["fixed_cluster", "expert_per_gpu"] = "fixed_cluster"
     coalesce_messages: bool = Field(
         default=True, description="E > G: sections bound for one GPU travel as one message (all-to-all-v style)"
@@ -107,11 +112,12 @@ class SectionalMoEArchitecture(StrictModel):
     def _experts_listed_once(self) -> "SectionalMoEArchitecture":
         if isinstance(self.experts, list):
             if not self.experts:
-                raise ValueError("experts must list at least one expert count, or be 'all_feasible'")
-            if any(e < 1 for e in self.experts):
-                raise ValueError("expert counts must be >= 1")
+                raise FieldIssue(("experts",), "experts must list at least one expert count, or be 'all_feasible'")
+            for position, count in enumerate(self.experts):
+                if not 1 <= count <= MAX_EXPERTS:
+                    raise FieldIssue(("experts", position), f"expert counts must be between 1 and {MAX_EXPERTS}")
             if len(set(self.experts)) != len(self.experts):
-                raise ValueError("expert counts must not repeat")
+                raise FieldIssue(("experts",), "expert counts must not repeat")
         return self
 
     @property
@@ -135,5 +141,5 @@ class Workload(StrictModel):
         names = [arch.name for arch in self.architectures]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"architecture entries need distinct labels; repeated: {', '.join(duplicates)}")
+            raise FieldIssue(("architectures",), f"architecture entries need distinct labels; repeated: {', '.join(duplicates)}")
         return self

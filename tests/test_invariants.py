@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from secmoe_sim.opgraph import AllReduce, AllToAll
 from secmoe_sim.scenario import Scenario
-from secmoe_sim.simulate import layer_plans, simulate
+from secmoe_sim.simulation import layer_plans, simulate
 
 from conftest import make_pcie
 

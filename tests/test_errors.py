@@ -1,0 +1,311 @@
+"""Every way a scenario can be wrong ends in one ScenarioError of one line, and exit code 2.
+
+Each ``tests/data/bad_*.yaml`` is a copy of a minimal valid scenario (one node of 12 GPUs, a
+4096-wide layer) with exactly one thing wrong. Where the error belongs to a line of the file, that
+line carries the comment ``# <- error``; the reported line number must be that line.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import example, given, note, settings
+from hypothesis import strategies as st
+
+from secmoe_sim.cli import main
+from secmoe_sim.hardware import Cluster
+from secmoe_sim.scenario import Scenario, ScenarioError, load_cluster, load_scenario, resolve_scenario_path
+
+DATA = Path(__file__).parent / "data"
+MARKER = "# <- error"
+
+
+@dataclass(frozen=True)
+class Case:
+    """What the error for one bad fixture must say."""
+
+    field: str  # the field path in the message; "" where the error is about the whole file
+    reason: str  # a distinctive fragment of the reason
+    file: str | None = None  # the file the error names, when it is not the fixture (an included file)
+    lines: tuple[int, ...] | None = None  # accepted lines where no marker applies (YAML syntax errors)
+    line_optional: bool = False  # the marked line is known, but the loader may leave the line out
+
+
+CASES: dict[str, Case] = {
+    "bad_unknown_field.yaml": Case("hardware.gpu.colour", "Extra inputs are not permitted"),
+    "bad_wrong_type.yaml": Case("workload.layer.d_model", "valid integer"),
+    "bad_zero_bandwidth.yaml": Case("hardware.gpu.memory_bandwidth", "bandwidth must be positive, got 0"),
+    "bad_negative_bandwidth.yaml": Case(
+        "hardware.intra_node.bandwidth_per_direction", "bandwidth must be positive, got '-370 GB/s'"
+    ),
+    "bad_unknown_unit.yaml": Case("hardware.gpu.memory_bandwidth", "unknown unit 'GB/sec'"),
+    "bad_wrong_dimension.yaml": Case(
+        "hardware.intra_node.bandwidth_per_direction", "'1.5 us' is a duration, expected a bandwidth"
+    ),
+    "bad_experts_not_dividing.yaml": Case("workload.architectures[0].experts[0]", "E=3 does not divide d_model=4096"),
+    "bad_experts_placement.yaml": Case(
+        "workload.architectures[0].experts[0]", "E=16 neither divides nor is a multiple of the 12 GPUs"
+    ),
+    "bad_section_too_narrow.yaml": Case(
+        "workload.architectures[0].experts[0]", "sections of width 32 < min_section_width=64"
+    ),
+    "bad_not_yaml.yaml": Case("", "not valid YAML", lines=(1, 2)),  # the unclosed '[' or the end of the stream
+    "bad_top_level_list.yaml": Case("", "expected a mapping of fields at the top level"),
+    # A missing field has no line of its own: the line is that of its parent mapping (marked).
+    "bad_missing_field.yaml": Case("hardware.gpu.memory_capacity", "Field required"),
+    "bad_unknown_architecture.yaml": Case("workload.architectures[2].kind", "Input tag 'sparse_moe' found using 'kind'"),
+    "bad_batch_not_divisible.yaml": Case("workload.layer.batch", "batch 10 does not spread evenly over 12 GPUs"),
+    # A cross-field check of the entry: names the token_moe entry.
+    "bad_top_k.yaml": Case("workload.architectures[1].top_k", "top_k (6) exceeds num_experts (4)"),
+    "bad_missing_hardware_include.yaml": Case(
+        "hardware", "included hardware file 'missing-hardware.yaml' not found"
+    ),
+    # An error inside an included hardware file names that file, its field path and its line.
+    "bad_include_invalid_hardware.yaml": Case(
+        "gpu.memory_bandwidth", "bandwidth must be positive", file="hardware_zero_bandwidth.yaml"
+    ),
+}
+
+BAD_FILES = sorted(CASES)
+MISSING = DATA / "does-not-exist.yaml"
+
+
+def marked_line(path: Path) -> int | None:
+    """The 1-based line carrying the ``# <- error`` marker, or None."""
+    lines = [number for number, text in enumerate(path.read_text().splitlines(), start=1) if MARKER in text]
+    assert len(lines) <= 1, f"{path.name}: more than one error marker"
+    return lines[0] if lines else None
+
+
+def assert_one_line(message: str) -> None:
+    assert message, "empty error message"
+    assert "\n" not in message and "\r" not in message, f"message is not one line: {message!r}"
+
+
+def load_error(path: Path | str) -> ScenarioError:
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    return caught.value
+
+
+def test_every_bad_fixture_has_a_case():
+    assert sorted(p.name for p in DATA.glob("bad_*.yaml")) == BAD_FILES
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_bad_fixture_raises_one_line_scenario_error(name: str):
+    case, path = CASES[name], DATA / name
+    error = load_error(path)
+    message = str(error)
+    assert_one_line(message)
+
+    named = DATA / (case.file or name)
+    assert named.name in message
+    assert Path(error.file).name == named.name
+
+    assert error.field == case.field, message
+    if case.field:
+        assert f": {case.field}: " in message
+    assert case.reason in message
+    assert case.reason in error.reason
+
+    expected_line = marked_line(named)
+    if expected_line is not None and not (case.line_optional and error.line is None):
+        assert error.line == expected_line, message
+        assert f"{named.name}:{expected_line}: " in message
+    elif case.lines is not None:
+        assert error.line in case.lines, message
+
+
+def test_missing_file():
+    error = load_error(MISSING)
+    message = str(error)
+    assert_one_line(message)
+    assert MISSING.name in message
+    assert "no such file" in message
+    assert error.line is None
+
+
+@pytest.mark.parametrize("name", BAD_FILES + [MISSING.name])
+def test_cli_analyze_bad_scenario_exits_2_with_one_line(name: str, capsys):
+    path = DATA / name
+    code = main(["analyze", str(path)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert len(captured.err.splitlines()) == 1, captured.err
+    assert captured.err.startswith("secmoe-sim: error: ")
+    assert (CASES[name].file if name in CASES and CASES[name].file else name) in captured.err
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_module_entry_point_exits_2_with_one_line():
+    path = DATA / "bad_unknown_unit.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "secmoe_sim", "analyze", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "bad_unknown_unit.yaml" in result.stderr
+    assert "unknown unit 'GB/sec'" in result.stderr
+    assert result.stdout == ""
+
+
+# --- included hardware ----------------------------------------------------------------------
+
+
+def test_included_hardware_file_loads():
+    cluster = load_cluster(DATA / "hardware_ok.yaml")
+    assert isinstance(cluster, Cluster)
+    assert cluster.name == "included-test-node"
+    assert cluster.num_gpus == 12
+
+
+def test_scenario_including_hardware_loads():
+    scenario = load_scenario(DATA / "includes_hardware.yaml")
+    assert isinstance(scenario, Scenario)
+    assert scenario.hardware.name == "included-test-node"
+    assert scenario.hardware == load_cluster(DATA / "hardware_ok.yaml")
+
+
+# --- no hang on absurd sizes -----------------------------------------------------------------
+
+
+def test_huge_d_model_is_rejected_or_loaded_quickly(tmp_path):
+    """A d_model of 2**62 (an int YAML reads fine) must not make validation run for minutes.
+
+    Run in a subprocess so that a hang fails this test instead of stalling the suite.
+    """
+    data = yaml.safe_load(resolve_scenario_path("h100-nvlink-8").read_text())
+    data["workload"]["layer"]["d_model"] = 2**62
+    path = tmp_path / "huge.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    script = textwrap.dedent(
+        f"""
+        from secmoe_sim.scenario import ScenarioError, load_scenario
+        try:
+            load_scenario({str(path)!r})
+        except ScenarioError as error:
+            assert "\\n" not in str(error)
+        """
+    )
+    try:
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        result = None
+    assert result is not None, "load_scenario with d_model = 2**62 did not finish within 20 s"
+    assert result.returncode == 0, result.stderr
+
+
+# --- random mutations of a shipped scenario -------------------------------------------------
+
+SHIPPED = yaml.safe_load(resolve_scenario_path("h100-nvlink-8").read_text())
+
+UNIT_STRINGS = ["1 GB/s", "3 us", "2 GiB", "1 TFLOP/s", "5 Gb/s", "12 parsecs", "0 GB/s", "-1 us", "nan GB/s", ""]
+
+# Integers are bounded: validation enumerates the divisors of d_model by trial division, so an
+# int near 2**62 takes minutes (see test_huge_d_model_is_rejected_or_loaded_quickly). Floats are
+# bounded for the same reason (pydantic accepts an integral float below 2**63 as an int).
+VALUES = st.one_of(
+    st.integers(min_value=-(2**31), max_value=2**31),
+    st.sampled_from([0, -1, 1, 2, 3, 7]),
+    st.floats(min_value=-1e12, max_value=1e12),
+    st.sampled_from([math.nan, math.inf, -math.inf, 1e300, -1e300, 0.0, -0.0, 0.5]),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8),
+    st.sampled_from(UNIT_STRINGS),
+    st.none(),
+    st.booleans(),
+    st.just([]),
+    st.just({}),
+)
+
+
+def _walk(node, path=()):
+    """Yield (path, node) for every node of nested dicts and lists."""
+    yield path, node
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _walk(value, path + (key,))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _walk(value, path + (index,))
+
+
+def _parent(data, path):
+    node = data
+    for item in path[:-1]:
+        node = node[item]
+    return node
+
+
+LEAVES = [path for path, node in _walk(SHIPPED) if path and not isinstance(node, (dict, list))]
+KEYS = [path for path, node in _walk(SHIPPED) if path and isinstance(_parent(SHIPPED, path), dict)]
+MAPPINGS = [path for path, node in _walk(SHIPPED) if isinstance(node, dict)]
+
+
+@st.composite
+def mutated_scenarios(draw):
+    """The shipped scenario's data with one mutation, and a description of it."""
+    data = copy.deepcopy(SHIPPED)
+    kind = draw(st.sampled_from(["replace", "delete", "add"]))
+    if kind == "replace":
+        path = draw(st.sampled_from(LEAVES))
+        value = draw(VALUES)
+        _parent(data, path)[path[-1]] = value
+        return f"replace {list(path)} with {value!r}", data
+    if kind == "delete":
+        path = draw(st.sampled_from(KEYS))
+        del _parent(data, path)[path[-1]]
+        return f"delete {list(path)}", data
+    path = draw(st.sampled_from(MAPPINGS))
+    target = data
+    for item in path:
+        target = target[item]
+    key = draw(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8).filter(
+        lambda k: k not in target
+    ))
+    value = draw(VALUES)
+    target[key] = value
+    return f"add {list(path) + [key]} = {value!r}", data
+
+
+def _added_key(path: tuple, key: str, value) -> tuple[str, dict]:
+    data = copy.deepcopy(SHIPPED)
+    target = data
+    for item in path:
+        target = target[item]
+    target[key] = value
+    return f"add {list(path) + [key]} = {value!r}", data
+
+
+@pytest.fixture(scope="module")
+def mutation_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("mutations")
+
+
+@settings(max_examples=150, deadline=None)
+@given(mutation=mutated_scenarios())
+# An unknown key is named in the message, so a key with a line break must not break the line.
+@example(mutation=_added_key(("hardware", "gpu"), "colour\nred", 0))
+@example(mutation=_added_key((), "\r", 0))
+def test_mutated_scenario_loads_or_raises_one_line_scenario_error(mutation, mutation_dir):
+    description, data = mutation
+    note(description)
+    path = mutation_dir / "mutated.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    try:
+        scenario = load_scenario(path)
+    except ScenarioError as error:
+        assert_one_line(str(error))
+        assert "mutated.yaml" in str(error)
+    else:
+        assert isinstance(scenario, Scenario)
