@@ -26,6 +26,7 @@ combine (sum)      ``N*k*w``                     ``(N*k*w + N*w) * b``
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from secmoe_sim.hardware import GPU
 from secmoe_sim.units import DTYPE_BYTES
@@ -41,6 +42,10 @@ class Kernel:
 
     ``group`` names the cost-model term the op belongs to (``pre``, ``projection``, ``scores``,
     ``ffn``, ``router``, ``mix``), which is how the analytical model sums the simulated work.
+    ``primitive`` and ``shape`` say which measurable primitive the op is (``gemm``: ``m, k, n``
+    and ``count`` GEMMs of that shape; ``attention``: ``batch, heads, tokens, head_dim, causal``;
+    ``memory``: ``bytes`` moved), so measured timings can replace the roofline estimate. The first
+    shape entry is the one that grows with the data (rows, sequences, bytes).
     """
 
     name: str
@@ -50,15 +55,35 @@ class Kernel:
     activation_bytes: float = 0.0
     workspace_bytes: float = 0.0
     launches: int = 1
+    primitive: str = "memory"
+    shape: tuple[tuple[str, float], ...] = ()
+    is_backward: bool = False
 
     def scaled(self, factor: float) -> "Kernel":
         """The same op over ``factor`` times as much data (e.g. more sequences in one kernel)."""
+        shape = self.shape
+        if shape:
+            (first, value), *rest = shape
+            shape = ((first, value * factor), *rest)
         return replace(
             self,
             flops=self.flops * factor,
             traffic_bytes=self.traffic_bytes * factor,
             activation_bytes=self.activation_bytes * factor,
             workspace_bytes=self.workspace_bytes * factor,
+            shape=shape,
+        )
+
+    def sharded(self, parts: int) -> "Kernel":
+        """One of ``parts`` tensor-parallel shards: GEMM columns, attention heads or bytes split."""
+        split = {"gemm": "n", "attention": "heads", "memory": "bytes"}[self.primitive]
+        return replace(
+            self,
+            flops=self.flops / parts,
+            traffic_bytes=self.traffic_bytes / parts,
+            activation_bytes=self.activation_bytes / parts,
+            workspace_bytes=self.workspace_bytes / parts,
+            shape=tuple((key, value / parts if key == split else value) for key, value in self.shape),
         )
 
     def backward(self) -> "Kernel":
@@ -69,7 +94,36 @@ class Kernel:
             flops=self.flops * BACKWARD_FLOP_FACTOR,
             traffic_bytes=self.traffic_bytes * BACKWARD_FLOP_FACTOR,
             activation_bytes=0.0,
+            is_backward=True,
         )
+
+    def dims(self) -> dict[str, float]:
+        """The primitive's shape as a dict."""
+        return dict(self.shape)
+
+
+class KernelTimer(Protocol):
+    """Where op times come from: the roofline estimate, or measured timings replayed."""
+
+    def kernel_time_s(self, kernel: Kernel) -> float:
+        """Execution time of all of a kernel's launches, launch overhead excluded."""
+
+    def launch_time_s(self, kernel: Kernel) -> float:
+        """Host-side launch overhead of all of a kernel's launches."""
+
+
+@dataclass(frozen=True)
+class RooflineTimer:
+    """The cost model's own timing: roofline execution plus a fixed launch overhead per launch."""
+
+    gpu: GPU
+    dtype: str
+
+    def kernel_time_s(self, kernel: Kernel) -> float:
+        return kernel_time_s(kernel, self.gpu, self.dtype)
+
+    def launch_time_s(self, kernel: Kernel) -> float:
+        return launch_time_s(kernel, self.gpu)
 
 
 def kernel_time_s(kernel: Kernel, gpu: GPU, dtype: str) -> float:
@@ -91,10 +145,18 @@ def launch_time_s(kernel: Kernel, gpu: GPU) -> float:
 # --- per-sequence op counts -------------------------------------------------------------------
 
 
+def _gemm(m: float, k: float, n: float, count: int = 1) -> dict:
+    return {"primitive": "gemm", "shape": (("m", m), ("k", k), ("n", n), ("count", count))}
+
+
+def _memory(traffic_bytes: float) -> dict:
+    return {"primitive": "memory", "shape": (("bytes", traffic_bytes),)}
+
+
 def qkv_projection(tokens: float, width: float, b: int) -> Kernel:
     return Kernel(
         "qkv", "projection", 2 * 3 * tokens * width**2, (tokens * width + 3 * width**2 + 3 * tokens * width) * b,
-        activation_bytes=3 * tokens * width * b,
+        activation_bytes=3 * tokens * width * b, **_gemm(tokens, width, 3 * width),
     )
 
 
@@ -110,13 +172,15 @@ def attention_scores(tokens: float, width: float, heads: int, layer: Layer, b: i
         traffic += 4 * scores_bytes  # write QK^T, read+write softmax, read for PV
         workspace = scores_bytes
         activation += scores_bytes
-    return Kernel("attention", "scores", flops, traffic, activation_bytes=activation, workspace_bytes=workspace)
+    shape = (("batch", 1), ("heads", heads), ("tokens", tokens), ("head_dim", width / heads), ("causal", int(layer.causal)))
+    return Kernel("attention", "scores", flops, traffic, activation_bytes=activation, workspace_bytes=workspace,
+                  primitive="attention", shape=shape)
 
 
 def out_projection(tokens: float, width: float, b: int) -> Kernel:
     return Kernel(
         "out_proj", "projection", 2 * tokens * width**2, (2 * tokens * width + width**2) * b,
-        activation_bytes=tokens * width * b,
+        activation_bytes=tokens * width * b, **_gemm(tokens, width, width),
     )
 
 
@@ -125,37 +189,39 @@ def ffn(tokens: float, width: float, multiplier: float, b: int, group: str = "ff
     return Kernel(
         "ffn", group, 2 * 2 * tokens * width * hidden, (2 * tokens * width + 2 * width * hidden + 2 * tokens * hidden) * b,
         activation_bytes=(tokens * hidden + tokens * width) * b, workspace_bytes=tokens * hidden * b,
+        **_gemm(tokens, width, hidden, count=2),
     )
 
 
 def sequence_reduction(tokens: float, reduction: int, width: float, b: int) -> Kernel:
+    traffic = (tokens + tokens / reduction) * width * b
     return Kernel(
-        "seq_reduce", "pre", tokens * width, (tokens + tokens / reduction) * width * b,
-        activation_bytes=tokens / reduction * width * b,
+        "seq_reduce", "pre", tokens * width, traffic, activation_bytes=tokens / reduction * width * b, **_memory(traffic)
     )
 
 
 def mixing_projection(tokens: float, width: float, b: int) -> Kernel:
     return Kernel(
-        "mix", "mix", 2 * tokens * width**2, (2 * tokens * width + width**2) * b, activation_bytes=tokens * width * b
+        "mix", "mix", 2 * tokens * width**2, (2 * tokens * width + width**2) * b, activation_bytes=tokens * width * b,
+        **_gemm(tokens, width, width),
     )
 
 
 def router(tokens: float, width: float, num_experts: int, b: int) -> Kernel:
     return Kernel(
         "router", "router", 2 * tokens * width * num_experts, (tokens * width + width * num_experts + tokens * num_experts) * b,
-        activation_bytes=tokens * num_experts * b,
+        activation_bytes=tokens * num_experts * b, **_gemm(tokens, width, num_experts),
     )
 
 
 def top_k(tokens: float, num_experts: int, k: int, b: int) -> Kernel:
-    return Kernel("top_k", "router", tokens * num_experts, (tokens * num_experts + 2 * tokens * k) * b)
+    traffic = (tokens * num_experts + 2 * tokens * k) * b
+    return Kernel("top_k", "router", tokens * num_experts, traffic, **_memory(traffic))
 
 
 def combine(tokens: float, k: int, width: float, b: int) -> Kernel:
-    return Kernel(
-        "combine", "router", tokens * k * width, (tokens * k * width + tokens * width) * b, activation_bytes=tokens * width * b
-    )
+    traffic = (tokens * k * width + tokens * width) * b
+    return Kernel("combine", "router", tokens * k * width, traffic, activation_bytes=tokens * width * b, **_memory(traffic))
 
 
 def attention_block(tokens: float, width: float, heads: int, layer: Layer, with_ffn: bool) -> list[Kernel]:

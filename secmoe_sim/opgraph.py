@@ -301,7 +301,7 @@ def dense_plan(layer: Layer, arch: DenseArchitecture, cluster: Cluster) -> Layer
     for index, group in enumerate(groups):
         seqs = group_sequences[index]
         block = costs.attention_block(n, d, layer.heads, layer, with_ffn=layer.ffn)
-        shard = [k.scaled(seqs / tp) for k in block]
+        shard = [k.scaled(seqs).sharded(tp) for k in block]
         reduce_bytes = seqs * n * d * wire_b
         for gpu in group:
             forward[gpu] += _nonzero(shard[:3])

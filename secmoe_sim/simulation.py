@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from secmoe_sim.costs import KernelTimer
 from secmoe_sim.engine import SimulationRun, run_plan
 from secmoe_sim.opgraph import LayerPlan, dense_plan, sectional_plan, token_moe_plan
 from secmoe_sim.scenario import Scenario
@@ -65,12 +66,15 @@ def layer_plans(scenario: Scenario, seed: int) -> list[LayerPlan]:
     return plans
 
 
-def simulate(scenario: Scenario, seed: int | None = None) -> Results:
-    """Simulate every architecture entry of ``scenario``; ``seed`` overrides the scenario's."""
+def simulate(scenario: Scenario, seed: int | None = None, timer: KernelTimer | None = None) -> Results:
+    """Simulate every architecture entry of ``scenario``; ``seed`` overrides the scenario's.
+
+    ``timer`` replaces the roofline op times (e.g. with measured timings replayed).
+    """
     seed = scenario.seed if seed is None else seed
     summaries, timelines = [], []
     for plan in layer_plans(scenario, seed):
-        run = run_plan(plan)
+        run = run_plan(plan, timer)
         summaries.append(summarize(run, scenario))
         timelines.append(run.timeline.assign(entry=plan.label, num_experts=plan.num_experts))
     summary = pd.DataFrame(summaries)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 import simpy
 
-from secmoe_sim.costs import Kernel, kernel_time_s, launch_time_s
+from secmoe_sim.costs import Kernel, KernelTimer, RooflineTimer
 from secmoe_sim.engine.collectives import start_collective
 from secmoe_sim.engine.network import Network
 from secmoe_sim.engine.recorder import Recorder, Row
@@ -29,8 +29,9 @@ class SimulationRun:
     num_events: int
 
 
-def run_plan(plan: LayerPlan) -> SimulationRun:
-    """Simulate ``plan`` in a fresh environment."""
+def run_plan(plan: LayerPlan, timer: KernelTimer | None = None) -> SimulationRun:
+    """Simulate ``plan`` in a fresh environment; op times from ``timer`` (default: the roofline)."""
+    timer = timer or RooflineTimer(plan.cluster.gpu, plan.dtype)
     env = simpy.Environment()
     recorder = Recorder()
     network = Network(env, plan.cluster, recorder)
@@ -46,12 +47,11 @@ def run_plan(plan: LayerPlan) -> SimulationRun:
     finished_at = [0.0] * len(plan.programs)
 
     def gpu_process(gpu: int):
-        gpu_spec = plan.cluster.gpu
         for step in plan.programs[gpu]:
             started_at = env.now
             if isinstance(step, Kernel):
-                launch_s = launch_time_s(step, gpu_spec)
-                yield env.timeout(launch_s + kernel_time_s(step, gpu_spec, plan.dtype))
+                launch_s = timer.launch_time_s(step)
+                yield env.timeout(launch_s + timer.kernel_time_s(step))
                 recorder.record(
                     Row(gpu=gpu, stream="compute", kind="kernel", label=step.name, started_at=started_at,
                         finished_at=env.now, launch_s=launch_s, flops=step.flops, bytes=step.traffic_bytes, group=step.group)
