@@ -111,6 +111,9 @@ def summarize(run: SimulationRun, scenario: Scenario) -> dict:
     communication_s = interval_union_s(touching["started_at"].to_numpy(), touching["finished_at"].to_numpy())
     all_kernels = timeline[timeline["kind"] == "kernel"]
     compute_all_gpus_s = float((all_kernels["finished_at"] - all_kernels["started_at"] - all_kernels["launch_s"]).sum())
+    send_busy_all_gpus_s = sum(
+        interval_union_s(sent["started_at"].to_numpy(), sent["finished_at"].to_numpy()) for _, sent in transfers.groupby("src")
+    )
     peak_memory = max(plan.peak_memory_bytes(scenario.workload.layer.passes))
     exposed_s = wall_clock_s - compute_s - launch_s
     if abs(exposed_s) <= FLOAT_NOISE * wall_clock_s:  # summing kernel durations leaves rounding residue
@@ -130,6 +133,8 @@ def summarize(run: SimulationRun, scenario: Scenario) -> dict:
         "overhead_s": wall_clock_s - compute_s,
         "critical_gpu": critical,
         "compute_all_gpus_s": compute_all_gpus_s,
+        "launch_all_gpus_s": float(all_kernels["launch_s"].sum()),
+        "send_busy_all_gpus_s": send_busy_all_gpus_s,
         "peak_memory_bytes": peak_memory,
         "memory_capacity_bytes": plan.cluster.gpu.memory_capacity,
         "params": plan.params,

@@ -1,0 +1,111 @@
+"""The empirical alpha on synthetic hardware whose overhead shape is known by construction."""
+
+import json
+
+import numpy as np
+import pytest
+
+from secmoe_sim.alpha import measure_alpha
+from secmoe_sim.overhead_fit import aicc, best_form, fit_all, fit_form
+from secmoe_sim.scenario import Scenario
+
+MESSAGE_COST_S = 20e-6  # per-message overhead + latency; bandwidth so high that bytes cost nothing
+COLLECTIVES = 2  # scatter + gather, forward only
+
+
+def synthetic_scenario(fabric: dict, mode: str = "expert_per_gpu") -> Scenario:
+    """16 GPUs in one node, a compute-bound GPU with no launch cost, 16 sequences (even for every E)."""
+    return Scenario.model_validate({
+        "schema_version": 1, "name": "synthetic", "seed": 0,
+        "hardware": {
+            "gpu": {"name": "ideal", "peak_flops": {"fp32": "1 TFLOP/s"}, "memory_bandwidth": "1e30 B/s",
+                    "memory_capacity": "1 TB", "kernel_launch_overhead": 0},
+            "nodes": 1, "gpus_per_node": 16, "intra_node": fabric, "message_overhead": "19 us",
+        },
+        "workload": {
+            "layer": {"d_model": 256, "seq_len": 256, "batch": 16, "heads": 4, "dtype": "fp32", "ffn": False},
+            "architectures": [{"kind": "sectional_moe", "min_section_width": 16, "sweep_mode": mode,
+                               "pre_expert": {"enabled": False}, "section_ffn": True}],
+        },
+    })
+
+
+SERIALISED = {  # every pair crosses one host bridge, held by one message at a time
+    "kind": "pcie", "link_bandwidth_per_direction": "1e30 B/s", "host_bridge_bandwidth_per_direction": "1e30 B/s",
+    "latency": "1 us", "peer_to_peer": True, "gpus_per_switch": 1,
+}
+SWITCHED = {"kind": "nvswitch", "bandwidth_per_direction": "1e30 B/s", "latency": "1 us"}
+
+
+def by_view(measurements, mode):
+    return {m.view: m for m in measurements if m.sweep_mode == mode}
+
+
+def test_serialised_medium_total_overhead_is_alpha_e_e_minus_1():
+    measurements, _ = measure_alpha(synthetic_scenario(SERIALISED), sweep_modes=("expert_per_gpu",))
+    total = by_view(measurements, "expert_per_gpu")["total"]
+    alpha_true = COLLECTIVES * MESSAGE_COST_S
+    experts = np.array(total.experts)
+    assert np.allclose(total.overhead_s, alpha_true * experts * (experts - 1), rtol=1e-9)
+    full = total.fits["quadratic_full"].coefficients
+    assert full["alpha"] == pytest.approx(alpha_true, rel=1e-2)
+    assert full["beta"] == pytest.approx(-alpha_true, rel=1e-2)
+    assert total.best_form in ("quadratic", "quadratic_full")
+
+
+def test_serialised_medium_numeric_optimum_matches_simulated_argmin():
+    measurements, _ = measure_alpha(synthetic_scenario(SERIALISED), sweep_modes=("expert_per_gpu",))
+    per_device = by_view(measurements, "expert_per_gpu")["per_device"]
+    assert per_device.best_form in ("quadratic", "quadratic_full")
+    assert 1 < per_device.e_opt_simulated < max(per_device.experts), "optimum must be interior for the test to mean something"
+    feasible = np.array(per_device.experts)
+    nearest = feasible[np.argmin(np.abs(np.log(feasible) - np.log(per_device.e_opt_best_form)))]
+    assert nearest == per_device.e_opt_simulated
+
+
+def test_switched_fabric_per_gpu_overhead_is_linear():
+    measurements, _ = measure_alpha(synthetic_scenario(SWITCHED), sweep_modes=("expert_per_gpu",))
+    per_device = by_view(measurements, "expert_per_gpu")["per_device"]
+    experts = np.array(per_device.experts)
+    assert np.allclose(per_device.overhead_s, COLLECTIVES * MESSAGE_COST_S * (experts - 1), rtol=1e-9, atol=1e-15)
+    assert per_device.best_form == "linear"
+    assert not per_device.paper_form_holds
+
+
+def test_regret_is_zero_when_the_optima_agree():
+    measurements, _ = measure_alpha(synthetic_scenario(SERIALISED), sweep_modes=("expert_per_gpu",))
+    for m in measurements:
+        if m.e_opt_feasible == m.e_opt_simulated:
+            assert m.regret == 0.0
+        else:
+            assert m.regret > 0.0
+
+
+def test_record_is_json_ready():
+    measurements, _ = measure_alpha(synthetic_scenario(SERIALISED), sweep_modes=("fixed_cluster",))
+    for m in measurements:
+        record = json.loads(json.dumps(m.record(), allow_nan=False))
+        for key in ("sweep_mode", "view", "alpha_s", "alpha_flop_equiv", "best_form", "r2", "e_opt_analytical",
+                    "e_opt_feasible", "e_opt_simulated", "regret"):
+            assert key in record
+
+
+def test_fit_standard_errors_and_r2_on_noisy_quadratic():
+    rng = np.random.default_rng(1)
+    e = np.array([1, 2, 4, 8, 16, 32], dtype=float)
+    y = 3e-6 * e**2 + rng.normal(0, 1e-6, len(e))
+    fit = fit_form("quadratic", e, y)
+    assert fit.coefficients["alpha"] == pytest.approx(3e-6, rel=0.05)
+    assert 0 < fit.standard_errors["alpha"] < 1e-7
+    assert 0.99 < fit.r2 <= 1.0
+
+
+def test_aicc_floor_and_undefined_cases():
+    assert aicc(0.0, 6, 2, floor_variance=1e-12) == pytest.approx(6 * np.log(1e-12) + 4 + 12 / 3)
+    assert aicc(1.0, 4, 3, floor_variance=0.0) == float("inf")
+
+
+def test_exact_log_data_prefers_log():
+    e = np.array([1, 2, 4, 8, 16, 32], dtype=float)
+    fits = fit_all(e, 5e-6 * np.log(e) + 1e-6)
+    assert best_form(fits) == "log"

@@ -1,0 +1,92 @@
+"""alpha, validate, recommend and report on a tiny scenario: files written, tables sane, figures drawn."""
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from secmoe_sim import load_scenario
+from secmoe_sim.cli import main
+from secmoe_sim.recommend import hardware_changes
+from secmoe_sim.validate import run_validation, variants, write_validation
+from secmoe_sim.validation_report import write_validation_report
+
+TINY = str(Path(__file__).parent / "data" / "tiny_validation.yaml")
+
+
+def test_alpha_command_writes_json_per_mode_and_view(tmp_path, capsys):
+    assert main(["alpha", TINY, "--out", str(tmp_path)]) == 0
+    document = json.loads((tmp_path / "alpha.json").read_text())
+    keys = {(m["sweep_mode"], m["view"]) for m in document["measurements"]}
+    assert keys == {(mode, view) for mode in ("fixed_cluster", "expert_per_gpu") for view in ("total", "per_device")}
+    for m in document["measurements"]:
+        assert m["e_opt_simulated"] in m["experts"] and m["e_opt_feasible"] in m["experts"]
+        assert m["regret"] >= 0.0
+        assert set(m["fits"]) >= {"quadratic", "linear", "log"}
+    assert document["metadata"]["scenario"] == "tiny"
+    assert (tmp_path / "overhead_fits.png").stat().st_size > 0
+    assert "best form" in capsys.readouterr().out
+
+
+def test_alpha_single_sweep_mode(tmp_path):
+    assert main(["alpha", TINY, "--sweep-mode", "fixed_cluster", "--out", str(tmp_path)]) == 0
+    modes = {m["sweep_mode"] for m in json.loads((tmp_path / "alpha.json").read_text())["measurements"]}
+    assert modes == {"fixed_cluster"}
+
+
+def test_variants_change_one_dimension():
+    cases = variants(load_scenario(TINY))
+    assert [c.varied for c in cases] == ["base", "seq_len", "seq_len", "d_model", "d_model"]
+    assert sorted(c.scenario.workload.layer.seq_len for c in cases if c.varied == "seq_len") == [64, 256]
+    assert all(c.scenario.workload.layer.d_model == 256 for c in cases if c.varied == "seq_len")
+
+
+def test_validate_writes_table_and_figures(tmp_path):
+    scenario = load_scenario(TINY)
+    validation = run_validation([scenario], with_variants=True, progress=False)
+    written = write_validation(validation, tmp_path, [scenario])
+    table = pd.read_csv(tmp_path / "validation.csv")
+    assert len(table) == 5 * 2 * 2  # cases x sweep modes x views
+    assert (table["regret"] >= 0).all()
+    assert {"e_opt_analytical", "e_opt_feasible", "e_opt_best_form", "e_opt_simulated", "best_form", "alpha_s"} <= set(table.columns)
+    pngs = [p for p in written if p.suffix == ".png"]
+    assert len(pngs) == 6 and all(p.stat().st_size > 1000 for p in pngs)
+
+
+def test_report_readme_links_existing_figures(tmp_path):
+    readme = write_validation_report([load_scenario(TINY)], tmp_path)
+    text = readme.read_text()
+    assert "## Findings" in text and "AICc-best form" in text
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) == 6
+    for link in links:
+        assert (tmp_path / link).is_file(), link
+
+
+def test_recommend_names_the_baselines_and_the_sensitivity(capsys):
+    assert main(["recommend", TINY]) == 0
+    out = capsys.readouterr().out
+    assert "Use E =" in out and "token_moe 'token'" in out and "dense 'dense'" in out
+    assert "parameters" in out and "per token" in out
+    assert "bandwidth x2" in out and "latency x0.5" in out and "overhead x0.5" in out
+
+
+def test_sensitivity_changes_one_quantity_each():
+    cluster = load_scenario(TINY).hardware
+    changes = hardware_changes(cluster)
+    bandwidth, latency, overhead = changes.values()
+    assert bandwidth.intra_node.bandwidth_per_direction == 2 * cluster.intra_node.bandwidth_per_direction
+    assert bandwidth.inter_node.nic_bandwidth_per_direction == 2 * cluster.inter_node.nic_bandwidth_per_direction
+    assert bandwidth.message_overhead == cluster.message_overhead
+    assert latency.intra_node.latency == cluster.intra_node.latency / 2 and latency.message_overhead == cluster.message_overhead
+    assert overhead.message_overhead == cluster.message_overhead / 2 and overhead.intra_node == cluster.intra_node
+
+
+def test_alpha_without_sectional_entry_is_a_clean_error(tmp_path, capsys):
+    text = Path(TINY).read_text().replace(
+        "    - {kind: sectional_moe, label: sectional, min_section_width: 32, pre_expert: {enabled: true, sequence_reduction: 2}}\n", "")
+    path = tmp_path / "no_sectional.yaml"
+    path.write_text(text)
+    assert main(["alpha", str(path)]) == 2
+    assert "no sectional_moe entry" in capsys.readouterr().err
