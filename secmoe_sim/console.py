@@ -27,14 +27,21 @@ from secmoe_sim.workload import SectionalMoEArchitecture
 def run_table(results: Results) -> str:
     """Per architecture entry: best E, wall-clock, and how it splits into compute and exposed communication."""
     best = results.best()
-    header = f"{'entry':28s} {'kind':14s} {'mode':15s} {'best E':>6s} {'GPUs':>5s} {'wall-clock':>11s} {'compute':>10s} {'launch':>10s} {'exposed comm':>13s} {'peak mem':>10s}"
+    header = (f"{'entry':28s} {'kind':14s} {'mode':15s} {'best E':>6s} {'GPUs':>5s} {'wall-clock':>11s} {'compute':>10s} "
+              f"{'launch':>10s} {'exposed comm':>13s} {'peak mem':>10s}")
     lines = [f"scenario {results.scenario.name} (seed {results.seed}): one layer, {results.scenario.workload.layer.passes}", header, "-" * len(header)]
     for row in best.itertuples(index=False):
         lines.append(
             f"{row.label:28s} {row.architecture:14s} {row.sweep_mode:15s} {row.num_experts:6d} {row.num_gpus:5d} "
             f"{format_duration(row.wall_clock_s):>11s} {format_duration(row.compute_s):>10s} {format_duration(row.launch_s):>10s} "
             f"{format_duration(row.exposed_communication_s):>13s} {format_bytes(row.peak_memory_bytes):>10s}"
+            + ("  OOM" if row.oom else "")
         )
+    oom = results.summary[results.summary["oom"]]
+    if not oom.empty:
+        configurations = ", ".join(f"{r.label} E={r.num_experts}" for r in oom.itertuples(index=False))
+        lines.append(f"out of memory (peak above {format_bytes(oom['memory_capacity_bytes'].iloc[0])} per GPU, "
+                     f"still simulated): {configurations}")
     return "\n".join(lines)
 
 

@@ -25,9 +25,9 @@ from secmoe_sim import costs
 from secmoe_sim.costs import Kernel
 from secmoe_sim.hardware import Cluster
 from secmoe_sim.placement import place_experts, sectional_cluster, sequences_per_gpu
-from secmoe_sim.routing import capacity_limited_counts, uniform_top_k_counts
+from secmoe_sim.routing import capacity_limited_counts, route
 from secmoe_sim.units import DTYPE_BYTES
-from secmoe_sim.workload import DenseArchitecture, Layer, SectionalMoEArchitecture, TokenMoEArchitecture
+from secmoe_sim.workload import DenseArchitecture, GroupedRouting, Layer, SectionalMoEArchitecture, TokenMoEArchitecture
 
 
 @dataclass(frozen=True)
@@ -223,8 +223,14 @@ def sectional_plan(layer: Layer, arch: SectionalMoEArchitecture, cluster: Cluste
     )
 
 
+def expert_groups(arch: TokenMoEArchitecture, cluster: Cluster) -> int:
+    """Expert groups of grouped routing: as configured, or one per node."""
+    routing = arch.routing
+    return routing.groups if isinstance(routing, GroupedRouting) and routing.groups else cluster.nodes
+
+
 def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, rng: np.random.Generator) -> LayerPlan:
-    """The op graph of a token-routed MoE layer; routing drawn from ``rng`` (uniform top-k)."""
+    """The op graph of a token-routed MoE layer; random routing drawn from ``rng``."""
     num_gpus, num_experts, k = cluster.num_gpus, arch.num_experts, arch.top_k
     placement = place_experts(num_experts, num_gpus)
     sequences = sequences_per_gpu(layer.batch, num_gpus)
@@ -243,7 +249,8 @@ def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, r
     expert_tokens: dict[int, list[float]] = defaultdict(list)
     dispatches = []
     for index, group in enumerate(placement.groups):
-        routed = np.array([uniform_top_k_counts(sequences[src] * n, num_experts, k, rng) for src in group])
+        tokens = [sequences[src] * n for src in group]
+        routed = route(arch.routing, tokens, num_experts, k, expert_groups(arch, cluster), rng)
         capacity = arch.capacity_factor * k * routed.sum() / num_experts
         kept = capacity_limited_counts(routed, capacity)
         dropped += int(routed.sum() - kept.sum())

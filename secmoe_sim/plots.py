@@ -25,6 +25,10 @@ def wall_clock_vs_experts(summary: pd.DataFrame, analytical: pd.DataFrame | None
     for label, rows in sectional.groupby("label", sort=False):
         rows = rows.sort_values("num_experts")
         line, = axes.plot(rows["num_experts"], rows["wall_clock_s"] * MILLISECONDS_PER_SECOND, "o-", label=f"{label} (simulated)")
+        oom = rows[rows["oom"]]
+        if not oom.empty:
+            axes.plot(oom["num_experts"], oom["wall_clock_s"] * MILLISECONDS_PER_SECOND, "x", color="red", markersize=12,
+                      markeredgewidth=2, label=f"{label}: out of memory")
         if analytical is not None:
             model = analytical[analytical["label"] == label].sort_values("num_experts")
             axes.plot(model["num_experts"], model["analytical_s"] * MILLISECONDS_PER_SECOND, "--", color=line.get_color(),

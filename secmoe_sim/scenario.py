@@ -22,7 +22,13 @@ from pydantic import Field, ValidationError, model_validator
 from secmoe_sim.config import FieldIssue, StrictModel
 from secmoe_sim.hardware import Cluster
 from secmoe_sim.placement import feasible_expert_counts, placement_error, sectional_feasibility_error
-from secmoe_sim.workload import DenseArchitecture, SectionalMoEArchitecture, TokenMoEArchitecture, Workload
+from secmoe_sim.workload import (
+    DenseArchitecture,
+    GroupedRouting,
+    SectionalMoEArchitecture,
+    TokenMoEArchitecture,
+    Workload,
+)
 
 SHIPPED_SCENARIOS = "scenarios"
 
@@ -64,6 +70,8 @@ class Scenario(StrictModel):
                 reason = placement_error(arch.num_experts, cluster.num_gpus)
                 if reason:
                     raise FieldIssue(path + ("num_experts",), reason)
+                if isinstance(arch.routing, GroupedRouting):
+                    _check_grouped_routing(arch, path, cluster)
             elif isinstance(arch, DenseArchitecture):
                 if cluster.num_gpus % arch.tensor_parallel:
                     raise FieldIssue(
@@ -86,6 +94,18 @@ class Scenario(StrictModel):
         """SHA-256 of the resolved scenario (includes resolved, so edits to an included file count)."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_grouped_routing(arch: TokenMoEArchitecture, path: tuple, cluster: Cluster) -> None:
+    routing = arch.routing
+    groups = routing.groups or cluster.nodes
+    where = path + ("routing",)
+    if arch.num_experts % groups:
+        raise FieldIssue(where, f"{arch.num_experts} experts do not split into {groups} groups (one per node unless 'groups' is set)")
+    if routing.top_groups > groups:
+        raise FieldIssue(where + ("top_groups",), f"top_groups ({routing.top_groups}) exceeds the {groups} groups")
+    if arch.top_k > routing.top_groups * (arch.num_experts // groups):
+        raise FieldIssue(where + ("top_groups",), f"top_k ({arch.top_k}) exceeds the experts of {routing.top_groups} groups")
 
 
 def _check_sectional(arch: SectionalMoEArchitecture, path: tuple, d_model: int, cluster: Cluster) -> None:
@@ -131,6 +151,7 @@ def load_scenario(path_or_name: str | Path) -> Scenario:
     hardware = data.get("hardware")
     if isinstance(hardware, str):
         data = {**data, "hardware": _load_included_cluster(path, hardware)}
+    data = _with_routing_counts_read(path, data, tree)
     try:
         return Scenario.model_validate(data)
     except ValidationError as error:
@@ -144,6 +165,39 @@ def load_cluster(path: str | Path) -> Cluster:
         return Cluster.model_validate(data)
     except ValidationError as error:
         raise _scenario_error(str(path), error, data, tree) from None
+
+
+def _with_routing_counts_read(scenario_path: Path, data: dict, tree: yaml.Node | None) -> dict:
+    """Replace ``routing: {kind: counts, file: F}`` by the numbers in F (relative to the scenario)."""
+    architectures = (data.get("workload") or {}).get("architectures") if isinstance(data.get("workload"), dict) else None
+    if not isinstance(architectures, list):
+        return data
+    resolved = []
+    for index, arch in enumerate(architectures):
+        routing = arch.get("routing") if isinstance(arch, dict) else None
+        if isinstance(routing, dict) and routing.get("kind") == "counts" and "file" in routing:
+            where = ["workload", "architectures", index, "routing", "file"]
+            counts = _read_counts(scenario_path, routing["file"], _format_path(where), _yaml_line(tree, where))
+            routing = {key: value for key, value in routing.items() if key != "file"} | {"counts": counts}
+            arch = {**arch, "routing": routing}
+        resolved.append(arch)
+    return {**data, "workload": {**data["workload"], "architectures": resolved}}
+
+
+def _read_counts(scenario_path: Path, name: object, field: str, line: int | None) -> list[float]:
+    """Numbers separated by commas, spaces or newlines; ``#`` starts a comment."""
+    if not isinstance(name, str):
+        raise ScenarioError(str(scenario_path), field, "expected a file name", line)
+    counts_path = scenario_path.parent / name
+    try:
+        text = counts_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ScenarioError(str(scenario_path), field, f"cannot read token counts file {name!r}: {error.__class__.__name__}", line) from None
+    tokens = " ".join(row.split("#")[0] for row in text.splitlines()).replace(",", " ").split()
+    try:
+        return [float(token) for token in tokens]
+    except ValueError as error:
+        raise ScenarioError(str(counts_path), "", f"token counts must be numbers: {error}") from None
 
 
 def _load_included_cluster(scenario_path: Path, include: str) -> Cluster:

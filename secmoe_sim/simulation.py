@@ -137,6 +137,7 @@ def summarize(run: SimulationRun, scenario: Scenario) -> dict:
         "send_busy_all_gpus_s": send_busy_all_gpus_s,
         "peak_memory_bytes": peak_memory,
         "memory_capacity_bytes": plan.cluster.gpu.memory_capacity,
+        "oom": bool(peak_memory > plan.cluster.gpu.memory_capacity),
         "params": plan.params,
         "flops": plan.flops,
         "flops_per_token": plan.flops_per_token,

@@ -61,6 +61,49 @@ class DenseArchitecture(StrictModel):
         return self.label or self.kind
 
 
+class UniformRouting(StrictModel):
+    """Each token picks ``top_k`` distinct experts uniformly at random."""
+
+    kind: Literal["uniform"]
+
+
+class ZipfRouting(StrictModel):
+    """Expert popularity falls as ``1 / rank^exponent`` (exponent 0 is uniform); ``top_k`` distinct per token."""
+
+    kind: Literal["zipf"]
+    exponent: float = Field(ge=0, le=10)
+    shuffle_ranks: bool = Field(default=True, description="popular experts drawn at random (seeded), not experts 0, 1, ...")
+
+
+class GroupedRouting(StrictModel):
+    """DeepSeek-style: experts split into ``groups`` (by default one per node); each token first picks
+    ``top_groups`` groups, then ``top_k`` distinct experts inside them, uniformly."""
+
+    kind: Literal["grouped"]
+    groups: int | None = Field(default=None, ge=1, le=MAX_EXPERTS, description="expert groups; default one per node")
+    top_groups: int = Field(ge=1, le=MAX_EXPERTS)
+
+
+class CountsRouting(StrictModel):
+    """Measured per-expert token counts (inline, or ``file:`` a text file of numbers beside the scenario),
+    used as relative loads: scaled to the layer's tokens x top_k, deterministic."""
+
+    kind: Literal["counts"]
+    counts: list[float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _loads_valid(self) -> "CountsRouting":
+        for position, count in enumerate(self.counts):
+            if not (count >= 0 and count < float("inf")):
+                raise FieldIssue(("counts", position), f"a token count must be a finite number >= 0, got {count}")
+        if sum(self.counts) <= 0:
+            raise FieldIssue(("counts",), "the counts sum to zero")
+        return self
+
+
+Routing = Annotated[Union[UniformRouting, ZipfRouting, GroupedRouting, CountsRouting], Field(discriminator="kind")]
+
+
 class TokenMoEArchitecture(StrictModel):
     """Baseline: full-width attention, then a router sends each token to top_k expert FFNs."""
 
@@ -69,11 +112,21 @@ class TokenMoEArchitecture(StrictModel):
     num_experts: int = Field(ge=1, le=MAX_EXPERTS)
     top_k: int = Field(default=2, ge=1, le=MAX_EXPERTS)
     capacity_factor: float = Field(default=1.25, gt=0, description="expert capacity = capacity_factor * top_k * tokens / num_experts")
+    routing: Routing = Field(default=UniformRouting(kind="uniform"), description="how tokens choose experts")
 
     @model_validator(mode="after")
     def _top_k_fits(self) -> "TokenMoEArchitecture":
         if self.top_k > self.num_experts:
             raise FieldIssue(("top_k",), f"top_k ({self.top_k}) exceeds num_experts ({self.num_experts})")
+        routing = self.routing
+        if isinstance(routing, CountsRouting) and len(routing.counts) != self.num_experts:
+            raise FieldIssue(("routing", "counts"), f"{len(routing.counts)} counts for {self.num_experts} experts")
+        if isinstance(routing, GroupedRouting):
+            groups = routing.groups
+            if groups is not None and self.num_experts % groups:
+                raise FieldIssue(("routing", "groups"), f"{groups} groups do not split {self.num_experts} experts evenly")
+            if groups is not None and routing.top_groups > groups:
+                raise FieldIssue(("routing", "top_groups"), f"top_groups ({routing.top_groups}) exceeds groups ({groups})")
         return self
 
     @property
