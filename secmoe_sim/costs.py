@@ -130,10 +130,11 @@ def kernel_time_s(kernel: Kernel, gpu: GPU, dtype: str) -> float:
     """Roofline time of a kernel, launch overhead excluded.
 
     ``max(FLOPs / (peak * efficiency), bytes / memory bandwidth)``, where the efficiency is looked
-    up at the FLOPs of one launch (``flops / launches``).
+    up at the FLOPs of one launch (``flops / launches``) and, for attention kernels, in the GPU's
+    attention table when it has one.
     """
     per_launch_flops = kernel.flops / kernel.launches
-    rate_flops_per_s = gpu.peak_for(dtype) * gpu.efficiency(per_launch_flops)
+    rate_flops_per_s = gpu.peak_for(dtype) * gpu.efficiency(per_launch_flops, kernel.primitive)
     return max(kernel.flops / rate_flops_per_s, kernel.traffic_bytes / gpu.memory_bandwidth)
 
 

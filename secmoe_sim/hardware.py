@@ -44,23 +44,39 @@ class GPU(StrictModel):
         default=None,
         description="size-dependent efficiency: interpolated in log(FLOPs), clamped at both ends",
     )
+    attention_efficiency_table: tuple[EfficiencyPoint, ...] | None = Field(
+        default=None,
+        description="optional efficiency of attention kernels by size (same rules as efficiency_table); "
+        "absent: attention uses efficiency_table / compute_efficiency like every other kernel",
+    )
 
     @model_validator(mode="after")
     def _table_sorted(self) -> "GPU":
         if not self.peak_flops:
             raise FieldIssue(("peak_flops",), "peak_flops needs at least one dtype")
-        if self.efficiency_table is not None:
-            sizes = [point.flops for point in self.efficiency_table]
-            if len(sizes) == 0 or sizes != sorted(sizes) or len(set(sizes)) != len(sizes):
-                raise FieldIssue(("efficiency_table",), "efficiency_table must be non-empty with strictly increasing flops")
+        for name in ("efficiency_table", "attention_efficiency_table"):
+            table = getattr(self, name)
+            if table is not None:
+                sizes = [point.flops for point in table]
+                if len(sizes) == 0 or sizes != sorted(sizes) or len(set(sizes)) != len(sizes):
+                    raise FieldIssue((name,), f"{name} must be non-empty with strictly increasing flops")
         return self
 
-    def efficiency(self, kernel_flops: float) -> float:
-        """Fraction of peak FLOP/s a kernel of ``kernel_flops`` reaches."""
-        if self.efficiency_table is None:
+    def efficiency(self, kernel_flops: float, primitive: str = "gemm") -> float:
+        """Fraction of peak FLOP/s a kernel of ``kernel_flops`` reaches.
+
+        Attention kernels (``primitive == "attention"``) use ``attention_efficiency_table`` when one
+        is given (a calibrated GPU: fused attention reaches a different rate than a GEMM of equal
+        FLOPs); every other kernel, and attention without that table, uses ``efficiency_table`` or
+        the constant ``compute_efficiency``.
+        """
+        table = self.efficiency_table
+        if primitive == "attention" and self.attention_efficiency_table is not None:
+            table = self.attention_efficiency_table
+        if table is None:
             return self.compute_efficiency
-        log_sizes = np.log([point.flops for point in self.efficiency_table])
-        values = [point.efficiency for point in self.efficiency_table]
+        log_sizes = np.log([point.flops for point in table])
+        values = [point.efficiency for point in table]
         return float(np.interp(np.log(max(kernel_flops, 1.0)), log_sizes, values))
 
     def peak_for(self, dtype: str) -> float:
@@ -114,6 +130,12 @@ class InterNodeFabric(StrictModel):
     kind: Literal["infiniband", "ethernet"] = "infiniband"
     nic_bandwidth_per_direction: Bandwidth = Field(description="per GPU NIC, per direction")
     latency: Duration = Field(description="one-way NIC-to-NIC latency across the fabric")
+    gpu_nic_pcie_bandwidth_per_direction: Bandwidth | None = Field(
+        default=None,
+        description="NVSwitch nodes only: the PCIe link between a GPU and the PCIe switch its NIC hangs off "
+        "(GPUDirect RDMA path), per direction; unset: that hop is not modelled. On PCIe nodes the GPU's own "
+        "PCIe link (link_bandwidth_per_direction) is always that hop",
+    )
 
 
 class Cluster(StrictModel):
@@ -138,6 +160,16 @@ class Cluster(StrictModel):
         if isinstance(fabric, PCIeFabric):
             if self.gpus_per_node % fabric.sockets:
                 raise FieldIssue(("gpus_per_node",), f"gpus_per_node ({self.gpus_per_node}) must split evenly over {fabric.sockets} sockets")
+        return self
+
+    @model_validator(mode="after")
+    def _nic_pcie_hop_on_nvswitch_only(self) -> "Cluster":
+        if self.inter_node is not None and self.inter_node.gpu_nic_pcie_bandwidth_per_direction is not None:
+            if isinstance(self.intra_node, PCIeFabric):
+                raise FieldIssue(
+                    ("inter_node", "gpu_nic_pcie_bandwidth_per_direction"),
+                    "only for nvswitch nodes: on a PCIe node the GPU's own PCIe link is the hop to its NIC",
+                )
         return self
 
     @property

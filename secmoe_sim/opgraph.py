@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from typing import Union
+from functools import cached_property
+from typing import Iterable, Iterator, Union
 
 import numpy as np
 
@@ -39,23 +40,78 @@ class Message:
     payload_bytes: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
+class Messages:
+    """Point-to-point messages as three parallel arrays, so a million of them stay compact.
+
+    Iterating yields :class:`Message` objects; the engine reads the arrays.
+    """
+
+    src: np.ndarray
+    dst: np.ndarray
+    payload_bytes: np.ndarray
+
+    @classmethod
+    def of(cls, messages: Iterable[Message]) -> "Messages":
+        listed = list(messages)
+        return cls(
+            src=np.array([m.src for m in listed], dtype=np.int64),
+            dst=np.array([m.dst for m in listed], dtype=np.int64),
+            payload_bytes=np.array([m.payload_bytes for m in listed], dtype=float),
+        )
+
+    def __len__(self) -> int:
+        return int(self.src.shape[0])
+
+    def __iter__(self) -> Iterator[Message]:
+        for src, dst, size in zip(self.src.tolist(), self.dst.tolist(), self.payload_bytes.tolist()):
+            yield Message(src, dst, size)
+
+    def reversed(self) -> "Messages":
+        """Every message in the opposite direction."""
+        return Messages(src=self.dst, dst=self.src, payload_bytes=self.payload_bytes)
+
+
+@dataclass(frozen=True, eq=False)
 class AllToAll:
-    """An all-to-all(-v) among ``gpus``: each message is one point-to-point transfer."""
+    """An all-to-all(-v) among ``gpus``: each message is one point-to-point transfer.
+
+    ``messages`` may be given as any iterable of :class:`Message` (kept as :class:`Messages`), or
+    built from a per-pair byte matrix with :meth:`from_matrix`. How the bytes travel (all pairs at
+    once, in rounds, or through node-level aggregation) is the engine's all-to-all algorithm.
+    """
 
     key: str
     name: str
     gpus: tuple[int, ...]
-    messages: tuple[Message, ...]
+    messages: Messages
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.messages, Messages):
+            object.__setattr__(self, "messages", Messages.of(self.messages))
+
+    @classmethod
+    def from_matrix(cls, key: str, name: str, gpus: tuple[int, ...], byte_matrix: np.ndarray) -> "AllToAll":
+        """All-to-all-v: ``byte_matrix[i, j]`` bytes from ``gpus[i]`` to ``gpus[j]``; zeros and the diagonal send nothing."""
+        matrix = np.asarray(byte_matrix, dtype=float)
+        sending = (matrix > 0) & ~np.eye(len(gpus), dtype=bool)
+        rows, columns = np.nonzero(sending)
+        members = np.asarray(gpus, dtype=np.int64)
+        return cls(key, name, tuple(gpus), Messages(src=members[rows], dst=members[columns], payload_bytes=matrix[rows, columns]))
 
     def transposed(self) -> "AllToAll":
         """The same exchange in the opposite direction (a backward pass, a gather after a scatter)."""
-        return AllToAll(
-            key=f"{self.key}.backward",
-            name=f"{self.name}.backward",
-            gpus=self.gpus,
-            messages=tuple(Message(m.dst, m.src, m.payload_bytes) for m in self.messages),
-        )
+        return AllToAll(key=f"{self.key}.backward", name=f"{self.name}.backward", gpus=self.gpus, messages=self.messages.reversed())
+
+    @cached_property
+    def buffer_bytes_by_gpu(self) -> dict[int, float]:
+        """Bytes each GPU sends plus receives in this exchange."""
+        touching: dict[int, float] = defaultdict(float)
+        for gpus in (self.messages.src, self.messages.dst):
+            members, inverse = np.unique(gpus, return_inverse=True)
+            for gpu, size in zip(members.tolist(), np.bincount(inverse, weights=self.messages.payload_bytes).tolist()):
+                touching[gpu] += size
+        return dict(touching)
 
 
 @dataclass(frozen=True)
@@ -71,8 +127,37 @@ class AllReduce:
         return replace(self, key=f"{self.key}.backward", name=f"{self.name}.backward")
 
 
-Collective = Union[AllToAll, AllReduce]
-Step = Union[Kernel, AllToAll, AllReduce]
+@dataclass(frozen=True)
+class AllGather:
+    """A ring all-gather: each of ``gpus`` (in ring order) ends with all ``payload_bytes``, one ``1/t`` shard from each."""
+
+    key: str
+    name: str
+    gpus: tuple[int, ...]
+    payload_bytes: float
+
+    def transposed(self) -> "ReduceScatter":
+        """The backward of an all-gather is a reduce-scatter of the gradients."""
+        return ReduceScatter(key=f"{self.key}.backward", name=f"{self.name}.backward", gpus=self.gpus, payload_bytes=self.payload_bytes)
+
+
+@dataclass(frozen=True)
+class ReduceScatter:
+    """A ring reduce-scatter: ``payload_bytes`` on each of ``gpus``, summed, each GPU keeping one ``1/t`` shard."""
+
+    key: str
+    name: str
+    gpus: tuple[int, ...]
+    payload_bytes: float
+
+    def transposed(self) -> AllGather:
+        """The backward of a reduce-scatter is an all-gather of the gradient shards."""
+        return AllGather(key=f"{self.key}.backward", name=f"{self.name}.backward", gpus=self.gpus, payload_bytes=self.payload_bytes)
+
+
+RingCollective = Union[AllReduce, AllGather, ReduceScatter]
+Collective = Union[AllToAll, AllReduce, AllGather, ReduceScatter]
+Step = Union[Kernel, AllToAll, AllReduce, AllGather, ReduceScatter]
 
 
 @dataclass(frozen=True)
@@ -126,9 +211,9 @@ class LayerPlan:
 
 
 def _buffer_bytes(collective: Collective, gpu: int) -> float:
-    if isinstance(collective, AllReduce):
-        return 2 * collective.payload_bytes if gpu in collective.gpus else 0.0
-    return sum(m.payload_bytes for m in collective.messages if gpu in (m.src, m.dst))
+    if isinstance(collective, AllToAll):
+        return collective.buffer_bytes_by_gpu.get(gpu, 0.0)
+    return 2 * collective.payload_bytes if gpu in collective.gpus else 0.0
 
 
 def _with_backward(programs: list[list[Step]], passes: str) -> tuple[tuple[Step, ...], ...]:

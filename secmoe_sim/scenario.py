@@ -43,6 +43,30 @@ class ScenarioError(Exception):
         super().__init__(" ".join(message.splitlines()))
 
 
+class NetworkOptions(StrictModel):
+    """How the simulated network moves bytes (docs/model.md, section 4)."""
+
+    model: Literal["flows", "ports"] = Field(
+        default="flows",
+        description="flows: concurrent messages share every link max-min fairly; "
+        "ports: capacity-1 ports, one message per link at a time in a fixed order",
+    )
+    mode: Literal["exact", "batched"] = Field(
+        default="exact",
+        description="flows only. exact: rates recomputed whenever a flow starts or finishes; "
+        "batched: only once `tolerance` of the active flows have started or finished (large clusters)",
+    )
+    tolerance: float = Field(
+        default=0.05, ge=0, lt=1,
+        description="batched mode: fraction of the active flows that start or finish before rates are recomputed (0 is exact)",
+    )
+    all_to_all: Literal["direct", "pairwise", "hierarchical"] = Field(
+        default="direct",
+        description="all-to-all algorithm: direct (every pair at once), pairwise (G-1 rounds, i -> i+r), "
+        "hierarchical (intra-node exchange by local rank, then one inter-node exchange per node pair and local rank)",
+    )
+
+
 class Scenario(StrictModel):
     """Everything that determines a run: the cluster, the layer and its architectures, the seed."""
 
@@ -52,6 +76,7 @@ class Scenario(StrictModel):
     seed: int = Field(default=0, ge=0, description="root of every random stream of the run")
     hardware: Cluster
     workload: Workload
+    network: NetworkOptions = Field(default_factory=NetworkOptions, description="network model and collective algorithms")
 
     @model_validator(mode="after")
     def _fits_cluster(self) -> "Scenario":

@@ -1,4 +1,8 @@
-"""Exact micro-timelines computed by hand (one transfer = overhead + latency + bytes / bandwidth)."""
+"""Exact micro-timelines computed by hand (one transfer = overhead + latency + bytes / bandwidth).
+
+These are timelines of the capacity-1 port model (``network: {model: ports}``), selected
+explicitly; the flow model's hand timelines are in ``test_network_flows.py``.
+"""
 
 import pytest
 
@@ -6,6 +10,7 @@ from secmoe_sim.costs import Kernel
 from secmoe_sim.engine import run_plan
 from secmoe_sim.hardware import EfficiencyPoint
 from secmoe_sim.opgraph import AllReduce, AllToAll, LayerPlan, Message, sectional_plan
+from secmoe_sim.scenario import NetworkOptions
 from secmoe_sim.workload import PreExpertBlock, SectionalMoEArchitecture
 
 from conftest import make_cluster, make_gpu, make_layer, make_pcie
@@ -13,6 +18,7 @@ from conftest import make_cluster, make_gpu, make_layer, make_pcie
 BANDWIDTH = 1e9
 LATENCY = 1e-6
 OVERHEAD = 2e-6
+PORTS = NetworkOptions(model="ports")
 
 
 def hand_plan(cluster, programs):
@@ -30,7 +36,7 @@ def one_transfer_s(payload_bytes):
 def test_one_transfer():
     cluster = make_cluster(gpus_per_node=2, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD)
     exchange = AllToAll("a2a", "a2a", (0, 1), (Message(0, 1, 1e6),))
-    run = run_plan(hand_plan(cluster, [[exchange], [exchange]]))
+    run = run_plan(hand_plan(cluster, [[exchange], [exchange]]), network=PORTS)
     transfer = run.timeline[run.timeline["kind"] == "transfer"].iloc[0]
     assert (transfer.started_at, transfer.finished_at) == (0.0, pytest.approx(one_transfer_s(1e6), rel=1e-12))
     assert run.finished_at == (pytest.approx(one_transfer_s(1e6)), pytest.approx(one_transfer_s(1e6)))
@@ -39,7 +45,7 @@ def test_one_transfer():
 def test_two_transfers_queue_on_one_port():
     cluster = make_cluster(gpus_per_node=3, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD)
     exchange = AllToAll("a2a", "a2a", (0, 1, 2), (Message(0, 1, 1e6), Message(0, 2, 3e6)))
-    run = run_plan(hand_plan(cluster, [[exchange]] * 3))
+    run = run_plan(hand_plan(cluster, [[exchange]] * 3), network=PORTS)
     transfers = run.timeline[run.timeline["kind"] == "transfer"].sort_values("started_at")
     first, second = one_transfer_s(1e6), one_transfer_s(3e6)
     assert list(transfers["dst"]) == [1, 2]
@@ -66,7 +72,7 @@ def test_two_gpu_scatter_gather_by_hand():
     d, n = 128, 64
     layer = make_layer(d_model=d, seq_len=n, batch=2, heads=2, dtype="fp32")
     arch = SectionalMoEArchitecture(kind="sectional_moe", pre_expert=PreExpertBlock(enabled=False), min_section_width=16)
-    run = run_plan(sectional_plan(layer, arch, cluster, 2))
+    run = run_plan(sectional_plan(layer, arch, cluster, 2), network=PORTS)
     w = d // 2
     section_bytes = n * w * 4  # one sequence's section, fp32
     sequences_served = 2
@@ -91,7 +97,7 @@ def test_four_gpu_all_to_all_with_known_sizes():
     cluster = make_cluster(gpus_per_node=4, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD)
     size = {(s, d): 1e6 * (1 + (s + d) % 3) for s in range(4) for d in range(4) if s != d}
     messages = tuple(Message(s, d, size[(s, d)]) for (s, d) in size)
-    run = run_plan(hand_plan(cluster, [[AllToAll("a2a", "a2a", (0, 1, 2, 3), messages)]] * 4))
+    run = run_plan(hand_plan(cluster, [[AllToAll("a2a", "a2a", (0, 1, 2, 3), messages)]] * 4), network=PORTS)
     expected_ms = {
         (0, 1): (0, 2.003), (1, 2): (0, 1.003), (2, 3): (0, 3.003), (3, 0): (0, 1.003),
         (0, 2): (2.003, 5.006), (1, 3): (3.003, 5.006), (2, 0): (3.003, 6.006), (3, 1): (2.003, 4.006),
@@ -108,14 +114,14 @@ def test_four_gpu_all_to_all_with_known_sizes():
 def test_uniform_four_gpu_all_to_all_takes_three_message_times():
     cluster = make_cluster(gpus_per_node=4, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD)
     messages = tuple(Message(s, d, 1e6) for s in range(4) for d in range(4) if s != d)
-    run = run_plan(hand_plan(cluster, [[AllToAll("a2a", "a2a", (0, 1, 2, 3), messages)]] * 4))
+    run = run_plan(hand_plan(cluster, [[AllToAll("a2a", "a2a", (0, 1, 2, 3), messages)]] * 4), network=PORTS)
     assert max(run.finished_at) == pytest.approx(3 * one_transfer_s(1e6), rel=1e-12)
 
 
 def test_ring_all_reduce_steps():
     cluster = make_cluster(gpus_per_node=4, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD)
     reduce = AllReduce("ar", "ar", (0, 1, 2, 3), 4e6)
-    run = run_plan(hand_plan(cluster, [[reduce]] * 4))
+    run = run_plan(hand_plan(cluster, [[reduce]] * 4), network=PORTS)
     steps = 2 * (4 - 1)
     assert max(run.finished_at) == pytest.approx(steps * one_transfer_s(1e6))
     assert len(run.timeline[run.timeline["kind"] == "transfer"]) == 4 * steps
@@ -125,7 +131,7 @@ def test_pcie_without_peer_to_peer_stages_through_host():
     fabric = make_pcie(peer_to_peer=False, link=2e9, bridge=1e9, latency=LATENCY)
     cluster = make_cluster(gpus_per_node=2, overhead=OVERHEAD, fabric=fabric)
     exchange = AllToAll("a2a", "a2a", (0, 1), (Message(0, 1, 1e6),))
-    run = run_plan(hand_plan(cluster, [[exchange], [exchange]]))
+    run = run_plan(hand_plan(cluster, [[exchange], [exchange]]), network=PORTS)
     hop = LATENCY + 1e6 / 1e9
     assert max(run.finished_at) == pytest.approx(OVERHEAD + 2 * hop)
 
@@ -134,6 +140,6 @@ def test_pcie_host_bridge_serialises_cross_switch_messages():
     fabric = make_pcie(peer_to_peer=True, link=2e9, bridge=1e9, latency=LATENCY, gpus_per_switch=1)
     cluster = make_cluster(gpus_per_node=4, overhead=OVERHEAD, fabric=fabric)
     exchange = AllToAll("a2a", "a2a", (0, 1, 2, 3), (Message(0, 1, 1e6), Message(2, 3, 1e6)))
-    run = run_plan(hand_plan(cluster, [[exchange]] * 4))
+    run = run_plan(hand_plan(cluster, [[exchange]] * 4), network=PORTS)
     one = OVERHEAD + LATENCY + 1e6 / 1e9
     assert max(run.finished_at) == pytest.approx(2 * one)  # disjoint GPUs, one shared bridge

@@ -72,6 +72,10 @@ CASES: dict[str, Case] = {
     "bad_include_invalid_hardware.yaml": Case(
         "gpu.memory_bandwidth", "bandwidth must be positive", file="hardware_zero_bandwidth.yaml"
     ),
+    "bad_network_model.yaml": Case("network.model", "Input should be 'flows' or 'ports'"),
+    "bad_nic_pcie_on_pcie_node.yaml": Case(
+        "hardware.inter_node.gpu_nic_pcie_bandwidth_per_direction", "only for nvswitch nodes"
+    ),
 }
 
 BAD_FILES = sorted(CASES)

@@ -7,34 +7,49 @@ while the GPU takes part in a collective. The layer ends when the last GPU finis
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import simpy
 
 from secmoe_sim.costs import Kernel, KernelTimer, RooflineTimer
 from secmoe_sim.engine.collectives import start_collective
-from secmoe_sim.engine.network import Network
+from secmoe_sim.engine.flow_table import RateObserver
+from secmoe_sim.engine.network import build_network
 from secmoe_sim.engine.recorder import Recorder, Row
 from secmoe_sim.opgraph import LayerPlan
+from secmoe_sim.scenario import NetworkOptions
 
 
 @dataclass(frozen=True)
 class SimulationRun:
-    """What one simulated layer produced: every row, each GPU's finish instant, the event count."""
+    """What one simulated layer produced: every row, each GPU's finish instant, the event count,
+    and the network model's own counters (flows, rate recomputations and their host time)."""
 
     plan: LayerPlan
     timeline: pd.DataFrame
     finished_at: tuple[float, ...]
     num_events: int
+    network_statistics: dict[str, float] = field(default_factory=dict)
 
 
-def run_plan(plan: LayerPlan, timer: KernelTimer | None = None) -> SimulationRun:
-    """Simulate ``plan`` in a fresh environment; op times from ``timer`` (default: the roofline)."""
+def run_plan(
+    plan: LayerPlan,
+    timer: KernelTimer | None = None,
+    network: NetworkOptions | None = None,
+    observer: RateObserver | None = None,
+) -> SimulationRun:
+    """Simulate ``plan`` in a fresh environment.
+
+    Op times come from ``timer`` (default: the roofline); ``network`` chooses the network model and
+    the all-to-all algorithm (default: max-min fair flows, exact, direct); ``observer`` is called
+    at every rate change of the flow network (the invariant tests use it).
+    """
     timer = timer or RooflineTimer(plan.cluster.gpu, plan.dtype)
+    options = network or NetworkOptions()
     env = simpy.Environment()
     recorder = Recorder()
-    network = Network(env, plan.cluster, recorder)
+    links = build_network(env, plan.cluster, recorder, options, observer)
     collectives = {}
     for program in plan.programs:
         ordinal = 0
@@ -42,7 +57,7 @@ def run_plan(plan: LayerPlan, timer: KernelTimer | None = None) -> SimulationRun
             if isinstance(step, Kernel):
                 continue
             if step.key not in collectives:
-                collectives[step.key] = start_collective(env, network, step, ordinal)
+                collectives[step.key] = start_collective(env, links, step, ordinal, plan.cluster, options.all_to_all)
             ordinal += 1
     finished_at = [0.0] * len(plan.programs)
 
@@ -69,4 +84,7 @@ def run_plan(plan: LayerPlan, timer: KernelTimer | None = None) -> SimulationRun
     while env.peek() != float("inf"):
         env.step()
         num_events += 1
-    return SimulationRun(plan=plan, timeline=recorder.frame(), finished_at=tuple(finished_at), num_events=num_events)
+    return SimulationRun(
+        plan=plan, timeline=recorder.frame(), finished_at=tuple(finished_at), num_events=num_events,
+        network_statistics=links.statistics(),
+    )

@@ -1,111 +1,47 @@
-"""Moving bytes between GPUs: the one function the layer code uses for every message.
+"""Moving bytes between GPUs: the one interface the collectives use, and the choice of model.
 
-This is the capacity-1 port model. Every port on a message's route (a GPU's egress or ingress, a
-shared host bridge, a NIC) carries one message at a time, and serves its messages in a fixed order
-known before the layer starts: collective by collective, and inside an all-to-all by shift
-(``(dst - src) mod group size``, the peer order NCCL uses for grouped point-to-point calls), so
-that a uniform all-to-all among ``n`` GPUs runs as ``n - 1`` contention-free rounds. A message
-starts when it has been issued and it is next in line on every port of its hop; it holds them for
-``latency + bytes / bandwidth`` (plus the per-message software overhead on its first hop).
-
-Because every start time is a maximum of earlier finish times plus durations (a max-plus system
-with a fixed order), shortening any duration, e.g. with more bandwidth, never delays anything; a
-greedy "first free port" policy would not have that property.
+Both network models implement :class:`Network`: ``expect`` announces a message before the run
+(the port model needs the order of every port's messages in advance; the flow model ignores it)
+and ``transfer`` moves the bytes, returning an event that fires when they have arrived (its
+value is the pair ``(src, dst)``). Which model
+runs is a scenario option (``network.model``): ``flows`` (max-min fair sharing of links,
+:mod:`secmoe_sim.engine.flows`) or ``ports`` (capacity-1 ordered ports, :mod:`secmoe_sim.engine.ports`).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from functools import lru_cache
-from typing import Hashable
+from typing import Hashable, Protocol
 
 import simpy
 
-from secmoe_sim.engine.recorder import Recorder, Row
+from secmoe_sim.engine.flow_table import RateObserver
+from secmoe_sim.engine.flows import FlowNetwork
+from secmoe_sim.engine.ports import PortNetwork
+from secmoe_sim.engine.recorder import Recorder
 from secmoe_sim.hardware import Cluster
-from secmoe_sim.topology import route
+from secmoe_sim.scenario import NetworkOptions
 
 OrderKey = tuple[Hashable, ...]
 
 
-class Network:
-    """The ports of a cluster and the ordered queues of messages on them."""
-
-    def __init__(self, env: simpy.Environment, cluster: Cluster, recorder: Recorder):
-        self.env = env
-        self.cluster = cluster
-        self.recorder = recorder
-        self._route = lru_cache(maxsize=None)(lambda src, dst: route(cluster, src, dst))
-        self._expected: dict[str, list[OrderKey]] = defaultdict(list)
-        self._queues: dict[str, list[OrderKey]] = {}
-        self._head: dict[str, int] = defaultdict(int)
-        self._running: set[str] = set()
-        self._issued: dict[OrderKey, tuple[tuple[str, ...], simpy.Event]] = {}
-        self._announced: set[OrderKey] = set()
+class Network(Protocol):
+    """What a collective needs from the network."""
 
     def expect(self, src: int, dst: int, order: OrderKey) -> None:
-        """Announce, before the run, a message that will be sent; ``order`` ranks it on its ports."""
-        for index, hop in enumerate(self._route(src, dst)):
-            hop_key = order + (index,)
-            if hop_key in self._announced:
-                raise ValueError(f"two messages share the order key {order}")
-            self._announced.add(hop_key)
-            for port in hop.ports:
-                self._expected[port].append(hop_key)
+        """Announce, before the run, a message from ``src`` to ``dst`` ranked by ``order``."""
 
-    def transfer(self, src: int, dst: int, payload_bytes: float, label: str, order: OrderKey) -> simpy.Process:
-        """Move ``payload_bytes`` from GPU ``src`` to GPU ``dst``; the process ends on arrival."""
-        return self.env.process(self._transfer(src, dst, payload_bytes, label, order))
+    def transfer(self, src: int, dst: int, payload_bytes: float, label: str, order: OrderKey) -> simpy.Event:
+        """Move ``payload_bytes`` from GPU ``src`` to GPU ``dst``; the event fires on arrival, its value ``(src, dst)``."""
 
-    def _transfer(self, src: int, dst: int, payload_bytes: float, label: str, order: OrderKey):
-        started_at = None
-        for index, hop in enumerate(self._route(src, dst)):
-            hop_key = order + (index,)
-            yield self._issue(hop_key, hop.ports)
-            if started_at is None:
-                started_at = self.env.now
-            overhead_s = self.cluster.message_overhead if index == 0 else 0.0
-            yield self.env.timeout(overhead_s + hop.latency_s + payload_bytes / hop.bandwidth_bytes_per_s)
-            self._release(hop.ports)
-        self.recorder.record(
-            Row(gpu=src, stream="comm", kind="transfer", label=label, started_at=started_at,
-                finished_at=self.env.now, bytes=payload_bytes, src=src, dst=dst)
-        )
+    def statistics(self) -> dict[str, float]:
+        """Counters of the model's own work (the benchmark reports them)."""
 
-    def _queue(self, port: str) -> list[OrderKey]:
-        queue = self._queues.get(port)
-        if queue is None:
-            queue = self._queues[port] = sorted(self._expected.pop(port, []))
-        return queue
 
-    def _is_next(self, key: OrderKey, ports: tuple[str, ...]) -> bool:
-        for port in ports:
-            queue = self._queue(port)
-            if port in self._running or self._head[port] >= len(queue) or queue[self._head[port]] != key:
-                return False
-        return True
-
-    def _issue(self, key: OrderKey, ports: tuple[str, ...]) -> simpy.Event:
-        if key not in self._announced:
-            raise RuntimeError(f"message {key} was not announced to the network with expect()")
-        started = self.env.event()
-        self._issued[key] = (ports, started)
-        self._start_if_next(key)
-        return started
-
-    def _start_if_next(self, key: OrderKey) -> None:
-        ports, started = self._issued[key]
-        if self._is_next(key, ports):
-            del self._issued[key]
-            self._running.update(ports)
-            started.succeed()
-
-    def _release(self, ports: tuple[str, ...]) -> None:
-        """Free ``ports``; start the message next in line on each of them if it is ready."""
-        self._running.difference_update(ports)
-        for port in ports:
-            self._head[port] += 1
-        for port in ports:
-            queue = self._queue(port)
-            if self._head[port] < len(queue) and queue[self._head[port]] in self._issued:
-                self._start_if_next(queue[self._head[port]])
+def build_network(
+    env: simpy.Environment, cluster: Cluster, recorder: Recorder, options: NetworkOptions, observer: RateObserver | None = None
+) -> Network:
+    """The network model ``options`` asks for; ``observer`` sees every rate change of the flow model."""
+    if options.model == "ports":
+        return PortNetwork(env, cluster, recorder)
+    tolerance = options.tolerance if options.mode == "batched" else 0.0
+    return FlowNetwork(env, cluster, recorder, tolerance, observer)

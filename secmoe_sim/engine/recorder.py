@@ -1,9 +1,15 @@
-"""Frozen rows recording every kernel, collective and transfer of a simulated layer."""
+"""Frozen rows recording every kernel, collective and transfer of a simulated layer.
+
+Kernels and collectives are recorded as :class:`Row` objects. Transfers can number in the
+millions on a large cluster, so they are recorded column by column (no object per message); the
+frame keeps the order in which everything was recorded.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+import numpy as np
 import pandas as pd
 
 NO_GPU = -1  # src/dst of rows that are not transfers
@@ -15,7 +21,8 @@ class Row:
 
     ``started_at``/``finished_at`` are simulation instants in seconds. A kernel row spans its
     launch overhead (``launch_s``) followed by its execution. A transfer row belongs to the sender's
-    ``comm`` stream and spans from the moment its first link was acquired to its arrival.
+    ``comm`` stream and spans from the moment the network starts on it (the sender starts posting
+    it on the flow network; its first port is acquired on the port network) to its arrival.
     """
 
     gpu: int
@@ -40,9 +47,49 @@ class Recorder:
 
     def __init__(self) -> None:
         self.rows: list[Row] = []
+        self._row_sequence: list[int] = []
+        self._transfers: dict[str, list] = {name: [] for name in ("src", "dst", "label", "started_at", "finished_at", "bytes")}
+        self._transfer_sequence: list[int] = []
+        self._next = 0
 
     def record(self, row: Row) -> None:
         self.rows.append(row)
+        self._row_sequence.append(self._next)
+        self._next += 1
+
+    def record_transfer(self, src: int, dst: int, label: str, started_at: float, finished_at: float, payload_bytes: float) -> None:
+        """One message from ``src`` to ``dst``: a transfer row on the sender's ``comm`` stream."""
+        columns = self._transfers
+        columns["src"].append(src)
+        columns["dst"].append(dst)
+        columns["label"].append(label)
+        columns["started_at"].append(started_at)
+        columns["finished_at"].append(finished_at)
+        columns["bytes"].append(payload_bytes)
+        self._transfer_sequence.append(self._next)
+        self._next += 1
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame([tuple(getattr(r, c) for c in ROW_COLUMNS) for r in self.rows], columns=ROW_COLUMNS)
+        ops = pd.DataFrame([tuple(getattr(r, c) for c in ROW_COLUMNS) for r in self.rows], columns=ROW_COLUMNS)
+        count = len(self._transfer_sequence)
+        transfers = pd.DataFrame({
+            "gpu": np.asarray(self._transfers["src"], dtype=np.int64),
+            "stream": ["comm"] * count,
+            "kind": ["transfer"] * count,
+            "label": self._transfers["label"],
+            "started_at": np.asarray(self._transfers["started_at"], dtype=float),
+            "finished_at": np.asarray(self._transfers["finished_at"], dtype=float),
+            "launch_s": np.zeros(count),
+            "flops": np.zeros(count),
+            "bytes": np.asarray(self._transfers["bytes"], dtype=float),
+            "src": np.asarray(self._transfers["src"], dtype=np.int64),
+            "dst": np.asarray(self._transfers["dst"], dtype=np.int64),
+            "group": [""] * count,
+        })
+        if count == 0:
+            return ops
+        if ops.empty:
+            return transfers
+        sequence = np.concatenate([self._row_sequence, self._transfer_sequence])
+        combined = pd.concat([ops, transfers], ignore_index=True)
+        return combined.iloc[np.argsort(sequence, kind="stable")].reset_index(drop=True)

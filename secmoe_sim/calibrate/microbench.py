@@ -1,0 +1,224 @@
+"""Torch microbenchmarks of the primitives the simulator times: GEMM, attention, memory, launch.
+
+:func:`measure` runs a :class:`Grid` on a :class:`~secmoe_sim.calibrate.timing.Device` and returns
+a :class:`~secmoe_sim.calibrate.trace.Trace`. The grids cover
+
+* GEMMs ``(M, K, N)``: for every section width ``w`` from the minimum section width up, the shapes
+  of a section's projections, ``(M, w, w)``, ``(M, w, 3w)``, ``(M, w, 4w)`` and ``(M, 4w, w)``,
+  over a range of row counts ``M`` (tokens);
+* fused scaled-dot-product attention over tokens, head dimension, (batch x heads) instances and
+  the causal flag, on query, key and value viewed out of one packed QKV tensor (the layout a fused
+  QKV projection hands to attention; on this CPU strided views run about 10% slower than separate
+  contiguous tensors at small head dimensions);
+* memory-bound ops (copy, softmax, elementwise add) over sizes, for the memory bandwidth;
+* launch/dispatch overhead: loops of tiny ops, and a loop of ``E`` small section GEMMs (one slice
+  and one matmul per section, as a sectional layer runs its experts).
+
+Shapes above a FLOP cap are skipped so the default grid runs in minutes. Every timing uses fresh
+random inputs (``normal_`` before each call), warm-up calls and at least 20 repeats
+(:meth:`Device.time_s`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from secmoe_sim.calibrate import require_torch
+from secmoe_sim.calibrate.timing import Device, environment, stable_time_s, torch_dtype
+from secmoe_sim.calibrate.trace import Trace, frame, gemm_counts, attention_counts, make_row, sample_statistics
+
+SECTION_FAMILIES = ((1, 1), (1, 3), (1, 4), (4, 1))  # (K, N) as multiples of the section width: w->w, w->3w, w->4w, 4w->w
+SOFTMAX_ROW = 1024  # elements per softmax row
+SECTION_LOOP_WIDTH = 16  # width of the sections in the launch loop
+SECTION_LOOP_ROWS = 8
+HEADS_PER_INSTANCE_GROUP = 8  # attention instances are split as (batch, heads) with at most this many heads
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What to measure and how often; :func:`grid_for` gives the shipped quick and default grids."""
+
+    name: str
+    gemm_shapes: tuple[tuple[int, int, int], ...]
+    attention_shapes: tuple[tuple[int, int, int, int, int], ...]  # batch, heads, tokens, head_dim, causal
+    memory_elements: tuple[int, ...]
+    tiny_loop_ops: int
+    section_loop_lengths: tuple[int, ...]
+    comm_bytes: tuple[int, ...]
+    warmup: int
+    repeats: int
+
+    def size(self) -> int:
+        """Number of timed benchmarks in the grid (per dtype for the compute ones)."""
+        return len(self.gemm_shapes) + len(self.attention_shapes) + 3 * len(self.memory_elements) + 3 + len(self.section_loop_lengths)
+
+
+def gemm_shapes(widths, rows, max_flops: float) -> tuple[tuple[int, int, int], ...]:
+    """Section-projection shapes ``(M, a*w, b*w)`` for every width and row count under the FLOP cap."""
+    shapes = set()
+    for width in widths:
+        for k_factor, n_factor in SECTION_FAMILIES:
+            for m in rows:
+                shape = (m, k_factor * width, n_factor * width)
+                if gemm_counts(*shape, 1, "fp32")["flops"] <= max_flops:
+                    shapes.add(shape)
+    return tuple(sorted(shapes))
+
+
+def attention_shapes(tokens, head_dims, instances, max_flops: float) -> tuple[tuple[int, int, int, int, int], ...]:
+    """``(batch, heads, tokens, head_dim, causal)`` for every combination under the FLOP cap."""
+    shapes = []
+    for count in instances:
+        heads = min(count, HEADS_PER_INSTANCE_GROUP)
+        batch = count // heads
+        for n in tokens:
+            for head_dim in head_dims:
+                for causal in (0, 1):
+                    if attention_counts(batch, heads, n, head_dim, False, "fp32")["flops"] <= max_flops:
+                        shapes.append((batch, heads, n, head_dim, causal))
+    return tuple(sorted(shapes))
+
+
+def powers(low: int, high: int, step: int = 2) -> tuple[int, ...]:
+    """``2**low, 2**(low+step), ...`` up to ``2**high``."""
+    return tuple(2**exponent for exponent in range(low, high + 1, step))
+
+
+def grid_for(kind: str, quick: bool) -> Grid:
+    """The shipped grid for a device kind: ``quick`` (under a minute on 2 CPU cores) or default.
+
+    Section widths run from 16 (CPU) or 64 (GPU), the smallest sections worth measuring, to the
+    widths of a full layer; row counts and attention sizes to what one device runs per layer. The
+    FLOP caps keep each timing around tens of milliseconds at most.
+    """
+    if kind == "cuda":
+        if quick:
+            return Grid("quick",
+                        gemm_shapes(widths=powers(6, 12, 2), rows=powers(8, 14, 3), max_flops=1e12),
+                        attention_shapes(tokens=powers(9, 12, 3), head_dims=(64, 128), instances=(8, 64), max_flops=1e12),
+                        memory_elements=powers(16, 26, 5), tiny_loop_ops=50, section_loop_lengths=(1, 8, 64),
+                        comm_bytes=powers(10, 26, 8), warmup=5, repeats=20)
+        return Grid("default",
+                    gemm_shapes(widths=powers(6, 13, 1), rows=powers(8, 16, 2), max_flops=4e12),
+                    attention_shapes(tokens=powers(8, 14, 1), head_dims=(64, 128), instances=(8, 32, 128), max_flops=4e12),
+                    memory_elements=powers(12, 28, 2), tiny_loop_ops=200, section_loop_lengths=powers(0, 7, 1),
+                    comm_bytes=powers(4, 28, 2), warmup=10, repeats=30)
+    if quick:
+        return Grid("quick",
+                    gemm_shapes(widths=(16, 64, 256), rows=(64, 512, 2048), max_flops=2.5e8),
+                    attention_shapes(tokens=(64, 256), head_dims=(16, 64), instances=(1, 8), max_flops=2e8),
+                    memory_elements=powers(10, 22, 4), tiny_loop_ops=20, section_loop_lengths=(1, 8, 32),
+                    comm_bytes=powers(4, 20, 8), warmup=2, repeats=20)
+    return Grid("default",
+                gemm_shapes(widths=powers(4, 10, 1), rows=powers(6, 13, 1), max_flops=8e9),
+                attention_shapes(tokens=powers(6, 10, 1), head_dims=(16, 32, 64, 128), instances=(1, 4, 16, 64), max_flops=8e9),
+                memory_elements=powers(10, 24, 2), tiny_loop_ops=100, section_loop_lengths=powers(0, 6, 1),
+                comm_bytes=powers(4, 24, 2), warmup=3, repeats=25)
+
+
+def measure(device: Device, grid: Grid, dtypes: tuple[str, ...], threads: int, with_comm: bool = True) -> Trace:
+    """Run ``grid`` on ``device`` for each dtype (communication once, in the first dtype)."""
+    rows = []
+    started = environment(device, threads)
+    with tqdm(total=grid.size() * len(dtypes), desc="microbenchmarks", unit="op", disable=None, leave=False) as progress:
+        for dtype in dtypes:
+            bench = _Bench(device, grid, dtype, progress)
+            rows += bench.gemms() + bench.attention() + bench.memory() + bench.launch()
+    disturbed = sum(1 for row in rows if row["attempts"] > 1)
+    metadata = {**started, "grid": grid.name, "dtypes": list(dtypes), "warmup": grid.warmup,
+                "repeats": grid.repeats, "source": "microbenchmarks", "shapes_measured_again": disturbed,
+                "load_average_1min_after": os.getloadavg()[0]}
+    if with_comm and grid.comm_bytes:
+        from secmoe_sim.calibrate.comm_bench import measure_comm
+
+        comm_rows, comm_metadata = measure_comm(device, grid.comm_bytes, dtypes[0], grid.warmup, grid.repeats)
+        rows += comm_rows
+        metadata.update(comm_metadata)
+    return Trace(rows=frame(rows), metadata=metadata)
+
+
+class _Bench:
+    """The benchmarks of one dtype on one device (one method per primitive)."""
+
+    def __init__(self, device: Device, grid: Grid, dtype: str, progress):
+        self.torch = require_torch()
+        self.device, self.grid, self.dtype, self.progress = device, grid, dtype, progress
+        self.torch_dtype = torch_dtype(dtype)
+
+    def _tensor(self, *shape):
+        return self.torch.randn(*shape, dtype=self.torch_dtype, device=self.device.torch_device)
+
+    def _time(self, fn, inputs, repeats: int | None = None) -> dict:
+        def refresh():
+            for tensor in inputs:
+                tensor.normal_()
+
+        samples, attempts = stable_time_s(self.device, fn, refresh, self.grid.warmup, repeats or self.grid.repeats)
+        self.progress.update(1)
+        return sample_statistics(samples, attempts)
+
+    def _row(self, op: str, primitive: str, stats: dict, **shape) -> dict:
+        return make_row(op, primitive, self.dtype, self.device.kind, stats, "microbenchmark", **shape)
+
+    def gemms(self) -> list[dict]:
+        rows = []
+        for m, k, n in self.grid.gemm_shapes:
+            a, b = self._tensor(m, k), self._tensor(k, n)
+            stats = self._time(lambda: self.torch.mm(a, b), (a, b))
+            rows.append(self._row("mm", "gemm", stats, m=m, k=k, n=n, count=1))
+        return rows
+
+    def attention(self) -> list[dict]:
+        sdpa = self.torch.nn.functional.scaled_dot_product_attention
+        rows = []
+        for batch, heads, tokens, head_dim, causal in self.grid.attention_shapes:
+            packed = self._tensor(batch, tokens, 3, heads, head_dim)  # what a fused QKV projection produces
+
+            def attend(packed=packed, causal=causal):
+                q, k, v = packed.permute(2, 0, 3, 1, 4).unbind(0)  # strided views, as a layer passes them
+                return sdpa(q, k, v, is_causal=bool(causal))
+
+            stats = self._time(attend, (packed,))
+            rows.append(self._row("scaled_dot_product_attention", "attention", stats, batch=batch, heads=heads,
+                                  tokens=tokens, head_dim=head_dim, causal=causal))
+        return rows
+
+    def memory(self) -> list[dict]:
+        element_bytes = self._tensor(1).element_size()
+        rows = []
+        for elements in self.grid.memory_elements:
+            source, other, target = self._tensor(elements), self._tensor(elements), self._tensor(elements)
+            matrix = source.view(-1, min(SOFTMAX_ROW, elements))
+            stats = self._time(lambda: target.copy_(source), (source,))
+            rows.append(self._row("copy", "memory", stats, bytes=2 * elements * element_bytes))
+            stats = self._time(lambda: self.torch.softmax(matrix, dim=-1), (source,))
+            rows.append(self._row("softmax", "memory", stats, bytes=2 * elements * element_bytes))
+            stats = self._time(lambda: self.torch.add(source, other), (source, other))
+            rows.append(self._row("add", "memory", stats, bytes=3 * elements * element_bytes))
+        return rows
+
+    def launch(self) -> list[dict]:
+        """Tiny ops back to back (dispatch cost per op) and loops over E small section GEMMs."""
+        ops = self.grid.tiny_loop_ops
+        x, y = self._tensor(1), self._tensor(1)
+        a, b = self._tensor(1, 1), self._tensor(1, 1)
+        tiny = {
+            "tiny_add": lambda: [self.torch.add(x, y) for _ in range(ops)],
+            "tiny_mm": lambda: [self.torch.mm(a, b) for _ in range(ops)],
+            "tiny_copy": lambda: [y.copy_(x) for _ in range(ops)],
+        }
+        rows = [self._row(name, "launch", self._time(fn, (x, y, a, b)), count=ops) for name, fn in tiny.items()]
+        width, rows_per_section = SECTION_LOOP_WIDTH, SECTION_LOOP_ROWS
+        for sections in self.grid.section_loop_lengths:
+            inputs = self._tensor(rows_per_section, sections * width)
+            weights = self._tensor(sections, width, width)
+
+            def section_loop(sections=sections, inputs=inputs, weights=weights):
+                return [self.torch.mm(inputs[:, e * width:(e + 1) * width], weights[e]) for e in range(sections)]
+
+            stats = self._time(section_loop, (inputs, weights))
+            rows.append(self._row("section_loop", "launch", stats, count=sections, m=rows_per_section, k=width, n=width))
+        return rows

@@ -1,0 +1,41 @@
+"""Ring collectives: all-reduce, all-gather and reduce-scatter over the GPUs in ring order.
+
+With ``t`` GPUs and ``payload_bytes`` per GPU, every step moves one chunk of ``payload_bytes / t``
+from each GPU to its right neighbour, and a GPU starts step ``s + 1`` when its own step-``s`` chunk
+has arrived and its left neighbour's has reached it. Reduce-scatter and all-gather take ``t - 1``
+steps; all-reduce is the two in sequence, ``2 (t - 1)`` steps. Each message is announced to the
+network with the order key ``(ordinal, 0, step, src, dst, 0)``.
+"""
+
+from __future__ import annotations
+
+import simpy
+
+from secmoe_sim.engine.network import Network
+from secmoe_sim.opgraph import AllReduce, RingCollective
+
+
+class RingRun:
+    """The run-time state of one ring collective."""
+
+    def __init__(self, env: simpy.Environment, network: Network, collective: RingCollective, ordinal: int):
+        self.env, self.network, self.collective = env, network, collective
+        ring = collective.gpus
+        self.ordinal = ordinal
+        self.steps = (2 if isinstance(collective, AllReduce) else 1) * (len(ring) - 1)
+        self.chunk_bytes = collective.payload_bytes / len(ring)
+        self._right = {gpu: ring[(index + 1) % len(ring)] for index, gpu in enumerate(ring)}
+        self._received = {(gpu, step): env.event() for gpu in ring for step in range(self.steps)}
+        for gpu in ring:
+            for step in range(self.steps):
+                network.expect(gpu, self._right[gpu], self._order(gpu, step))
+
+    def _order(self, gpu: int, step: int):
+        return (self.ordinal, 0, step, gpu, self._right[gpu], 0)
+
+    def participate(self, gpu: int):
+        for step in range(self.steps):
+            right = self._right[gpu]
+            sent = self.network.transfer(gpu, right, self.chunk_bytes, self.collective.name, self._order(gpu, step))
+            sent.callbacks.append(lambda _event, key=(right, step): self._received[key].succeed())
+            yield simpy.AllOf(self.env, [sent, self._received[(gpu, step)]])

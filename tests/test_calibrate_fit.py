@@ -1,0 +1,82 @@
+"""The fitter recovers a known hardware model from a synthetic trace; the hardware file reads back."""
+
+import numpy as np
+import pytest
+
+from calibration_fixtures import ALPHA_S, BANDWIDTH, BETA, LAUNCH_S, known_gpu, synthetic_trace
+from secmoe_sim.calibrate import CalibrationError
+from secmoe_sim.calibrate.fit import fit_trace, split_heldout
+from secmoe_sim.calibrate.hardware_file import write_hardware
+from secmoe_sim.calibrate.trace import Trace, write_trace
+from secmoe_sim.scenario import load_cluster, load_scenario
+
+
+def test_fit_recovers_known_parameters():
+    truth = known_gpu()
+    result = fit_trace(synthetic_trace(noise=0.01))
+    gpu = result.cluster.gpu
+    assert gpu.kernel_launch_overhead == pytest.approx(LAUNCH_S, rel=0.03)
+    assert gpu.memory_bandwidth == pytest.approx(BANDWIDTH, rel=0.03)
+    for flops in (1e5, 1e6, 1e7, 1e8, 1e9):  # achieved GEMM and attention rates, not peak and efficiency apart
+        assert gpu.peak_for("fp32") * gpu.efficiency(flops) == pytest.approx(truth.peak_for("fp32") * truth.efficiency(flops), rel=0.05)
+    for flops in (1e6, 1e7, 5e8):  # inside the measured attention range (5e5 to 3e10 FLOPs)
+        fitted = gpu.peak_for("fp32") * gpu.efficiency(flops, "attention")
+        assert fitted == pytest.approx(truth.peak_for("fp32") * truth.efficiency(flops, "attention"), rel=0.05)
+    assert all(point.efficiency <= 1 for point in gpu.efficiency_table + gpu.attention_efficiency_table)
+    assert result.cluster.message_overhead == pytest.approx(ALPHA_S, rel=0.05)
+    assert result.cluster.intra_node.bandwidth_per_direction == pytest.approx(BETA, rel=0.05)
+
+
+def test_error_table_small_on_model_data_and_reports_every_class():
+    errors = fit_trace(synthetic_trace(noise=0.01)).errors.set_index("op_class")
+    assert {"gemm", "attention", "memory", "launch", "comm:all_to_all"} <= set(errors.index)
+    assert (errors.loc[["gemm", "attention", "memory"], "heldout_shapes"] > 0).all()
+    assert (errors.loc[["gemm", "attention", "memory", "comm:all_to_all"], "mape_heldout_pct"] < 5).all()
+
+
+def test_heldout_split_is_every_fourth_by_size():
+    trace = synthetic_trace()
+    gemm = trace.of("gemm")
+    fitted, held = split_heldout(gemm, "flops")
+    assert len(held) == len(gemm) // 4 + (1 if len(gemm) % 4 > 1 else 0)
+    assert held["flops"].min() > gemm["flops"].min() and held["flops"].max() <= gemm["flops"].max()
+    assert set(fitted.index).isdisjoint(held.index)
+
+
+def test_hardware_file_reads_back_and_is_includable(tmp_path):
+    trace = synthetic_trace()
+    trace_path = write_trace(trace, tmp_path / "trace.csv")
+    result = fit_trace(trace)
+    hardware_path, errors_path = write_hardware(result, trace, trace_path, tmp_path / "hw.yaml")
+    text = hardware_path.read_text()
+    assert "sha256" in text and "held-out MAPE" in text and "# median per-op time" in text
+    assert load_cluster(hardware_path) == result.cluster
+    assert errors_path.name == "hw.fit_errors.csv"
+    scenario_path = tmp_path / "scenario.yaml"
+    scenario_path.write_text(
+        "schema_version: 1\nname: uses-fit\nhardware: hw.yaml\nworkload:\n  layer: {d_model: 64, seq_len: 32, batch: 1, heads: 2, dtype: fp32}\n"
+        "  architectures:\n    - {kind: sectional_moe, experts: [1, 2], min_section_width: 16, pre_expert: {enabled: false}}\n")
+    assert load_scenario(scenario_path).hardware == result.cluster
+
+
+def test_base_hardware_keeps_what_the_trace_does_not_measure():
+    base = load_scenario("h100-nvlink-8").hardware
+    result = fit_trace(synthetic_trace(), base)
+    assert result.cluster.gpus_per_node == base.gpus_per_node and result.cluster.inter_node == base.inter_node
+    assert result.cluster.intra_node.latency == base.intra_node.latency
+    assert result.cluster.intra_node.bandwidth_per_direction == pytest.approx(BETA, rel=0.05)
+    assert result.cluster.message_overhead == pytest.approx(ALPHA_S - base.intra_node.latency, rel=0.05)
+
+
+def test_trace_without_gemms_is_a_clear_error():
+    trace = synthetic_trace()
+    with pytest.raises(CalibrationError, match="GEMM"):
+        fit_trace(Trace(rows=trace.rows[trace.rows["primitive"] != "gemm"], metadata=trace.metadata))
+
+
+def test_trace_without_fabric_needs_base():
+    trace = synthetic_trace()
+    no_comm = Trace(rows=trace.rows[trace.rows["primitive"] != "comm"], metadata=trace.metadata)
+    with pytest.raises(CalibrationError, match="--base"):
+        fit_trace(no_comm)
+    assert np.isfinite(fit_trace(no_comm, load_scenario("h100-nvlink-8").hardware).cluster.message_overhead)
