@@ -16,6 +16,7 @@ from secmoe_sim.analytical import (
     nearest_feasible,
     sectional_terms,
 )
+from secmoe_sim.faults import describe as describe_fault
 from secmoe_sim.opgraph import sectional_plan
 from secmoe_sim.scenario import Scenario
 from secmoe_sim.simulation import Results, layer_plans
@@ -37,6 +38,8 @@ def run_table(results: Results) -> str:
             f"{format_duration(row.exposed_communication_s):>13s} {format_bytes(row.peak_memory_bytes):>10s}"
             + ("  OOM" if row.oom else "")
         )
+    for fault in results.scenario.faults:
+        lines.append(f"fault: {describe_fault(fault)}")
     oom = results.summary[results.summary["oom"]]
     if not oom.empty:
         configurations = ", ".join(f"{r.label} E={r.num_experts}" for r in oom.itertuples(index=False))

@@ -20,6 +20,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from secmoe_sim.config import FieldIssue, StrictModel
+from secmoe_sim.faults import DegradedLink, Fault, SlowNode, Straggler
 from secmoe_sim.hardware import Cluster
 from secmoe_sim.placement import feasible_expert_counts, placement_error, sectional_feasibility_error
 from secmoe_sim.workload import (
@@ -77,6 +78,7 @@ class Scenario(StrictModel):
     hardware: Cluster
     workload: Workload
     network: NetworkOptions = Field(default_factory=NetworkOptions, description="network model and collective algorithms")
+    faults: list[Fault] = Field(default_factory=list, description="what-if faults: stragglers, slow nodes, degraded links")
 
     @model_validator(mode="after")
     def _fits_cluster(self) -> "Scenario":
@@ -107,6 +109,18 @@ class Scenario(StrictModel):
                     raise FieldIssue(
                         path + ("tensor_parallel",), f"tensor_parallel {arch.tensor_parallel} does not divide heads {layer.heads}"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _faults_exist(self) -> "Scenario":
+        cluster = self.hardware
+        for index, fault in enumerate(self.faults):
+            if isinstance(fault, (Straggler, DegradedLink)) and fault.gpu >= cluster.num_gpus:
+                raise FieldIssue(("faults", index, "gpu"), f"GPU {fault.gpu} does not exist ({cluster.num_gpus} GPUs)")
+            if isinstance(fault, SlowNode) and fault.node >= cluster.nodes:
+                raise FieldIssue(("faults", index, "node"), f"node {fault.node} does not exist ({cluster.nodes} nodes)")
+            if isinstance(fault, DegradedLink) and fault.link == "nic" and cluster.inter_node is None:
+                raise FieldIssue(("faults", index, "link"), "the cluster has no NICs (no inter_node fabric)")
         return self
 
     def expert_counts(self, arch: SectionalMoEArchitecture) -> list[int]:

@@ -74,7 +74,7 @@ def simulate(scenario: Scenario, seed: int | None = None, timer: KernelTimer | N
     seed = scenario.seed if seed is None else seed
     summaries, timelines = [], []
     for plan in layer_plans(scenario, seed):
-        run = run_plan(plan, timer, scenario.network)
+        run = run_plan(plan, timer, scenario.network, faults=scenario.faults)
         summaries.append(summarize(run, scenario))
         timelines.append(run.timeline.assign(entry=plan.label, num_experts=plan.num_experts))
     summary = pd.DataFrame(summaries)

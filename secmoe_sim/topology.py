@@ -29,7 +29,7 @@ every link); stages follow each other store-and-forward. Every stage has the lat
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Mapping, NamedTuple
 
 import numpy as np
 
@@ -51,8 +51,10 @@ class Stage(NamedTuple):
 class Topology:
     """The directional links of one cluster and the route between any two of its GPUs."""
 
-    def __init__(self, cluster: Cluster):
+    def __init__(self, cluster: Cluster, capacity_factors: Mapping[str, float] | None = None):
+        """``capacity_factors`` scales every link whose name starts with a key (degraded-link faults)."""
         self.cluster = cluster
+        self._capacity_factors = dict(capacity_factors or {})
         self.names: list[str] = []
         self._capacity: list[float] = []
         self.max_stage_links = 1
@@ -66,7 +68,6 @@ class Topology:
         if isinstance(fabric, NVSwitchFabric):
             self._up = [self._link(f"g{g}.nvlink.up", fabric.bandwidth_per_direction) for g in gpus]
             self._down = [self._link(f"g{g}.nvlink.down", fabric.bandwidth_per_direction) for g in gpus]
-            self._nvlink_bandwidth = fabric.bandwidth_per_direction
             self.max_stage_links = 2
         else:
             self._build_pcie(cluster, fabric)
@@ -79,8 +80,12 @@ class Topology:
         return len(self.names)
 
     def _link(self, name: str, capacity_bytes_per_s: float) -> int:
+        factor = 1.0
+        for prefix, scale in self._capacity_factors.items():
+            if name.startswith(prefix):
+                factor *= scale
         self.names.append(name)
-        self._capacity.append(float(capacity_bytes_per_s))
+        self._capacity.append(float(capacity_bytes_per_s) * factor)
         return len(self.names) - 1
 
     def _build_pcie(self, cluster: Cluster, fabric: PCIeFabric) -> None:
@@ -108,14 +113,12 @@ class Topology:
         self._nic_out = [self._link(f"g{g}.nic.out", nic.nic_bandwidth_per_direction) for g in gpus]
         self._nic_in = [self._link(f"g{g}.nic.in", nic.nic_bandwidth_per_direction) for g in gpus]
         self._nic_pcie_up: list[int] | None = None
-        self._nic_bandwidth = nic.nic_bandwidth_per_direction
         if isinstance(cluster.intra_node, PCIeFabric):
             self.max_stage_links = max(self.max_stage_links, 4)
         elif nic.gpu_nic_pcie_bandwidth_per_direction is not None:
             bandwidth = nic.gpu_nic_pcie_bandwidth_per_direction
             self._nic_pcie_up = [self._link(f"g{g}.nic_pcie.up", bandwidth) for g in gpus]
             self._nic_pcie_down = [self._link(f"g{g}.nic_pcie.down", bandwidth) for g in gpus]
-            self._nic_bandwidth = min(self._nic_bandwidth, bandwidth)
             self.max_stage_links = 4
 
     def _stage(self, links: tuple[int, ...], latency_s: float) -> Stage:
@@ -130,7 +133,7 @@ class Topology:
             return self._inter_node_route(src, dst)
         latency_s = self._intra_latency_s
         if self._nvswitch:
-            return (Stage((self._up[src], self._down[dst]), latency_s, self._nvlink_bandwidth),)
+            return (self._stage((self._up[src], self._down[dst]), latency_s),)
         crossing = self._crossing(src, dst)
         if not self._peer_to_peer:
             into_host = self._stage((self._up[src], self._bridge_up[self._socket[src]]), latency_s)
@@ -149,9 +152,9 @@ class Topology:
     def _inter_node_route(self, src: int, dst: int) -> tuple[Stage, ...]:
         if self._nvswitch:
             if self._nic_pcie_up is None:
-                return (Stage((self._nic_out[src], self._nic_in[dst]), self._nic_latency_s, self._nic_bandwidth),)
+                return (self._stage((self._nic_out[src], self._nic_in[dst]), self._nic_latency_s),)
             links = (self._nic_pcie_up[src], self._nic_out[src], self._nic_in[dst], self._nic_pcie_down[dst])
-            return (Stage(links, self._nic_latency_s, self._nic_bandwidth),)
+            return (self._stage(links, self._nic_latency_s),)
         nics = (self._nic_out[src], self._nic_in[dst])
         if self._peer_to_peer:
             return (self._stage((self._up[src],) + nics + (self._down[dst],), self._nic_latency_s),)

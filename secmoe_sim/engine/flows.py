@@ -53,12 +53,13 @@ class FlowNetwork:
     """Moves bytes between GPUs as max-min fair flows; see the module docstring."""
 
     def __init__(
-        self, env: simpy.Environment, cluster: Cluster, recorder: Recorder, tolerance: float, observer: RateObserver | None = None
+        self, env: simpy.Environment, cluster: Cluster, recorder: Recorder, tolerance: float,
+        observer: RateObserver | None = None, topology: Topology | None = None,
     ):
         self.env = env
         self.cluster = cluster
         self.recorder = recorder
-        self.topology = Topology(cluster)
+        self.topology = topology or Topology(cluster)
         self.table = FlowTable(self.topology.capacity_bytes_per_s, self.topology.max_stage_links, tolerance, observer)
         self._posting_free_at = [0.0] * cluster.num_gpus
         self._posting: dict[int, list[_Message]] = {}

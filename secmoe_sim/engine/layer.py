@@ -8,6 +8,7 @@ while the GPU takes part in a collective. The layer ends when the last GPU finis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import pandas as pd
 import simpy
@@ -17,8 +18,10 @@ from secmoe_sim.engine.collectives import start_collective
 from secmoe_sim.engine.flow_table import RateObserver
 from secmoe_sim.engine.network import build_network
 from secmoe_sim.engine.recorder import Recorder, Row
+from secmoe_sim.faults import compute_slowdown, link_capacity_factors
 from secmoe_sim.opgraph import LayerPlan
 from secmoe_sim.scenario import NetworkOptions
+from secmoe_sim.topology import Topology
 
 
 @dataclass(frozen=True)
@@ -38,18 +41,22 @@ def run_plan(
     timer: KernelTimer | None = None,
     network: NetworkOptions | None = None,
     observer: RateObserver | None = None,
+    faults: Sequence = (),
 ) -> SimulationRun:
     """Simulate ``plan`` in a fresh environment.
 
     Op times come from ``timer`` (default: the roofline); ``network`` chooses the network model and
     the all-to-all algorithm (default: max-min fair flows, exact, direct); ``observer`` is called
-    at every rate change of the flow network (the invariant tests use it).
+    at every rate change of the flow network (the invariant tests use it); ``faults`` slow GPUs
+    down and degrade links (:mod:`secmoe_sim.faults`).
     """
     timer = timer or RooflineTimer(plan.cluster.gpu, plan.dtype)
     options = network or NetworkOptions()
     env = simpy.Environment()
     recorder = Recorder()
-    links = build_network(env, plan.cluster, recorder, options, observer)
+    topology = Topology(plan.cluster, link_capacity_factors(faults, plan.cluster))
+    links = build_network(env, plan.cluster, recorder, options, observer, topology)
+    slowdown = compute_slowdown(faults, plan.cluster)
     collectives = {}
     for program in plan.programs:
         ordinal = 0
@@ -65,8 +72,8 @@ def run_plan(
         for step in plan.programs[gpu]:
             started_at = env.now
             if isinstance(step, Kernel):
-                launch_s = timer.launch_time_s(step)
-                yield env.timeout(launch_s + timer.kernel_time_s(step))
+                launch_s = timer.launch_time_s(step) * slowdown[gpu]
+                yield env.timeout(launch_s + timer.kernel_time_s(step) * slowdown[gpu])
                 recorder.record(
                     Row(gpu=gpu, stream="compute", kind="kernel", label=step.name, started_at=started_at,
                         finished_at=env.now, launch_s=launch_s, flops=step.flops, bytes=step.traffic_bytes, group=step.group)

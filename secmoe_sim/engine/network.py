@@ -20,6 +20,7 @@ from secmoe_sim.engine.ports import PortNetwork
 from secmoe_sim.engine.recorder import Recorder
 from secmoe_sim.hardware import Cluster
 from secmoe_sim.scenario import NetworkOptions
+from secmoe_sim.topology import Topology
 
 OrderKey = tuple[Hashable, ...]
 
@@ -38,10 +39,12 @@ class Network(Protocol):
 
 
 def build_network(
-    env: simpy.Environment, cluster: Cluster, recorder: Recorder, options: NetworkOptions, observer: RateObserver | None = None
+    env: simpy.Environment, cluster: Cluster, recorder: Recorder, options: NetworkOptions,
+    observer: RateObserver | None = None, topology: Topology | None = None,
 ) -> Network:
-    """The network model ``options`` asks for; ``observer`` sees every rate change of the flow model."""
+    """The network model ``options`` asks for, over ``topology`` (default: the cluster's, unchanged);
+    ``observer`` sees every rate change of the flow model."""
     if options.model == "ports":
-        return PortNetwork(env, cluster, recorder)
+        return PortNetwork(env, cluster, recorder, topology)
     tolerance = options.tolerance if options.mode == "batched" else 0.0
-    return FlowNetwork(env, cluster, recorder, tolerance, observer)
+    return FlowNetwork(env, cluster, recorder, tolerance, observer, topology)

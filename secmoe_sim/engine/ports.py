@@ -32,11 +32,11 @@ OrderKey = tuple[Hashable, ...]
 class PortNetwork:
     """The ports of a cluster and the ordered queues of messages on them."""
 
-    def __init__(self, env: simpy.Environment, cluster: Cluster, recorder: Recorder):
+    def __init__(self, env: simpy.Environment, cluster: Cluster, recorder: Recorder, topology: Topology | None = None):
         self.env = env
         self.cluster = cluster
         self.recorder = recorder
-        self.topology = Topology(cluster)
+        self.topology = topology or Topology(cluster)
         self._expected: dict[int, list[OrderKey]] = defaultdict(list)
         self._queues: dict[int, list[OrderKey]] = {}
         self._head: dict[int, int] = defaultdict(int)
