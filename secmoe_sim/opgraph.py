@@ -25,6 +25,7 @@ import numpy as np
 from secmoe_sim import costs
 from secmoe_sim.costs import Kernel
 from secmoe_sim.hardware import Cluster
+from secmoe_sim.pipeline import Chunk, Pipeline, chunk_kernel
 from secmoe_sim.placement import place_experts, sectional_cluster, sequences_per_gpu
 from secmoe_sim.routing import capacity_limited_counts, route
 from secmoe_sim.units import DTYPE_BYTES
@@ -157,7 +158,18 @@ class ReduceScatter:
 
 RingCollective = Union[AllReduce, AllGather, ReduceScatter]
 Collective = Union[AllToAll, AllReduce, AllGather, ReduceScatter]
-Step = Union[Kernel, AllToAll, AllReduce, AllGather, ReduceScatter]
+Step = Union[Kernel, AllToAll, AllReduce, AllGather, ReduceScatter, Pipeline]
+
+
+def flat_steps(program: tuple[Step, ...]) -> list[Step]:
+    """A program with every overlapped pipeline expanded into its kernels and collectives."""
+    flat: list[Step] = []
+    for step in program:
+        if isinstance(step, Pipeline):
+            flat += step.kernels + step.collectives()
+        else:
+            flat.append(step)
+    return flat
 
 
 @dataclass(frozen=True)
@@ -179,7 +191,7 @@ class LayerPlan:
     @property
     def flops(self) -> float:
         """FLOPs of the whole layer, all GPUs."""
-        return sum(step.flops for program in self.programs for step in program if isinstance(step, Kernel))
+        return sum(step.flops for program in self.programs for step in flat_steps(program) if isinstance(step, Kernel))
 
     @property
     def flops_per_token(self) -> float:
@@ -194,6 +206,7 @@ class LayerPlan:
         """
         peaks = []
         for gpu, program in enumerate(self.programs):
+            program = flat_steps(program)
             kernels = [s for s in program if isinstance(s, Kernel)]
             buffers = max((_buffer_bytes(s, gpu) for s in program if not isinstance(s, Kernel)), default=0.0)
             workspace = max((k.workspace_bytes for k in kernels), default=0.0)
@@ -356,11 +369,15 @@ def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, r
         loads = expert_tokens[gpu]
         expert_kernel = costs.ffn(sum(loads), d, layer.ffn_multiplier, b, group="ffn")
         expert_kernel = replace(expert_kernel, name="expert.ffn", launches=max(1, len(loads)))
-        if dispatch.messages:
-            forward[gpu].append(dispatch)
-        forward[gpu] += _nonzero([expert_kernel])
-        if dispatch.messages:
-            forward[gpu].append(replace(dispatch.transposed(), key=f"combine[{group_index}]", name="combine"))
+        combine = replace(dispatch.transposed(), key=f"combine[{group_index}]", name="combine")
+        if arch.overlap_degree > 1:
+            forward[gpu].append(_overlapped(dispatch, _nonzero([expert_kernel]), combine, arch.overlap_degree))
+        else:
+            if dispatch.messages:
+                forward[gpu].append(dispatch)
+            forward[gpu] += _nonzero([expert_kernel])
+            if dispatch.messages:
+                forward[gpu].append(combine)
         forward[gpu] += _nonzero([costs.combine(sequences[gpu] * n, k, d, b)])
 
     experts_per_gpu = [len(placement.experts_on(g)) for g in range(num_gpus)]
@@ -378,6 +395,29 @@ def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, r
         weight_bytes_per_gpu=tuple((shared + per_expert * e) * b for e in experts_per_gpu),
         tokens=layer.batch * layer.seq_len,
         dropped_tokens=dropped,
+    )
+
+
+def _chunk_exchange(exchange: AllToAll, degree: int, index: int) -> AllToAll | None:
+    if not len(exchange.messages):
+        return None
+    messages = exchange.messages
+    part = Messages(src=messages.src, dst=messages.dst, payload_bytes=messages.payload_bytes / degree)
+    return AllToAll(key=f"{exchange.key}.chunk{index}", name=exchange.name, gpus=exchange.gpus, messages=part)
+
+
+def _overlapped(dispatch: AllToAll, kernels: list[Kernel], combine: AllToAll, degree: int) -> Pipeline:
+    """The dispatch -> experts -> combine phase in ``degree`` overlapped chunks (:mod:`secmoe_sim.pipeline`)."""
+    return Pipeline(
+        name="overlap",
+        chunks=tuple(
+            Chunk(
+                dispatch=_chunk_exchange(dispatch, degree, index),
+                kernels=tuple(chunk_kernel(kernel, degree, index) for kernel in kernels),
+                combine=_chunk_exchange(combine, degree, index),
+            )
+            for index in range(degree)
+        ),
     )
 
 

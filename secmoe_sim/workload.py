@@ -113,6 +113,11 @@ class TokenMoEArchitecture(StrictModel):
     top_k: int = Field(default=2, ge=1, le=MAX_EXPERTS)
     capacity_factor: float = Field(default=1.25, gt=0, description="expert capacity = capacity_factor * top_k * tokens / num_experts")
     routing: Routing = Field(default=UniformRouting(kind="uniform"), description="how tokens choose experts")
+    overlap_degree: int = Field(
+        default=1, ge=1, le=64,
+        description="chunks of dispatch -> expert FFN -> combine overlapped on the compute and communication streams "
+        "(Tutel's a2a_ffn_overlap_degree); 1 is no overlap",
+    )
 
     @model_validator(mode="after")
     def _top_k_fits(self) -> "TokenMoEArchitecture":

@@ -20,6 +20,7 @@ from secmoe_sim.engine.network import build_network
 from secmoe_sim.engine.recorder import Recorder, Row
 from secmoe_sim.faults import compute_slowdown, link_capacity_factors
 from secmoe_sim.opgraph import LayerPlan
+from secmoe_sim.pipeline import Pipeline
 from secmoe_sim.scenario import NetworkOptions
 from secmoe_sim.topology import Topology
 
@@ -61,28 +62,64 @@ def run_plan(
     for program in plan.programs:
         ordinal = 0
         for step in program:
-            if isinstance(step, Kernel):
-                continue
-            if step.key not in collectives:
-                collectives[step.key] = start_collective(env, links, step, ordinal, plan.cluster, options.all_to_all)
-            ordinal += 1
+            for collective in step.collectives() if isinstance(step, Pipeline) else [step]:
+                if isinstance(collective, Kernel):
+                    continue
+                if collective.key not in collectives:
+                    collectives[collective.key] = start_collective(
+                        env, links, collective, ordinal, plan.cluster, options.all_to_all
+                    )
+                ordinal += 1
     finished_at = [0.0] * len(plan.programs)
+
+    def run_kernel(gpu: int, kernel: Kernel):
+        started_at = env.now
+        launch_s = timer.launch_time_s(kernel) * slowdown[gpu]
+        yield env.timeout(launch_s + timer.kernel_time_s(kernel) * slowdown[gpu])
+        recorder.record(
+            Row(gpu=gpu, stream="compute", kind="kernel", label=kernel.name, started_at=started_at,
+                finished_at=env.now, launch_s=launch_s, flops=kernel.flops, bytes=kernel.traffic_bytes, group=kernel.group)
+        )
+
+    def run_collective(gpu: int, collective):
+        started_at = env.now
+        yield from collectives[collective.key].participate(gpu)
+        recorder.record(
+            Row(gpu=gpu, stream="comm", kind="collective", label=collective.name, started_at=started_at, finished_at=env.now)
+        )
+
+    def run_pipeline(gpu: int, pipeline: Pipeline):
+        """Communication and compute streams as two processes, chunk by chunk (secmoe_sim.pipeline)."""
+        dispatched = [env.event() for _ in pipeline.chunks]
+        computed = [env.event() for _ in pipeline.chunks]
+
+        def communication():
+            for index, phase in pipeline.communication_order():
+                if phase == "combine":
+                    yield computed[index]
+                collective = getattr(pipeline.chunks[index], phase)
+                if collective is not None:
+                    yield from run_collective(gpu, collective)
+                if phase == "dispatch":
+                    dispatched[index].succeed()
+
+        def compute():
+            for index, chunk in enumerate(pipeline.chunks):
+                yield dispatched[index]
+                for kernel in chunk.kernels:
+                    yield from run_kernel(gpu, kernel)
+                computed[index].succeed()
+
+        yield simpy.AllOf(env, [env.process(communication()), env.process(compute())])
 
     def gpu_process(gpu: int):
         for step in plan.programs[gpu]:
-            started_at = env.now
             if isinstance(step, Kernel):
-                launch_s = timer.launch_time_s(step) * slowdown[gpu]
-                yield env.timeout(launch_s + timer.kernel_time_s(step) * slowdown[gpu])
-                recorder.record(
-                    Row(gpu=gpu, stream="compute", kind="kernel", label=step.name, started_at=started_at,
-                        finished_at=env.now, launch_s=launch_s, flops=step.flops, bytes=step.traffic_bytes, group=step.group)
-                )
+                yield from run_kernel(gpu, step)
+            elif isinstance(step, Pipeline):
+                yield from run_pipeline(gpu, step)
             else:
-                yield from collectives[step.key].participate(gpu)
-                recorder.record(
-                    Row(gpu=gpu, stream="comm", kind="collective", label=step.name, started_at=started_at, finished_at=env.now)
-                )
+                yield from run_collective(gpu, step)
         finished_at[gpu] = env.now
 
     for gpu in range(len(plan.programs)):
