@@ -67,3 +67,17 @@ def test_bad_option_value_is_one_line_exit_2(capsys):
         main(["analyze", "h100-nvlink-8", "--alpha", "3 GB"])
     assert exit_info.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_readme_scenario_example_loads(tmp_path):
+    import re
+    from pathlib import Path
+
+    from secmoe_sim.scenario import load_scenario
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    example = next(block for block in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "schema_version" in block)
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    scenario = load_scenario(path)
+    assert scenario.name == "my-cluster" and len(scenario.faults) == 3
