@@ -112,7 +112,7 @@ def _time_s(kernel: Kernel, cluster: Cluster, dtype: str) -> float:
 
 def _flop_time_s(kernel: Kernel, cluster: Cluster, dtype: str) -> float:
     gpu = cluster.gpu
-    return kernel.flops / (gpu.peak_for(dtype) * gpu.efficiency(kernel.flops))
+    return kernel.flops / (gpu.peak_for(dtype) * gpu.efficiency(kernel.flops, kernel.primitive))
 
 
 def sectional_terms(layer: Layer, arch: SectionalMoEArchitecture, cluster: Cluster) -> SectionalTerms:
@@ -157,9 +157,14 @@ def hardware_alpha_s(layer: Layer, cluster: Cluster) -> float:
 
     The expert hosts of a group are consecutive GPUs, so GPUs 0 and 1 are a representative pair.
     """
-    if cluster.num_gpus < 2:
-        cluster = cluster.resized(2)
-    return collectives_per_layer(layer) * one_message_s(cluster, 0, 1)
+    return collectives_per_layer(layer) * one_message_s(host_pair_cluster(cluster), 0, 1)
+
+
+def host_pair_cluster(cluster: Cluster) -> Cluster:
+    """The cluster itself, or for a single GPU the same node with a second GPU beside it."""
+    if cluster.num_gpus >= 2:
+        return cluster
+    return cluster.model_copy(update={"gpus_per_node": 2})
 
 
 def alpha_flop_equivalent(alpha_s: float, terms: SectionalTerms) -> float:

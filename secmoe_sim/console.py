@@ -13,6 +13,7 @@ from secmoe_sim.analytical import (
     collectives_per_layer,
     cost_model,
     hardware_alpha_s,
+    host_pair_cluster,
     nearest_feasible,
     sectional_terms,
 )
@@ -57,7 +58,7 @@ def analyze_text(scenario: Scenario, alpha_s: float | None = None) -> str:
     ]
     if alpha_s is None:
         alpha_s = hardware_alpha_s(layer, cluster)
-        message_s = one_message_s(cluster if cluster.num_gpus > 1 else cluster.resized(2), 0, 1)
+        message_s = one_message_s(host_pair_cluster(cluster), 0, 1)
         alpha_source = (f"hardware estimate: {collectives_per_layer(layer)} collectives x one empty message "
                         f"({format_duration(message_s)} = per-message overhead + latency, GPU 0 -> 1)")
     else:

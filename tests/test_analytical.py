@@ -112,3 +112,8 @@ def test_alpha_flop_equivalent_uses_the_effective_rate():
     terms = sectional_terms(layer, _arch("fixed_cluster"), cluster)
     assert terms.effective_flops_per_s == pytest.approx(0.5e13, rel=1e-9)
     assert alpha_flop_equivalent(2e-6, terms) == pytest.approx(2e-6 * 0.5e13)
+
+
+def test_hardware_alpha_of_a_single_device_uses_a_neighbour_on_the_same_node():
+    single = make_cluster(gpus_per_node=1, latency=1e-6, overhead=4e-6)
+    assert hardware_alpha_s(make_layer(), single) == pytest.approx(2 * 5e-6)

@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 
 from secmoe_sim.calibrate import CalibrationError, require_torch
-from secmoe_sim.calibrate.replay import replay_results
+from secmoe_sim.calibrate.replay import ReplayReport, replay_results
 from secmoe_sim.calibrate.reference_layer import SectionalLayer
 from secmoe_sim.calibrate.timing import Device, interleaved_time_s, torch_dtype
 from secmoe_sim.calibrate.trace import Trace
@@ -98,16 +98,17 @@ def measure_reference(device: Device, scenario: Scenario, warmup: int, repeats: 
                          for (entry, num_experts), samples in zip(cases, timings)])
 
 
-def predict(scenario: Scenario, trace: Trace, trace_path: Path) -> pd.DataFrame:
-    """The simulator's wall-clock per entry and E, fitted-hardware and replay modes."""
+def predict(scenario: Scenario, trace: Trace, trace_path: Path) -> tuple[pd.DataFrame, ReplayReport]:
+    """The simulator's wall-clock per entry and E, fitted-hardware and replay modes, and how the
+    replay timed each kernel."""
     from secmoe_sim.simulation import simulate
 
     fitted = simulate(scenario).summary.assign(mode="fitted", replay_extrapolated_ops=np.nan)
-    replayed, _ = replay_results(scenario, None, trace, trace_path)
+    replayed, report = replay_results(scenario, None, trace, trace_path)
     replayed = replayed.summary.assign(mode="replay")
     columns = ["label", "num_experts", "mode", "wall_clock_s", "replay_extrapolated_ops"]
     both = pd.concat([fitted[columns], replayed[columns]], ignore_index=True)
-    return both.rename(columns={"label": "entry", "num_experts": "E", "wall_clock_s": "predicted_s"})
+    return both.rename(columns={"label": "entry", "num_experts": "E", "wall_clock_s": "predicted_s"}), report
 
 
 @dataclass(frozen=True)
@@ -166,11 +167,12 @@ def plot(result: CheckResult, title: str):
 
 
 def scenario_yaml(scenario: Scenario, hardware_include: str | None) -> str:
-    """The check scenario as YAML; the hardware as an include when the file describes one device."""
-    document = scenario.model_dump(mode="json", exclude_none=True)
+    """The check scenario as YAML (fields at their defaults left out); the hardware as an include
+    when the file describes one device."""
+    document = scenario.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
     if hardware_include is not None:
         document["hardware"] = hardware_include
-    header = "# The single-device scenario check-real predicted; run it with `secmoe-sim run` (add --replay TRACE to replay).\n"
+    header = "# The single-device scenario check-real predicted (`secmoe-sim run`; add --replay TRACE for replay mode).\n"
     return header + yaml.safe_dump(document, sort_keys=False)
 
 

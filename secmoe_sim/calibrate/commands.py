@@ -43,7 +43,7 @@ def _warn_if_busy() -> None:
         print(f"warning: load average {load:.2f} on {cores} cores: other processes may disturb the timings", file=sys.stderr)
 
 
-def _measure(device_kind: str, quick: bool, threads: int | None, dtypes: str | None, with_comm: bool = True):
+def _measure(device_kind: str, quick: bool, threads: int | None, dtypes: str | None):
     from secmoe_sim.calibrate.microbench import grid_for, measure
     from secmoe_sim.calibrate.timing import make_device, set_threads
 
@@ -51,7 +51,7 @@ def _measure(device_kind: str, quick: bool, threads: int | None, dtypes: str | N
     threads = set_threads(threads)
     chosen = tuple(d.strip() for d in dtypes.split(",")) if dtypes else device.default_dtypes
     _warn_if_busy()
-    return device, threads, measure(device, grid_for(device.kind, quick), chosen, threads, with_comm=with_comm)
+    return device, threads, measure(device, grid_for(device.kind, quick), chosen, threads)
 
 
 @_usage_errors
@@ -107,22 +107,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-@_usage_errors
-def cmd_check_real(args: argparse.Namespace) -> int:
-    """Time the reference sectional layer across E and compare with the calibrated simulator."""
-    from secmoe_sim.calibrate import check_real
+def _check_inputs(args: argparse.Namespace, out_dir: Path):
+    """Device, threads, trace (measured now unless ``--trace``) and fitted cluster (fitted now
+    unless ``--hardware``) of a check-real run, with the paths of the trace and hardware files."""
     from secmoe_sim.calibrate.fit import fit_trace
     from secmoe_sim.calibrate.hardware_file import write_hardware
-    from secmoe_sim.calibrate.timing import environment
-    from secmoe_sim.calibrate.trace import file_sha256, read_trace, write_trace
-    from secmoe_sim.report import write_json
-    from secmoe_sim.scenario import load_cluster, load_scenario
+    from secmoe_sim.calibrate.timing import make_device, set_threads
+    from secmoe_sim.calibrate.trace import read_trace, write_trace
+    from secmoe_sim.scenario import load_cluster
 
-    out_dir = Path(args.out) if args.out else Path("reports") / "calibration" / args.device
-    out_dir.mkdir(parents=True, exist_ok=True)
     if args.trace:
-        from secmoe_sim.calibrate.timing import make_device, set_threads
-
         trace_path, trace = Path(args.trace), read_trace(args.trace)
         device, threads = make_device(args.device), set_threads(args.threads)
         if trace.metadata.get("device", device.kind) != device.kind:
@@ -133,19 +127,34 @@ def cmd_check_real(args: argparse.Namespace) -> int:
         device, threads, trace = _measure(args.device, args.quick, args.threads, None)
         trace_path = write_trace(trace, out_dir / DEFAULT_TRACE_NAME)
     if args.hardware:
-        hardware_path, cluster = Path(args.hardware), load_cluster(args.hardware)
-    else:
-        fitted = fit_trace(trace)
-        hardware_path = write_hardware(fitted, trace, trace_path, out_dir / DEFAULT_HARDWARE_NAME)[0]
-        cluster = fitted.cluster
+        return device, threads, trace, trace_path, load_cluster(args.hardware), Path(args.hardware)
+    fitted = fit_trace(trace)
+    hardware_path = write_hardware(fitted, trace, trace_path, out_dir / DEFAULT_HARDWARE_NAME)[0]
+    print(f"fitted {hardware_path}:\n{fitted.errors.to_string(index=False, float_format=lambda v: f'{v:.1f}')}", flush=True)
+    return device, threads, trace, trace_path, fitted.cluster, hardware_path
+
+
+@_usage_errors
+def cmd_check_real(args: argparse.Namespace) -> int:
+    """Time the reference sectional layer across E and compare with the calibrated simulator."""
+    from secmoe_sim.calibrate import check_real
+    from secmoe_sim.calibrate.timing import environment
+    from secmoe_sim.calibrate.trace import file_sha256
+    from secmoe_sim.report import write_json
+    from secmoe_sim.scenario import load_scenario
+
+    out_dir = Path(args.out) if args.out else Path("reports") / "calibration" / args.device
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device, threads, trace, trace_path, cluster, hardware_path = _check_inputs(args, out_dir)
     workload = (load_scenario(args.scenario).workload.model_dump(mode="json") if args.scenario
                 else check_real.default_workload(device.kind, args.quick))
     scenario = check_real.check_scenario(cluster, workload, f"check-real-{device.kind}{'-quick' if args.quick else ''}")
 
     print(f"timing the reference layer on {device.name} (threads: {threads}), every E in turn", flush=True)
-    warmup, repeats = REFERENCE_WARMUP, args.repeats
-    measured = check_real.measure_reference(device, scenario, warmup, repeats)
-    result = check_real.compare(measured, check_real.predict(scenario, trace, trace_path))
+    started = environment(device, threads)
+    measured = check_real.measure_reference(device, scenario, REFERENCE_WARMUP, args.repeats)
+    predicted, replay = check_real.predict(scenario, trace, trace_path)
+    result = check_real.compare(measured, predicted)
 
     result.table.to_csv(out_dir / "check_real.csv", index=False)
     result.summary.to_csv(out_dir / "check_real_summary.csv", index=False)
@@ -154,10 +163,10 @@ def cmd_check_real(args: argparse.Namespace) -> int:
     include = os.path.relpath(hardware_path, out_dir) if cluster.num_gpus == 1 else None
     (out_dir / "scenario.yaml").write_text(check_real.scenario_yaml(scenario, include), encoding="utf-8")
     write_json(out_dir / "check_real_metadata.json", {
-        "command": "check-real", **environment(device, threads), "warmup": warmup, "repeats": repeats,
-        "trace": str(trace_path), "trace_sha256": file_sha256(trace_path),
+        "command": "check-real", **started, "load_average_1min_after": os.getloadavg()[0], "warmup": REFERENCE_WARMUP,
+        "repeats": args.repeats, "trace": str(trace_path), "trace_sha256": file_sha256(trace_path),
         "hardware": str(hardware_path), "hardware_sha256": file_sha256(hardware_path),
-        "scenario": scenario.name, "scenario_sha256": scenario.content_hash(),
+        "scenario": scenario.name, "scenario_sha256": scenario.content_hash(), "replay": replay.metadata(),
         "results": result.summary.to_dict("records"),
     })
     print("\n" + check_real.summary_text(result))

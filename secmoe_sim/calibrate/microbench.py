@@ -119,8 +119,8 @@ def grid_for(kind: str, quick: bool) -> Grid:
                 comm_bytes=powers(4, 24, 2), warmup=3, repeats=25)
 
 
-def measure(device: Device, grid: Grid, dtypes: tuple[str, ...], threads: int, with_comm: bool = True) -> Trace:
-    """Run ``grid`` on ``device`` for each dtype (communication once, in the first dtype)."""
+def measure(device: Device, grid: Grid, dtypes: tuple[str, ...], threads: int) -> Trace:
+    """Run ``grid`` on ``device`` for each dtype (communication, when the grid has sizes, once in the first dtype)."""
     rows = []
     started = environment(device, threads)
     with tqdm(total=grid.size() * len(dtypes), desc="microbenchmarks", unit="op", disable=None, leave=False) as progress:
@@ -131,7 +131,7 @@ def measure(device: Device, grid: Grid, dtypes: tuple[str, ...], threads: int, w
     metadata = {**started, "grid": grid.name, "dtypes": list(dtypes), "warmup": grid.warmup,
                 "repeats": grid.repeats, "source": "microbenchmarks", "shapes_measured_again": disturbed,
                 "load_average_1min_after": os.getloadavg()[0]}
-    if with_comm and grid.comm_bytes:
+    if grid.comm_bytes:
         from secmoe_sim.calibrate.comm_bench import measure_comm
 
         comm_rows, comm_metadata = measure_comm(device, grid.comm_bytes, dtypes[0], grid.warmup, grid.repeats)
