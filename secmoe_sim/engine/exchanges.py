@@ -18,8 +18,8 @@ late delay exactly the GPUs waiting for their data.
   of ``G - 1``. With unevenly filled nodes the proxy for local rank ``l`` is member
   ``l mod (members)`` of the sending node.
 
-Messages are announced to the network before the run with the order key
-``(ordinal, exchange, shift, src, dst, chunk)`` (the port model serves each port in that order).
+On a network that serves messages in a fixed order (the port model), messages are announced
+before the run with the order key ``(ordinal, exchange, shift, src, dst, chunk)``.
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ class Exchange:
         self._key = key
         self._src, self._dst, self._size = src[order], dst[order], size[order]
         self._shift, self._chunk = shift[order], chunk[order]
-        for a, b, order_key in zip(self._src.tolist(), self._dst.tolist(), self._orders(0, src.shape[0])):
-            network.expect(a, b, order_key)
+        if network.ordered:
+            for a, b, order_key in zip(self._src.tolist(), self._dst.tolist(), self._orders(0, src.shape[0])):
+                network.expect(a, b, order_key)
         senders, starts = np.unique(self._src, return_index=True)
         ends = np.r_[starts[1:], src.shape[0]]
         self._sends = {gpu: (lo, hi) for gpu, lo, hi in zip(senders.tolist(), starts.tolist(), ends.tolist())}
@@ -61,7 +62,10 @@ class Exchange:
         self._waiting: dict[int, simpy.Event] = {}
 
     def _orders(self, lo: int, hi: int) -> list[tuple]:
-        """Order keys of messages ``lo`` to ``hi`` (built when needed: a million of them take room)."""
+        """Order keys of messages ``lo`` to ``hi`` (built when needed: a million of them take room),
+        or empty keys for a network that needs none."""
+        if not self.network.ordered:
+            return [()] * (hi - lo)
         key = self._key
         rows = zip(self._shift[lo:hi].tolist(), self._src[lo:hi].tolist(), self._dst[lo:hi].tolist(), self._chunk[lo:hi].tolist())
         return [key + row for row in rows]

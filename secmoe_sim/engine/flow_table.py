@@ -38,8 +38,9 @@ from typing import Callable
 import numpy as np
 
 from secmoe_sim.engine.finish_calendar import FinishCalendar
-from secmoe_sim.engine.maxmin import EMPTY_LINK_COUNT, max_min_rates
+from secmoe_sim.engine.maxmin import max_min_rates
 
+EMPTY_LINK_COUNT = 0.5  # weights are whole numbers: a link with less than this carries no flow
 SIMULTANEOUS_REL = 1e-12  # finish instants this close (relative) count as one instant: float residue
 LEVEL_REL = 1e-9  # rates this close (relative) below the threshold count as at it: the same level, rounded differently
 INITIAL_SLOTS = 1024

@@ -52,6 +52,8 @@ class _Message:
 class FlowNetwork:
     """Moves bytes between GPUs as max-min fair flows; see the module docstring."""
 
+    ordered = False  # rates are decided at run time: no order keys, no announcements
+
     def __init__(
         self, env: simpy.Environment, cluster: Cluster, recorder: Recorder, tolerance: float,
         observer: RateObserver | None = None, topology: Topology | None = None,

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 
-EMPTY_LINK_COUNT = 0.5  # weights are whole numbers: a link with less than this carries no flow
-
 
 def max_min_rates(flow_links: np.ndarray, weights: np.ndarray, capacity_bytes_per_s: np.ndarray) -> np.ndarray:
     """Max-min fair rate of every flow (bytes/s of one flow of each row).
@@ -40,8 +38,9 @@ def max_min_rates(flow_links: np.ndarray, weights: np.ndarray, capacity_bytes_pe
     count = np.bincount(flow_links.ravel(), weights=np.repeat(weights, width), minlength=num_links)
     unfrozen, links, flow_weights = np.arange(num_flows), flow_links, weights
     while True:
-        share = np.divide(np.maximum(residual, 0.0), count, out=np.full(num_links, np.inf), where=count >= EMPTY_LINK_COUNT)
-        flow_share = share[links]
+        # Every link an unfrozen flow crosses carries at least that flow (count > 0); a link emptied
+        # by freezing, whose residual may have rounded below zero, is never looked at again.
+        flow_share = residual[links] / count[links]
         flow_min = flow_share.min(axis=1)
         above_min = flow_share > flow_min[:, None]
         blocked = np.zeros(num_links, dtype=bool)

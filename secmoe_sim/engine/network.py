@@ -28,6 +28,10 @@ OrderKey = tuple[Hashable, ...]
 class Network(Protocol):
     """What a collective needs from the network."""
 
+    ordered: bool
+    """Whether messages must be announced with ``expect`` and carry order keys (the port model).
+    Where false, collectives may skip building keys for a million messages and pass ``()``."""
+
     def expect(self, src: int, dst: int, order: OrderKey) -> None:
         """Announce, before the run, a message from ``src`` to ``dst`` ranked by ``order``."""
 

@@ -32,6 +32,8 @@ OrderKey = tuple[Hashable, ...]
 class PortNetwork:
     """The ports of a cluster and the ordered queues of messages on them."""
 
+    ordered = True  # every message is announced with its order key before the run
+
     def __init__(self, env: simpy.Environment, cluster: Cluster, recorder: Recorder, topology: Topology | None = None):
         self.env = env
         self.cluster = cluster
