@@ -139,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        compare = sweep_file(folder, "executors-48", [
+        compare = sweep_file(folder, "executors-96", [
             {"path": "hardware.intra_node.bandwidth_per_direction", "values": BANDWIDTHS[:6]},
-            {"path": "workload.layer.seq_len", "values": SEQ_LENS[:8]}])
+            {"path": "workload.layer.seq_len", "values": SEQ_LENS[:8]},
+            {"path": "hardware.message_overhead", "values": MESSAGE_OVERHEADS[4::5]}])
         choices = {"one worker (this process)": ExecutorChoice("serial", workers=1),
                    f"local pool, {args.workers} workers": ExecutorChoice("local", workers=args.workers),
                    f"Dask LocalCluster, {args.workers} workers": ExecutorChoice("dask", workers=args.workers)}
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         "## Executors on the same sweep",
         "",
         f"Base `h100-nvlink-8` with the architecture subset below, NVLink bandwidth ({', '.join(BANDWIDTHS[:6])}) x "
-        f"seq_len ({', '.join(map(str, SEQ_LENS[:8]))}): {one.report.total} points. Each executor ran {args.repeats} "
+        f"seq_len ({', '.join(map(str, SEQ_LENS[:8]))}) x message_overhead ({', '.join(MESSAGE_OVERHEADS[4::5])}): "
+        f"{one.report.total} points. Each executor ran {args.repeats} "
         "times, interleaved; the fastest run of each is shown (every run is listed at the end). \"Cores used\" is the "
         "CPU time of this process and its worker processes divided by the wall-clock: at most 1 for one worker, at most "
         f"{args.workers} for {args.workers} workers. The probe before each run measures the cores {args.workers} busy "

@@ -223,6 +223,11 @@ class LocalPool:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def worker_version() -> str:
+    """Run on a Dask worker: importing this module loads the simulator; the version says which."""
+    return __version__
+
+
 def require_dask():
     """The ``distributed`` module, or a one-line :class:`SweepError` saying how to install it."""
     try:
@@ -244,13 +249,35 @@ class DaskExecutor:
                 n_workers=choice.workers, processes=True, threads_per_worker=1, dashboard_address=None,
                 silence_logs=logging.ERROR,
             )
+        self.futures: dict = {}
         try:
             address = self.cluster if self.cluster is not None else choice.scheduler
             self.client = distributed.Client(address, timeout=DASK_CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as error:
             self.close(now=True)
             raise SweepError(str(choice.scheduler), "", f"cannot connect to the Dask scheduler: {error}") from None
-        self.futures: dict = {}
+        self._check_workers(choice)
+
+    def _check_workers(self, choice: ExecutorChoice) -> None:
+        """Load the simulator on every connected worker now, and check that it is this version.
+
+        Loading it here, all workers at once, keeps the import out of the first points; a worker
+        that cannot import secmoe_sim, or has another version, is reported before anything runs.
+        Workers that join later are checked point by point (see ``PointOutcome.version``).
+        """
+        try:
+            versions = self.client.run(worker_version)
+        except Exception as error:  # whatever a worker raised while importing secmoe_sim
+            self.close(now=True)
+            raise SweepError(str(choice.scheduler or "--dask-local"), "",
+                             f"a Dask worker cannot load secmoe_sim: {type(error).__name__}: {error}") from None
+        mismatched = {worker: version for worker, version in versions.items() if version != __version__}
+        if mismatched:
+            self.close(now=True)
+            worker, version = next(iter(mismatched.items()))
+            raise SweepError(str(choice.scheduler or "--dask-local"), "",
+                             f"{len(mismatched)} Dask worker(s) run another secmoe-sim (e.g. {worker}: {version}; "
+                             f"this process: {__version__}): install the same version everywhere")
 
     def run(self, points: list[SweepPoint]) -> Iterator[Result]:
         self.futures = {

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 MAX_POINT_TICKS = 40  # beyond this many points, ticks give point ids rather than every point's values
 PANEL_WIDTH_IN, PANEL_HEIGHT_IN = 6.5, 4.8
@@ -108,8 +108,10 @@ def speedup_heatmap(speedup: pd.DataFrame, x: str, y: str | None, labels: dict[s
             axes.text(j, i, f"{ratio:.2f}x\nE={int(experts[i, j])}", ha="center", va="center", fontsize=8,
                       color="white" if strong else "black")
     _axis_ticks(axes, x, y, xs, ys, labels)
-    bar = figure.colorbar(image, ax=axes)
+    powers_of_two = [2.0**k for k in range(-10, 11) if 1 / widest <= 2.0**k <= widest]
+    bar = figure.colorbar(image, ax=axes, ticks=powers_of_two)
     bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda ratio, _: f"{ratio:g}x"))
+    bar.ax.yaxis.set_minor_formatter(NullFormatter())
     bar.set_label("token-MoE wall-clock / sectional wall-clock")
     sectional = ", ".join(_ordered(speedup["sectional_label"]))
     token = ", ".join(_ordered(speedup["token_label"]))
@@ -128,7 +130,7 @@ def e_opt_across_sweep(best: pd.DataFrame, axes_columns: list[str], labels: dict
     the simulated best E.
     """
     entries = _ordered(best["label"])
-    figure, panels = plt.subplots(len(entries), 1, figsize=(11, 3.6 * len(entries)), squeeze=False)
+    figure, panels = plt.subplots(len(entries), 1, figsize=(13, 3.6 * len(entries)), squeeze=False)
     for axes, entry in zip(panels[:, 0], entries):
         rows = best[best["label"] == entry].sort_values("point_id")
         position = np.arange(len(rows))
@@ -151,7 +153,7 @@ def e_opt_across_sweep(best: pd.DataFrame, axes_columns: list[str], labels: dict
                        f"at {agree} of {len(rows)} points", fontsize=10)
         axes.set_ylabel("experts E")
         axes.grid(True, alpha=0.3)
-        axes.legend(fontsize=7)
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: the points fill the panel
     figure.suptitle("Analytical against simulated E_opt across the sweep (" + ", ".join(axes_columns) + ")", fontsize=11)
     figure.tight_layout()
     return figure

@@ -40,6 +40,17 @@ def test_dask_local_option_starts_its_own_cluster_and_resumes(tmp_path, capsys):
     assert "0 computed, 6 already done" in capsys.readouterr().out
 
 
+def test_workers_of_another_version_are_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("distributed")
+    from secmoe_sim import sweep_executors
+
+    monkeypatch.setattr(sweep_executors, "__version__", "0.0.0-not-the-workers")  # the workers import the real one
+    assert main(["sweep", str(SMALL), "--out", str(tmp_path), "--dask-local", "1", "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "1 Dask worker(s) run another secmoe-sim" in error, error
+    assert not list((tmp_path / "points").glob("*.parquet"))
+
+
 @pytest.mark.parametrize("option", [["--dask-local", "2"], ["--scheduler", "tcp://127.0.0.1:8786"]])
 def test_without_dask_the_dask_options_say_how_to_install_it(tmp_path, option):
     hide_dask = "import sys; sys.modules['distributed'] = None; sys.modules['dask'] = None"  # as if not installed
