@@ -22,7 +22,7 @@ from secmoe_sim.opgraph import sectional_plan
 from secmoe_sim.scenario import Scenario
 from secmoe_sim.simulation import Results, layer_plans
 from secmoe_sim.topology import one_message_s
-from secmoe_sim.units import format_bytes, format_duration, format_flops
+from secmoe_sim.units import DECIMAL_PREFIXES, format_bytes, format_duration, format_flops
 from secmoe_sim.workload import SectionalMoEArchitecture
 
 
@@ -83,7 +83,7 @@ def _sectional_lines(scenario: Scenario, arch: SectionalMoEArchitecture, overhea
     feasible = scenario.expert_counts(arch)
     lines = [
         f"{arch.name} (sectional_moe, {arch.sweep_mode}): cost-model terms over all {layer.batch} sequences "
-        f"(seconds at {terms.effective_flops_per_s / 1e12:.4g} TFLOP/s effective)",
+        f"(seconds at {terms.effective_flops_per_s / DECIMAL_PREFIXES['T']:.4g} TFLOP/s effective)",
         f"  C_pre = {format_duration(terms.c_pre_s)}, K = {format_duration(terms.k_s)}, A = {format_duration(terms.a_s)}; "
         f"alpha = {alpha_flop_equivalent(overhead.alpha_s, terms):.4g} FLOP-equivalents",
     ]

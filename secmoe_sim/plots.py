@@ -10,9 +10,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from secmoe_sim.units import MICROSECONDS_PER_SECOND  # noqa: E402
-
-MILLISECONDS_PER_SECOND = MICROSECONDS_PER_SECOND / 1e3
+from secmoe_sim.units import MILLISECONDS_PER_SECOND  # noqa: E402
 
 
 def wall_clock_vs_experts(summary: pd.DataFrame, analytical: pd.DataFrame | None = None) -> Figure:

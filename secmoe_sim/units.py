@@ -24,6 +24,8 @@ BINARY_PREFIXES = {"Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "
 
 SECOND_FACTORS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 MICROSECONDS_PER_SECOND = 1e6
+MILLISECONDS_PER_SECOND = 1e3
+MICROSECONDS_PER_MILLISECOND = 1e3
 
 Dimension = Literal["size", "bandwidth", "duration", "flop_rate"]
 

@@ -13,9 +13,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from secmoe_sim.analytical import Overhead  # noqa: E402
 from secmoe_sim.alpha import AlphaMeasurement  # noqa: E402
-from secmoe_sim.plots import MILLISECONDS_PER_SECOND  # noqa: E402
-
-MICROSECONDS_PER_MILLISECOND = 1e3
+from secmoe_sim.units import MICROSECONDS_PER_MILLISECOND, MILLISECONDS_PER_SECOND  # noqa: E402
 
 
 def _log2_axis(axes, experts) -> None:
