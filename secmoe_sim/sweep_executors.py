@@ -185,14 +185,19 @@ class LocalPool:
         queue, suspects = deque(points), deque()
         in_flight: dict[concurrent.futures.Future, SweepPoint] = {}
         while queue or suspects or in_flight:
-            while suspects and not in_flight:  # isolate the points that were running when a worker died
-                point = suspects.popleft()
-                in_flight[pool.submit(simulate_point, point.key, point.scenario)] = point
-            while queue and not suspects and len(in_flight) < self.workers:
-                point = queue.popleft()
-                in_flight[pool.submit(simulate_point, point.key, point.scenario)] = point
-            done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
-            if any(isinstance(future.exception(), BrokenProcessPool) for future in done):
+            try:
+                while suspects and not in_flight:  # isolate the points that were running when a worker died
+                    future = pool.submit(simulate_point, suspects[0].key, suspects[0].scenario)
+                    in_flight[future] = suspects.popleft()  # taken off only once the pool accepted it
+                while queue and not suspects and len(in_flight) < self.workers:
+                    future = pool.submit(simulate_point, queue[0].key, queue[0].scenario)
+                    in_flight[future] = queue.popleft()
+                done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+                broken = any(isinstance(future.exception(), BrokenProcessPool) for future in done)
+            except BrokenProcessPool:  # a worker died between two results: the pool refuses new points
+                broken = True
+            if broken:
+                concurrent.futures.wait(in_flight)  # every future ends once the pool breaks
                 alone = len(in_flight) == 1
                 for future, point in list(in_flight.items()):  # every future ends once the pool breaks
                     outcome = future.exception() or future.result()
@@ -245,10 +250,15 @@ class DaskExecutor:
         self.distributed = distributed
         self.cluster = None
         if choice.scheduler is None:
-            self.cluster = distributed.LocalCluster(
-                n_workers=choice.workers, processes=True, threads_per_worker=1, dashboard_address=None,
-                silence_logs=logging.ERROR,
-            )
+            import dask
+
+            # The workers' statistical profiler samples every task's stack 100 times a second, a few
+            # per cent of a pure-Python simulation's time; nothing here reads the profiles.
+            with dask.config.set({"distributed.worker.profile.enabled": False}):
+                self.cluster = distributed.LocalCluster(
+                    n_workers=choice.workers, processes=True, threads_per_worker=1, dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
         self.futures: dict = {}
         try:
             address = self.cluster if self.cluster is not None else choice.scheduler
