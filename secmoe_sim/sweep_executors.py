@@ -199,7 +199,7 @@ class LocalPool:
             if broken:
                 concurrent.futures.wait(in_flight)  # every future ends once the pool breaks
                 alone = len(in_flight) == 1
-                for future, point in list(in_flight.items()):  # every future ends once the pool breaks
+                for future, point in list(in_flight.items()):
                     outcome = future.exception() or future.result()
                     if not isinstance(outcome, BrokenProcessPool):
                         yield point, outcome

@@ -123,7 +123,7 @@ def test_a_failing_point_is_recorded_while_the_others_complete(tmp_path, capsys)
     assert main(["sweep", str(path), "--out", str(tmp_path), "--workers", "2"]) == 1
     out = capsys.readouterr().out
     assert "3 distinct points: 2 computed, 0 already done, 1 failed" in out
-    assert f"failed: point 1 (workload.layer.dtype='fp32'): ValueError: GPU 'GeForce RTX 4090' has no peak_flops entry" in out
+    assert "failed: point 1 (workload.layer.dtype='fp32'): ValueError: GPU 'GeForce RTX 4090' has no peak_flops entry" in out
     record = json.loads((tmp_path / "failures" / f"{failing.key}.json").read_text())
     assert record["error"].startswith("ValueError: GPU 'GeForce RTX 4090' has no peak_flops entry for dtype 'fp32'")
     assert "Traceback" in record["traceback"] and record["values"] == {"workload.layer.dtype": "fp32"}
