@@ -168,14 +168,20 @@ def shipped_scenario_names() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def resolve_scenario_path(path_or_name: str | Path) -> Path:
-    """A scenario file path, or the path of the shipped scenario of that name."""
+def file_or_shipped(path_or_name: str | Path, *folder: str) -> Path | None:
+    """``path_or_name`` if it is a file, else the shipped ``<name>.yaml`` in the package ``folder``, else None."""
     path = Path(path_or_name)
     if path.is_file():
         return path
-    shipped = resources.files("secmoe_sim") / SHIPPED_SCENARIOS / f"{path_or_name}.yaml"
-    if shipped.is_file():
-        return Path(str(shipped))
+    shipped = resources.files("secmoe_sim").joinpath(*folder, f"{path_or_name}.yaml")
+    return Path(str(shipped)) if shipped.is_file() else None
+
+
+def resolve_scenario_path(path_or_name: str | Path) -> Path:
+    """A scenario file path, or the path of the shipped scenario of that name."""
+    found = file_or_shipped(path_or_name, SHIPPED_SCENARIOS)
+    if found is not None:
+        return found
     raise ScenarioError(
         str(path_or_name), "", f"no such file, and no shipped scenario of that name (shipped: {', '.join(shipped_scenario_names())})"
     )

@@ -41,6 +41,7 @@ from secmoe_sim.scenario import (
     _read_yaml,
     _scenario_error,
     _yaml_line,
+    file_or_shipped,
     load_scenario,
     resolve_scenario_path,
 )
@@ -184,12 +185,9 @@ def shipped_sweep_names() -> list[str]:
 
 def resolve_sweep_path(path_or_name: str | Path) -> Path:
     """A sweep file path, or the path of the shipped sweep of that name."""
-    path = Path(path_or_name)
-    if path.is_file():
-        return path
-    shipped = resources.files("secmoe_sim").joinpath(*SHIPPED_SWEEPS, f"{path_or_name}.yaml")
-    if shipped.is_file():
-        return Path(str(shipped))
+    found = file_or_shipped(path_or_name, *SHIPPED_SWEEPS)
+    if found is not None:
+        return found
     raise SweepError(
         str(path_or_name), "", f"no such file, and no shipped sweep of that name (shipped: {', '.join(shipped_sweep_names())})"
     )
