@@ -30,13 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from secmoe_sim import costs
+from secmoe_sim.plan import costs
 from secmoe_sim.engine import run_plan
-from secmoe_sim.opgraph import AllToAll, LayerPlan
-from secmoe_sim.routing import popularity
-from secmoe_sim.scenario import NetworkOptions, load_scenario
-from secmoe_sim.units import DTYPE_BYTES, SIZE_UNITS, format_bytes, format_duration
-from secmoe_sim.workload import ZipfRouting
+from secmoe_sim.plan.steps import AllToAll, LayerPlan
+from secmoe_sim.plan.routing import popularity
+from secmoe_sim.spec.network import NetworkOptions
+from secmoe_sim.spec.loading import load_scenario
+from secmoe_sim.spec.units import DTYPE_BYTES, SIZE_UNITS, format_bytes, format_duration
+from secmoe_sim.spec.workload import ZipfRouting
 
 TOKENS_PER_GPU = 4096
 TOP_K = 8

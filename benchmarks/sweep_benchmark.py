@@ -29,10 +29,10 @@ from pathlib import Path
 
 import yaml
 
-from secmoe_sim import __version__
-from secmoe_sim.sweep import load_sweep
-from secmoe_sim.sweep_executors import ExecutorChoice, available_cores
-from secmoe_sim.sweep_run import SweepReport, run_sweep
+from secmoe_sim.version import __version__
+from secmoe_sim.sweep.spec import load_sweep
+from secmoe_sim.sweep.executors import ExecutorChoice, available_cores
+from secmoe_sim.sweep.run import SweepReport, run_sweep
 
 POOL_GOAL = 1.6  # the local pool at least this many times one worker (on 2 cores)
 DASK_GOAL = 0.85  # Dask at least this fraction of the pool's rate (within 15 %)

@@ -1,18 +1,27 @@
-"""secmoe-sim: a discrete-event cluster simulator for sectional Mixture-of-Experts layers."""
+"""secmoe-sim: a discrete-event cluster simulator for sectional Mixture-of-Experts layers.
 
-from importlib.metadata import PackageNotFoundError, version
+The public names for scripts and notebooks: :func:`load_scenario`, :class:`Scenario`,
+:func:`simulate` and :class:`ScenarioError`. The package root only re-exports them; no module of
+the package imports the root (``tests/test_layers.py`` checks it), so importing a layer never
+drags the others in.
+"""
 
-from secmoe_sim.scenario import Scenario, ScenarioError, load_scenario
+from __future__ import annotations
 
-try:
-    __version__ = version("secmoe-sim")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Scenario", "ScenarioError", "load_scenario", "simulate", "__version__"]
+from secmoe_sim.errors import ScenarioError
+from secmoe_sim.spec.loading import load_scenario
+from secmoe_sim.spec.scenario import Scenario
+from secmoe_sim.version import __version__
+
+if TYPE_CHECKING:
+    from secmoe_sim.simulation import simulate
+
+__all__ = ["Scenario", "ScenarioError", "__version__", "load_scenario", "simulate"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "simulate":  # imported lazily so that loading a scenario does not import simpy
         from secmoe_sim.simulation import simulate
 

@@ -19,11 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from secmoe_sim.costs import KernelTimer
+from secmoe_sim.plan.costs import KernelTimer
 from secmoe_sim.engine import SimulationRun, run_plan
-from secmoe_sim.opgraph import LayerPlan, dense_plan, sectional_plan, token_moe_plan
-from secmoe_sim.scenario import Scenario
-from secmoe_sim.workload import DenseArchitecture, SectionalMoEArchitecture, TokenMoEArchitecture
+from secmoe_sim.plan.steps import LayerPlan
+from secmoe_sim.plan.dense import dense_plan
+from secmoe_sim.plan.sectional import sectional_plan
+from secmoe_sim.plan.token_moe import token_moe_plan
+from secmoe_sim.spec.scenario import Scenario
+from secmoe_sim.spec.workload import DenseArchitecture, SectionalMoEArchitecture, TokenMoEArchitecture
 
 FLOAT_NOISE = 1e-12  # relative size of rounding residue in sums of simulated durations
 

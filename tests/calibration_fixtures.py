@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from secmoe_sim.calibrate.trace import Trace, frame, make_row, row_kernel, sample_statistics
-from secmoe_sim.costs import RooflineTimer
-from secmoe_sim.hardware import GPU, EfficiencyPoint
+from secmoe_sim.plan.costs import RooflineTimer
+from secmoe_sim.spec.hardware import GPU, EfficiencyPoint
 
 LAUNCH_S = 5e-6
 BANDWIDTH = 2e11

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from secmoe_sim.hardware import GPU, Cluster, InterNodeFabric, NVSwitchFabric, PCIeFabric
-from secmoe_sim.workload import Layer
+from secmoe_sim.spec.hardware import GPU, Cluster, InterNodeFabric, NVSwitchFabric, PCIeFabric
+from secmoe_sim.spec.workload import Layer
 
 
 def make_gpu(peak=1e12, memory_bandwidth=1e15, launch=0.0, efficiency=1.0, table=None) -> GPU:

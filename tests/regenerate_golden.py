@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from secmoe_sim import load_scenario, simulate
-from secmoe_sim.scenario import shipped_scenario_names
+from secmoe_sim.spec.loading import shipped_scenario_names
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from secmoe_sim.alpha import measure_alpha
-from secmoe_sim.overhead_fit import aicc, best_form, fit_all, fit_form
-from secmoe_sim.scenario import Scenario
+from secmoe_sim.analysis.alpha import measure_alpha
+from secmoe_sim.analysis.overhead_fit import aicc, best_form, fit_all, fit_form
+from secmoe_sim.spec.scenario import Scenario
 
 MESSAGE_COST_S = 20e-6  # per-message overhead + latency; bandwidth so high that bytes cost nothing
 COLLECTIVES = 2  # scatter + gather, forward only

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from secmoe_sim.analytical import (
+from secmoe_sim.analysis.analytical import (
     PER_DEVICE_VIEW, TOTAL_VIEW, CostModel, Overhead, alpha_flop_equivalent, cost_model, hardware_alpha_s,
     nearest_feasible, sectional_terms,
 )
 from secmoe_sim.engine import run_plan
-from secmoe_sim.opgraph import sectional_plan
-from secmoe_sim.workload import PreExpertBlock, SectionalMoEArchitecture
+from secmoe_sim.plan.sectional import sectional_plan
+from secmoe_sim.spec.workload import PreExpertBlock, SectionalMoEArchitecture
 
 from conftest import make_cluster, make_gpu, make_layer
 

@@ -9,7 +9,7 @@ from calibration_fixtures import synthetic_trace
 from secmoe_sim.calibrate import INSTALL_HINT
 from secmoe_sim.calibrate.trace import write_trace
 from secmoe_sim.cli import main
-from secmoe_sim.scenario import load_cluster
+from secmoe_sim.spec.loading import load_cluster
 
 
 @pytest.mark.parametrize("command", [["calibrate", "--quick"], ["check-real", "--quick"]])
@@ -54,8 +54,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv):
 def test_core_and_calibration_modules_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import secmoe_sim, secmoe_sim.cli as cli\n"
-        "from secmoe_sim.calibrate import (check_real, comm_bench, commands, fit, hardware_file, microbench,\n"
+        "import secmoe_sim, secmoe_sim.cli.parser as cli\n"
+        "from secmoe_sim.calibrate import (check_real, comm_bench, fit, hardware_file, microbench,\n"
         "    profile_import, reference_layer, replay, timing, trace)\n"
         "cli.build_parser().parse_args(['calibrate', '--quick'])\n"
         "print('ok')\n"

@@ -8,7 +8,7 @@ from secmoe_sim.calibrate import CalibrationError
 from secmoe_sim.calibrate.fit import fit_trace, split_heldout
 from secmoe_sim.calibrate.hardware_file import write_hardware
 from secmoe_sim.calibrate.trace import Trace, write_trace
-from secmoe_sim.scenario import load_cluster, load_scenario
+from secmoe_sim.spec.loading import load_cluster, load_scenario
 
 
 def test_fit_recovers_known_parameters():

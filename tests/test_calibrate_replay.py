@@ -11,7 +11,7 @@ from secmoe_sim.calibrate import CalibrationError
 from secmoe_sim.calibrate.replay import ReplayTimer, census
 from secmoe_sim.calibrate.trace import Trace, frame, make_row, row_kernel, sample_statistics, write_trace
 from secmoe_sim.cli import main
-from secmoe_sim.costs import Kernel, RooflineTimer
+from secmoe_sim.plan.costs import Kernel, RooflineTimer
 from secmoe_sim.simulation import layer_plans
 
 from conftest import make_gpu
@@ -125,7 +125,7 @@ def test_run_with_replay_flags_and_counts(tmp_path, capsys):
 
 
 def test_census_counts_every_kernel(tmp_path):
-    from secmoe_sim.scenario import load_scenario
+    from secmoe_sim.spec.loading import load_scenario
 
     path = tmp_path / "s.yaml"
     path.write_text(SCENARIO)

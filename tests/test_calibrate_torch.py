@@ -15,8 +15,8 @@ from secmoe_sim.calibrate.microbench import Grid, attention_shapes, gemm_shapes,
 from secmoe_sim.calibrate.timing import MIN_REPEATS, CudaDevice, interleaved_time_s, make_device, stable_time_s  # noqa: E402
 from secmoe_sim.calibrate.trace import read_trace, write_trace  # noqa: E402
 from secmoe_sim.cli import main  # noqa: E402
-from secmoe_sim.scenario import load_scenario  # noqa: E402
-from secmoe_sim.units import SECOND_FACTORS  # noqa: E402
+from secmoe_sim.spec.loading import load_scenario  # noqa: E402
+from secmoe_sim.spec.units import SECOND_FACTORS  # noqa: E402
 
 TINY = Grid(name="tiny", gemm_shapes=gemm_shapes((16, 32, 64), (16, 32), 1e9),
             attention_shapes=attention_shapes((16, 32), (16, 32), (1, 2), 1e9), memory_elements=(2**10, 2**14),

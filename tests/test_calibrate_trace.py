@@ -5,7 +5,7 @@ import pytest
 
 from calibration_fixtures import synthetic_trace
 from secmoe_sim.calibrate.trace import COLUMNS, FORMAT_VERSION, TraceError, read_trace, row_kernel, write_trace
-from secmoe_sim.costs import qkv_projection
+from secmoe_sim.plan.costs import qkv_projection
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

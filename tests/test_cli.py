@@ -73,7 +73,7 @@ def test_readme_scenario_example_loads(tmp_path):
     import re
     from pathlib import Path
 
-    from secmoe_sim.scenario import load_scenario
+    from secmoe_sim.spec.loading import load_scenario
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     example = next(block for block in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "schema_version" in block)

@@ -2,11 +2,13 @@
 
 import pytest
 
-from secmoe_sim import costs
-from secmoe_sim.costs import Kernel, kernel_time_s, launch_time_s
-from secmoe_sim.hardware import EfficiencyPoint
-from secmoe_sim.opgraph import dense_plan, sectional_plan, token_moe_plan
-from secmoe_sim.workload import DenseArchitecture, PreExpertBlock, SectionalMoEArchitecture, TokenMoEArchitecture
+from secmoe_sim.plan import costs
+from secmoe_sim.plan.costs import Kernel, kernel_time_s, launch_time_s
+from secmoe_sim.spec.hardware import EfficiencyPoint
+from secmoe_sim.plan.dense import dense_plan
+from secmoe_sim.plan.sectional import sectional_plan
+from secmoe_sim.plan.token_moe import token_moe_plan
+from secmoe_sim.spec.workload import DenseArchitecture, PreExpertBlock, SectionalMoEArchitecture, TokenMoEArchitecture
 
 from conftest import make_cluster, make_gpu, make_layer
 

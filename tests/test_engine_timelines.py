@@ -6,12 +6,13 @@ explicitly; the flow model's hand timelines are in ``test_network_flows.py``.
 
 import pytest
 
-from secmoe_sim.costs import Kernel
+from secmoe_sim.plan.costs import Kernel
 from secmoe_sim.engine import run_plan
-from secmoe_sim.hardware import EfficiencyPoint
-from secmoe_sim.opgraph import AllReduce, AllToAll, LayerPlan, Message, sectional_plan
-from secmoe_sim.scenario import NetworkOptions
-from secmoe_sim.workload import PreExpertBlock, SectionalMoEArchitecture
+from secmoe_sim.spec.hardware import EfficiencyPoint
+from secmoe_sim.plan.steps import AllReduce, AllToAll, LayerPlan, Message
+from secmoe_sim.plan.sectional import sectional_plan
+from secmoe_sim.spec.network import NetworkOptions
+from secmoe_sim.spec.workload import PreExpertBlock, SectionalMoEArchitecture
 
 from conftest import make_cluster, make_gpu, make_layer, make_pcie
 

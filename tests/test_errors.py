@@ -21,8 +21,10 @@ from hypothesis import example, given, note, settings
 from hypothesis import strategies as st
 
 from secmoe_sim.cli import main
-from secmoe_sim.hardware import Cluster
-from secmoe_sim.scenario import Scenario, ScenarioError, load_cluster, load_scenario, resolve_scenario_path
+from secmoe_sim.spec.hardware import Cluster
+from secmoe_sim.spec.scenario import Scenario
+from secmoe_sim.errors import ScenarioError
+from secmoe_sim.spec.loading import load_cluster, load_scenario, resolve_scenario_path
 
 DATA = Path(__file__).parent / "data"
 MARKER = "# <- error"
@@ -195,7 +197,8 @@ def test_huge_d_model_is_rejected_or_loaded_quickly(tmp_path):
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     script = textwrap.dedent(
         f"""
-        from secmoe_sim.scenario import ScenarioError, load_scenario
+        from secmoe_sim.errors import ScenarioError
+        from secmoe_sim.spec.loading import load_scenario
         try:
             load_scenario({str(path)!r})
         except ScenarioError as error:

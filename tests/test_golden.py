@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from secmoe_sim import load_scenario, simulate
-from secmoe_sim.scenario import shipped_scenario_names
+from secmoe_sim.spec.loading import shipped_scenario_names
 
 from regenerate_golden import golden_path
 

@@ -7,8 +7,8 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secmoe_sim.opgraph import AllReduce, AllToAll
-from secmoe_sim.scenario import Scenario
+from secmoe_sim.plan.steps import AllReduce, AllToAll
+from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.simulation import layer_plans, simulate
 
 from conftest import make_pcie

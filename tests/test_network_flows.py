@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from secmoe_sim.engine import run_plan
-from secmoe_sim.engine.finish_calendar import FinishCalendar
-from secmoe_sim.engine.maxmin import max_min_rates
-from secmoe_sim.hardware import InterNodeFabric, PCIeFabric
-from secmoe_sim.opgraph import AllGather, AllReduce, AllToAll, LayerPlan, Message, ReduceScatter
-from secmoe_sim.scenario import NetworkOptions
-from secmoe_sim.topology import Topology, one_message_s
+from secmoe_sim.engine.network.finish_calendar import FinishCalendar
+from secmoe_sim.engine.network.maxmin import max_min_rates
+from secmoe_sim.spec.hardware import InterNodeFabric, PCIeFabric
+from secmoe_sim.plan.steps import AllGather, AllReduce, AllToAll, LayerPlan, Message, ReduceScatter
+from secmoe_sim.spec.network import NetworkOptions
+from secmoe_sim.plan.topology import Topology, one_message_s
 
 from conftest import make_cluster, make_pcie
 

@@ -6,12 +6,12 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secmoe_sim.costs import Kernel
+from secmoe_sim.plan.costs import Kernel
 from secmoe_sim.engine import run_plan
-from secmoe_sim.engine.maxmin import max_min_rates
-from secmoe_sim.hardware import Cluster
-from secmoe_sim.opgraph import AllGather, AllReduce, AllToAll, LayerPlan, ReduceScatter
-from secmoe_sim.scenario import NetworkOptions
+from secmoe_sim.engine.network.maxmin import max_min_rates
+from secmoe_sim.spec.hardware import Cluster
+from secmoe_sim.plan.steps import AllGather, AllReduce, AllToAll, LayerPlan, ReduceScatter
+from secmoe_sim.spec.network import NetworkOptions
 
 from conftest import make_gpu
 

@@ -5,11 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from secmoe_sim.opgraph import token_moe_plan
-from secmoe_sim.routing import capacity_limited_counts, largest_remainder, route, top_k_counts
-from secmoe_sim.scenario import ScenarioError, load_scenario
+from secmoe_sim.plan.token_moe import token_moe_plan
+from secmoe_sim.plan.routing import capacity_limited_counts, largest_remainder, route, top_k_counts
+from secmoe_sim.errors import ScenarioError
+from secmoe_sim.spec.loading import load_scenario
 from secmoe_sim.simulation import simulate
-from secmoe_sim.workload import CountsRouting, GroupedRouting, TokenMoEArchitecture, UniformRouting, ZipfRouting
+from secmoe_sim.spec.workload import CountsRouting, GroupedRouting, TokenMoEArchitecture, UniformRouting, ZipfRouting
 
 from conftest import make_cluster, make_layer
 

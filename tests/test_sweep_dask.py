@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from secmoe_sim.cli import main
-from secmoe_sim.sweep import load_sweep
-from secmoe_sim.sweep_run import ExecutorChoice, run_sweep
-from secmoe_sim.sweep_store import RESULTS
+from secmoe_sim.sweep.spec import load_sweep
+from secmoe_sim.sweep.run import ExecutorChoice, run_sweep
+from secmoe_sim.sweep.store import RESULTS
 
 DATA = Path(__file__).parent / "data"
 SMALL = DATA / "sweep_small.yaml"
@@ -42,7 +42,7 @@ def test_dask_local_option_starts_its_own_cluster_and_resumes(tmp_path, capsys):
 
 def test_workers_of_another_version_are_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
     pytest.importorskip("distributed")
-    from secmoe_sim import sweep_executors
+    from secmoe_sim.sweep import executors as sweep_executors
 
     monkeypatch.setattr(sweep_executors, "__version__", "0.0.0-not-the-workers")  # the workers import the real one
     assert main(["sweep", str(SMALL), "--out", str(tmp_path), "--dask-local", "1", "--quiet"]) == 2

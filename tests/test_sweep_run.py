@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from secmoe_sim import __version__
+from secmoe_sim.version import __version__
 from secmoe_sim.cli import main
 from secmoe_sim.simulation import simulate
-from secmoe_sim.sweep import load_sweep
-from secmoe_sim.sweep_run import ExecutorChoice, run_sweep
-from secmoe_sim.sweep_store import RESULTS
+from secmoe_sim.sweep.spec import load_sweep
+from secmoe_sim.sweep.run import ExecutorChoice, run_sweep
+from secmoe_sim.sweep.store import RESULTS
 
 DATA = Path(__file__).parent / "data"
 SMALL = DATA / "sweep_small.yaml"
@@ -193,7 +193,7 @@ def test_a_killed_worker_process_is_replaced_and_every_point_completes(tmp_path)
 
 
 def test_two_sweeps_cannot_write_into_one_directory(tmp_path, capsys):
-    from secmoe_sim.sweep_store import SweepStore
+    from secmoe_sim.sweep.store import SweepStore
 
     with SweepStore(tmp_path).locked():
         assert main(["sweep", str(SMALL), "--out", str(tmp_path), "--quiet"]) == 2
@@ -214,8 +214,8 @@ def test_plot_writes_the_three_figures(tmp_path, capsys):
 
 
 def test_plot_holds_further_grid_dimensions_at_a_chosen_value(tmp_path):
-    from secmoe_sim.sweep_store import read_results
-    from secmoe_sim.sweep_tables import fix_other_axes, parse_at
+    from secmoe_sim.sweep.store import read_results
+    from secmoe_sim.sweep.tables import fix_other_axes, parse_at
 
     path = tmp_path / "three.yaml"
     path.write_text(SMALL.read_text().replace("axes:\n", "axes:\n  - path: hardware.message_overhead\n"

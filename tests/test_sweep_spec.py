@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from secmoe_sim.cli import main
-from secmoe_sim.sweep import MAX_POINTS, SweepError, load_sweep, point_key, shipped_sweep_names
+from secmoe_sim.sweep.spec import MAX_POINTS, SweepError, load_sweep, point_key, shipped_sweep_names
 
 DATA = Path(__file__).parent / "data"
 MARKER = "# <- error"

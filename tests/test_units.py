@@ -3,7 +3,7 @@ import math
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from secmoe_sim.units import (
+from secmoe_sim.spec.units import (
     Bandwidth, Duration, FlopRate, Size, UnitError, format_bytes, format_duration, parse_quantity, to_microseconds,
 )
 

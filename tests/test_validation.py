@@ -8,9 +8,10 @@ import pandas as pd
 
 from secmoe_sim import load_scenario
 from secmoe_sim.cli import main
-from secmoe_sim.recommend import hardware_changes
-from secmoe_sim.validate import run_validation, variants, write_validation
-from secmoe_sim.validation_report import write_validation_report
+from secmoe_sim.analysis.recommend import hardware_changes
+from secmoe_sim.analysis.validation import run_validation, variants
+from secmoe_sim.report.validation import write_validation
+from secmoe_sim.report.validation_report import write_validation_report
 
 TINY = str(Path(__file__).parent / "data" / "tiny_validation.yaml")
 

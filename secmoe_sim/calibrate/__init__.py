@@ -15,7 +15,7 @@ The pieces (each a small module):
 
 torch is an optional extra: this package imports it only inside the functions that need it, so the
 core (and trace reading, fitting and replay) works without it. :func:`require_torch` turns its
-absence into a one-line :class:`CalibrationError`.
+absence into a one-line :class:`~secmoe_sim.errors.CalibrationError`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from secmoe_sim.errors import CalibrationError
+
 INSTALL_HINT = "pip install -e '.[calibrate]'"
-
-
-class CalibrationError(Exception):
-    """A calibration input or environment that cannot be used; ``str()`` is one line."""
+__all__ = ["INSTALL_HINT", "CalibrationError", "require_torch"]
 
 
 def require_torch() -> ModuleType:

@@ -26,10 +26,9 @@ from secmoe_sim.calibrate.replay import ReplayReport, replay_results
 from secmoe_sim.calibrate.reference_layer import SectionalLayer
 from secmoe_sim.calibrate.timing import Device, interleaved_time_s, torch_dtype
 from secmoe_sim.calibrate.trace import Trace
-from secmoe_sim.hardware import Cluster
-from secmoe_sim.scenario import Scenario
-from secmoe_sim.units import SECOND_FACTORS
-from secmoe_sim.workload import SectionalMoEArchitecture
+from secmoe_sim.spec.hardware import Cluster
+from secmoe_sim.spec.scenario import Scenario
+from secmoe_sim.spec.workload import SectionalMoEArchitecture
 
 PERCENT = 100.0
 MODES = ("fitted", "replay")
@@ -135,37 +134,6 @@ def compare(measured: pd.DataFrame, predicted: pd.DataFrame) -> CheckResult:
     return CheckResult(table=table, summary=pd.DataFrame(rows))
 
 
-def plot(result: CheckResult, title: str):
-    """Measured (with the 10-90 percentile band) and predicted time against E, one panel per entry."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    entries = list(dict.fromkeys(result.table["entry"]))
-    figure, axes = plt.subplots(1, len(entries), figsize=(5.5 * len(entries), 4.2), squeeze=False)
-    to_ms = 1 / SECOND_FACTORS["ms"]
-    for axis, entry in zip(axes[0], entries):
-        rows = result.table[result.table["entry"] == entry]
-        measured = rows[rows["mode"] == MODES[0]].sort_values("E")
-        axis.errorbar(measured["E"], measured["measured_s"] * to_ms, fmt="ko-", capsize=3, label="measured (median, p10-p90)",
-                      yerr=[(measured["measured_s"] - measured["measured_p10_s"]) * to_ms,
-                            (measured["measured_p90_s"] - measured["measured_s"]) * to_ms])
-        for mode, style in zip(MODES, ("s--", "^:")):
-            modeled = rows[rows["mode"] == mode].sort_values("E")
-            axis.plot(modeled["E"], modeled["predicted_s"] * to_ms, style, label=f"predicted ({mode})")
-        axis.set_xscale("log", base=2)
-        axis.set_xticks(measured["E"], [str(e) for e in measured["E"]])
-        axis.set_xlabel("experts E (sections)")
-        axis.set_ylabel("one forward pass (ms)")
-        axis.set_title(entry)
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=8)
-    figure.suptitle(title)
-    figure.tight_layout()
-    return figure
-
-
 def scenario_yaml(scenario: Scenario, hardware_include: str | None) -> str:
     """The check scenario as YAML (fields at their defaults left out); the hardware as an include
     when the file describes one device."""
@@ -174,16 +142,3 @@ def scenario_yaml(scenario: Scenario, hardware_include: str | None) -> str:
         document["hardware"] = hardware_include
     header = "# The single-device scenario check-real predicted (`secmoe-sim run`; add --replay TRACE for replay mode).\n"
     return header + yaml.safe_dump(document, sort_keys=False)
-
-
-def summary_text(result: CheckResult) -> str:
-    """The check table and its per-(entry, mode) summary, for the terminal."""
-    table = result.table.copy()
-    for column in ("measured_s", "predicted_s"):
-        table[column] = table[column].map(lambda s: f"{s / SECOND_FACTORS['ms']:.3f} ms")
-    table["rel_error"] = table["rel_error"].map(lambda e: f"{e * PERCENT:+.1f}%")
-    summary = result.summary.copy()
-    for column in ("median_abs_error_pct", "worst_error_pct", "regret_pct"):
-        summary[column] = summary[column].map(lambda v: f"{v:.1f}")
-    shown = table[["entry", "E", "mode", "measured_s", "predicted_s", "rel_error"]].to_string(index=False)
-    return shown + "\n\n" + summary.to_string(index=False)

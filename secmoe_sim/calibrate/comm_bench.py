@@ -26,7 +26,7 @@ from pathlib import Path
 from secmoe_sim.calibrate import CalibrationError, require_torch
 from secmoe_sim.calibrate.timing import Device, make_device, torch_dtype
 from secmoe_sim.calibrate.trace import make_row, sample_statistics
-from secmoe_sim.units import DTYPE_BYTES
+from secmoe_sim.spec.units import DTYPE_BYTES
 
 CPU_WORLD_SIZE = 2
 COLLECTIVES = ("all_to_all", "all_to_all_v", "all_gather")

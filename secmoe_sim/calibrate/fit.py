@@ -1,9 +1,9 @@
 """Fit a hardware description to a calibration trace, and say how well it predicts held-out shapes.
 
 The simulator times a kernel as ``launches x launch overhead + max(FLOPs / (peak x efficiency(FLOPs)),
-bytes / memory bandwidth)`` (:mod:`secmoe_sim.costs`), with the efficiency interpolated linearly
+bytes / memory bandwidth)`` (:mod:`secmoe_sim.plan.costs`), with the efficiency interpolated linearly
 in log FLOPs between table points, and a message as ``message_overhead + latency + bytes /
-bandwidth`` (:mod:`secmoe_sim.topology`). The fit gives each of those numbers from measurements:
+bandwidth`` (:mod:`secmoe_sim.plan.topology`). The fit gives each of those numbers from measurements:
 
 * ``kernel_launch_overhead``: the median per-op time of the loops of tiny ops;
 * ``memory_bandwidth``: one bandwidth for the memory-bound ops (copy, softmax, add), least squares
@@ -35,8 +35,8 @@ from scipy.optimize import least_squares
 
 from secmoe_sim.calibrate import CalibrationError
 from secmoe_sim.calibrate.trace import Trace, gemm_counts, launch_overhead_s, row_kernel
-from secmoe_sim.costs import Kernel, RooflineTimer
-from secmoe_sim.hardware import GPU, Cluster, EfficiencyPoint, NVSwitchFabric, PCIeFabric
+from secmoe_sim.plan.costs import Kernel, RooflineTimer
+from secmoe_sim.spec.hardware import GPU, Cluster, EfficiencyPoint, NVSwitchFabric, PCIeFabric
 
 HOLDOUT_EVERY = 4  # every fourth shape of a class (ordered by size) is held out of the fit
 HOLDOUT_OFFSET = 1  # ... starting with the second, so held-out shapes lie inside the fitted range

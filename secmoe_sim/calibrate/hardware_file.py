@@ -15,11 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from secmoe_sim import __version__
+from secmoe_sim.version import __version__
 from secmoe_sim.calibrate.fit import FitResult
 from secmoe_sim.calibrate.trace import Trace, file_sha256
-from secmoe_sim.hardware import Cluster
-from secmoe_sim.scenario import load_cluster, load_scenario
+from secmoe_sim.spec.hardware import Cluster
+from secmoe_sim.spec.loading import load_cluster, load_scenario
 
 INDENT = "  "
 

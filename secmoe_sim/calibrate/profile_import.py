@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from secmoe_sim.calibrate.trace import Trace, TraceError, file_sha256, frame, make_row, sample_statistics
-from secmoe_sim.units import DTYPE_BYTES, SECOND_FACTORS
+from secmoe_sim.spec.units import DTYPE_BYTES, SECOND_FACTORS
 
 CPU_OP_CATEGORIES = ("cpu_op", "Operator")
 KERNEL_CATEGORY = "kernel"

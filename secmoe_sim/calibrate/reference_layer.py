@@ -1,6 +1,6 @@
 """A reference torch implementation of the sectional layer, to time on a real device.
 
-It computes what :mod:`secmoe_sim.opgraph` simulates for one device (docs/model.md), in eager
+It computes what :mod:`secmoe_sim.plan.steps` simulates for one device (docs/model.md), in eager
 torch, forward only:
 
 * optional pre-expert block at full width ``d``: fused QKV projection, scaled-dot-product
@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 
 from secmoe_sim.calibrate import require_torch
-from secmoe_sim.workload import Layer, SectionalMoEArchitecture
+from secmoe_sim.spec.workload import Layer, SectionalMoEArchitecture
 
 
 @dataclass

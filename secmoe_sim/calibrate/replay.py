@@ -1,6 +1,6 @@
 """Replay: op times taken from a measured trace instead of the roofline estimate.
 
-:class:`ReplayTimer` implements :class:`~secmoe_sim.costs.KernelTimer`. For one launch of a kernel
+:class:`ReplayTimer` implements :class:`~secmoe_sim.plan.costs.KernelTimer`. For one launch of a kernel
 it looks up the measured time of the same primitive in the layer's dtype:
 
 1. **exact**: a measured row with the very same shape gives its median time;
@@ -27,7 +27,6 @@ costs twice its forward measurement, the simulator's convention for backward ops
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,9 +37,9 @@ from scipy.optimize import isotonic_regression
 
 from secmoe_sim.calibrate import CalibrationError
 from secmoe_sim.calibrate.trace import SHAPE_COLUMNS, Trace, attention_counts, file_sha256, gemm_counts, launch_overhead_s
-from secmoe_sim.costs import BACKWARD_FLOP_FACTOR, Kernel, KernelTimer, RooflineTimer
-from secmoe_sim.opgraph import LayerPlan
-from secmoe_sim.scenario import Scenario
+from secmoe_sim.plan.costs import BACKWARD_FLOP_FACTOR, Kernel, KernelTimer, RooflineTimer
+from secmoe_sim.plan.steps import LayerPlan
+from secmoe_sim.spec.scenario import Scenario
 
 KINDS = ("exact", "interpolated", "flops_interpolated", "extrapolated", "roofline")
 REPLAYED = ("gemm", "attention", "memory")
@@ -216,23 +215,6 @@ class ReplayReport:
         return {"trace": str(self.trace_path), "trace_sha256": file_sha256(self.trace_path),
                 **{name: int(value) for name, value in totals.items()},
                 "flagged_ops_file": "replay_flagged_ops.csv" if len(self.flagged) else None}
-
-    def text(self) -> str:
-        totals = self.metadata()
-        parts = ", ".join(f"{totals[f'replay_{kind}_ops']} {kind.replace('_', ' ')}" for kind in KINDS)
-        line = f"replay of {self.trace_path}: kernels {parts}"
-        if len(self.flagged):
-            line += " (flagged ops listed in replay_flagged_ops.csv)"
-        return line
-
-    def write(self, out_dir: Path) -> None:
-        """Add the replay to ``metadata.json`` and list the flagged ops beside it."""
-        metadata_path = out_dir / "metadata.json"
-        document = json.loads(metadata_path.read_text(encoding="utf-8"))
-        document["replay"] = self.metadata()
-        metadata_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        if len(self.flagged):
-            self.flagged.to_csv(out_dir / "replay_flagged_ops.csv", index=False)
 
 
 def census(plans: list[LayerPlan], timer: ReplayTimer, trace_path: Path) -> ReplayReport:

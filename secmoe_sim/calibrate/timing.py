@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from secmoe_sim.calibrate import CalibrationError, require_torch
-from secmoe_sim.units import SECOND_FACTORS
+from secmoe_sim.spec.units import SECOND_FACTORS
 
 MIN_REPEATS = 20
 MAX_ATTEMPTS = 3  # measurements of one shape while its timings look disturbed

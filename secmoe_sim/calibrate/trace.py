@@ -18,9 +18,9 @@ launch     ``count`` (ops), ``m, k, n`` (loop GEMMs)    ``count`` back-to-back t
 comm       ``bytes`` (per peer), ``world_size``        one collective, slowest rank
 =========  ==========================================  =========================================
 
-FLOPs and traffic follow :mod:`secmoe_sim.costs` (a multiply-add is 2 FLOP; causal attention counts
+FLOPs and traffic follow :mod:`secmoe_sim.plan.costs` (a multiply-add is 2 FLOP; causal attention counts
 half the score matrix; traffic counts each operand once), so a row converts to the
-:class:`~secmoe_sim.costs.Kernel` the simulator would time (:func:`row_kernel`).
+:class:`~secmoe_sim.plan.costs.Kernel` the simulator would time (:func:`row_kernel`).
 
 CSV files start with ``# key: value`` lines (values in JSON) holding the metadata, then the header
 and the rows; Parquet files keep the metadata as JSON in the schema under ``secmoe_sim_trace``.
@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 
 from secmoe_sim.calibrate import CalibrationError
-from secmoe_sim.costs import FLOPS_PER_MULTIPLY_ADD, Kernel
-from secmoe_sim.units import DTYPE_BYTES
+from secmoe_sim.plan.costs import FLOPS_PER_MULTIPLY_ADD, Kernel
+from secmoe_sim.spec.units import DTYPE_BYTES
 
 FORMAT_VERSION = 1
 CSV_MAGIC = "# secmoe-sim calibration trace"

@@ -1,6 +1,6 @@
 """The SimPy engine: a cluster of GPUs with compute and communication streams, a network, collectives.
 
-``run_plan(plan, passes)`` simulates one :class:`~secmoe_sim.opgraph.LayerPlan` in a fresh
+``run_plan(plan, passes)`` simulates one :class:`~secmoe_sim.plan.steps.LayerPlan` in a fresh
 ``simpy.Environment`` and returns the recorded rows; the engine does no file IO and no plotting.
 """
 

@@ -2,7 +2,7 @@
 
 A collective appears in the programs of all its GPUs. Each GPU runs ``participate(gpu)`` when its
 program reaches the collective; it returns when that GPU's part is done. All-to-alls run with the
-scenario's algorithm (:mod:`secmoe_sim.engine.exchanges`); all-reduce, all-gather and
+scenario's algorithm (:mod:`secmoe_sim.engine.all_to_all`); all-reduce, all-gather and
 reduce-scatter run as rings (:mod:`secmoe_sim.engine.rings`). ``ordinal`` is the collective's
 position in the GPUs' programs, the first element of its messages' order keys.
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import simpy
 
-from secmoe_sim.engine.exchanges import AllToAllRun, start_all_to_all
+from secmoe_sim.engine.all_to_all import AllToAllRun, start_all_to_all
 from secmoe_sim.engine.network import Network
 from secmoe_sim.engine.rings import RingRun
-from secmoe_sim.hardware import Cluster
-from secmoe_sim.opgraph import AllToAll, Collective
+from secmoe_sim.spec.hardware import Cluster
+from secmoe_sim.plan.steps import AllToAll, Collective
 
 
 def start_collective(

@@ -13,16 +13,16 @@ from typing import Sequence
 import pandas as pd
 import simpy
 
-from secmoe_sim.costs import Kernel, KernelTimer, RooflineTimer
+from secmoe_sim.plan.costs import Kernel, KernelTimer, RooflineTimer
 from secmoe_sim.engine.collectives import start_collective
-from secmoe_sim.engine.flow_table import RateObserver
+from secmoe_sim.engine.network.flow_table import RateObserver
 from secmoe_sim.engine.network import build_network
 from secmoe_sim.engine.recorder import Recorder, Row
-from secmoe_sim.faults import compute_slowdown, link_capacity_factors
-from secmoe_sim.opgraph import LayerPlan
-from secmoe_sim.pipeline import Pipeline
-from secmoe_sim.scenario import NetworkOptions
-from secmoe_sim.topology import Topology
+from secmoe_sim.spec.faults import compute_slowdown, link_capacity_factors
+from secmoe_sim.plan.steps import LayerPlan
+from secmoe_sim.plan.pipeline import Pipeline
+from secmoe_sim.spec.network import NetworkOptions
+from secmoe_sim.plan.topology import Topology
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def run_plan(
     Op times come from ``timer`` (default: the roofline); ``network`` chooses the network model and
     the all-to-all algorithm (default: max-min fair flows, exact, direct); ``observer`` is called
     at every rate change of the flow network (the invariant tests use it); ``faults`` slow GPUs
-    down and degrade links (:mod:`secmoe_sim.faults`).
+    down and degrade links (:mod:`secmoe_sim.spec.faults`).
     """
     timer = timer or RooflineTimer(plan.cluster.gpu, plan.dtype)
     options = network or NetworkOptions()
@@ -89,7 +89,7 @@ def run_plan(
         )
 
     def run_pipeline(gpu: int, pipeline: Pipeline):
-        """Communication and compute streams as two processes, chunk by chunk (secmoe_sim.pipeline)."""
+        """Communication and compute streams as two processes, chunk by chunk (secmoe_sim.plan.pipeline)."""
         dispatched = [env.event() for _ in pipeline.chunks]
         computed = [env.event() for _ in pipeline.chunks]
 

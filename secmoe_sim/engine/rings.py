@@ -12,7 +12,7 @@ from __future__ import annotations
 import simpy
 
 from secmoe_sim.engine.network import Network
-from secmoe_sim.opgraph import AllReduce, RingCollective
+from secmoe_sim.plan.steps import AllReduce, RingCollective
 
 
 class RingRun:

@@ -1,0 +1,302 @@
+"""The commands: each parses nothing itself, calls the library and hands the results to ``report``.
+
+Every handler takes the parsed arguments and returns the exit code. Bad input raises a subclass of
+:class:`~secmoe_sim.errors.InputError`, which :func:`secmoe_sim.cli.main` prints as one line with
+exit code 2. Heavy modules (simpy, scipy, matplotlib, torch) are imported inside the handlers that
+need them, so ``secmoe-sim --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from secmoe_sim.errors import CalibrationError
+from secmoe_sim.spec.loading import load_scenario, shipped_scenario_names
+from secmoe_sim.spec.scenario import Scenario
+
+INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
+DEFAULT_TRACE_NAME = "trace.csv"
+DEFAULT_HARDWARE_NAME = "hardware.yaml"
+BUSY_LOAD_PER_CORE = 0.5  # above this 1-minute load per core, warn that timings may be disturbed
+REFERENCE_WARMUP = 3  # untimed forward passes of each reference layer before its first timed round
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Simulate every entry at every E; print the table; write the run's files."""
+    from secmoe_sim.report.console import run_table
+    from secmoe_sim.report.outputs import write_run_outputs
+    from secmoe_sim.simulation import simulate
+
+    scenario = load_scenario(args.scenario)
+    replay = None
+    if args.replay:
+        from secmoe_sim.calibrate.replay import replay_results
+        from secmoe_sim.calibrate.trace import read_trace
+
+        results, replay = replay_results(scenario, args.seed, read_trace(args.replay), Path(args.replay))
+    else:
+        results = simulate(scenario, seed=args.seed)
+    out_dir = Path(args.out) if args.out else Path("reports") / scenario.name
+    paths = write_run_outputs(results, out_dir)
+    print(run_table(results))
+    if replay is not None:
+        from secmoe_sim.report.calibration import replay_text, write_replay
+
+        write_replay(replay, out_dir)
+        print(replay_text(replay))
+    print(f"\nwrote {', '.join(p.name for p in paths)} to {out_dir}/")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from secmoe_sim.report.console import analyze_text
+
+    scenario = load_scenario(args.scenario)
+    print(analyze_text(scenario, alpha_s=args.alpha))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(Scenario.model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for name in shipped_scenario_names():
+        scenario = load_scenario(name)
+        print(f"{name:20s} {scenario.description}")
+    return 0
+
+
+def cmd_alpha(args: argparse.Namespace) -> int:
+    from secmoe_sim.analysis.alpha import SWEEP_MODES, measure_alpha
+    from secmoe_sim.report.validation import alpha_summary_lines, write_alpha
+
+    scenario = load_scenario(args.scenario)
+    modes = (args.sweep_mode,) if args.sweep_mode else SWEEP_MODES
+    seed = scenario.seed if args.seed is None else args.seed
+    measurements, _ = measure_alpha(scenario, modes, seed=seed)
+    out_dir = Path(args.out) if args.out else Path("reports") / scenario.name / "alpha"
+    paths = write_alpha(measurements, scenario, seed, out_dir)
+    print(f"alpha of {scenario.name} (first sectional entry, every feasible E; overhead = wall-clock - compute):")
+    print("\n".join(alpha_summary_lines(measurements)))
+    print(f"\nwrote {', '.join(p.name for p in paths)} to {out_dir}/")
+    return 0
+
+
+def _scenarios_or_shipped(names: list[str]) -> list[Scenario]:
+    return [load_scenario(name) for name in (names or shipped_scenario_names())]
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from secmoe_sim.analysis.validation import run_validation
+    from secmoe_sim.report.validation import markdown_table, write_validation
+
+    scenarios = _scenarios_or_shipped(args.scenarios)
+    validation = run_validation(scenarios, with_variants=not args.no_variants, progress=sys.stderr.isatty())
+    out_dir = Path(args.out) if args.out else Path("reports") / "validation"
+    paths = write_validation(validation, out_dir, scenarios)
+    print(markdown_table(validation.table))
+    print(f"\nwrote {len(paths)} files to {out_dir}/")
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from secmoe_sim.analysis.recommend import recommend
+    from secmoe_sim.report.recommend import recommendation_text
+
+    print(recommendation_text(recommend(load_scenario(args.scenario), seed=args.seed)))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from secmoe_sim.report.validation_report import write_validation_report
+
+    scenarios = _scenarios_or_shipped([])
+    out_dir = Path(args.out) if args.out else Path("reports") / "validation"
+    readme = write_validation_report(scenarios, out_dir, progress=sys.stderr.isatty())
+    print(f"wrote {readme}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from secmoe_sim.sweep.spec import load_sweep
+    from secmoe_sim.sweep.run import ExecutorChoice, report_lines, run_sweep
+
+    try:
+        sweep = load_sweep(args.sweep)
+        choice = ExecutorChoice.from_options(args.workers, args.dask_local, args.scheduler)
+        out_dir = Path(args.out) if args.out else Path("reports") / "sweeps" / sweep.spec.name
+        if not args.quiet:
+            print(f"sweep {sweep.spec.name}: {len(sweep.points)} points over {sweep.base.name}, on {choice.describe()}", flush=True)
+        report = run_sweep(sweep, out_dir, choice, progress=not args.quiet and sys.stderr.isatty(), csv=args.csv)
+    except KeyboardInterrupt:
+        print("secmoe-sim: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    print("\n".join(report_lines(report)))
+    return INTERRUPTED if report.interrupted else (1 if report.failed else 0)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from secmoe_sim.sweep.figures import write_sweep_figures
+
+    written, notes = write_sweep_figures(Path(args.sweep_dir), Path(args.out) if args.out else None, args.x, args.y, args.at)
+    for note in notes:
+        print(note)
+    print(f"wrote {', '.join(p.name for p in written)} to {written[0].parent}/")
+    return 0
+
+
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from secmoe_sim.analysis.fidelity import fidelity_table
+    from secmoe_sim.report.fidelity import write_fidelity
+
+    table, efficiency = fidelity_table()
+    out_dir = Path(args.out) if args.out else Path("reports") / "fidelity"
+    paths = write_fidelity(table, efficiency, out_dir)
+    shown = table.drop(columns=["source"]).assign(rel_error=table["rel_error"].map(lambda v: f"{v:.1%}"))
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"\nefficiency factors: NVLink {efficiency.nvlink:.3f}, RDMA {efficiency.rdma:.3f} of line rate")
+    print(f"wrote {', '.join(p.name for p in paths)} to {out_dir}/")
+    return 0
+
+
+# --- calibration -----------------------------------------------------------------------------
+
+
+def _warn_if_busy() -> None:
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > BUSY_LOAD_PER_CORE * cores:
+        print(f"warning: load average {load:.2f} on {cores} cores: other processes may disturb the timings", file=sys.stderr)
+
+
+def _measure(device_kind: str, quick: bool, threads: int | None, dtypes: str | None):
+    from secmoe_sim.calibrate.microbench import grid_for, measure
+    from secmoe_sim.calibrate.timing import make_device, set_threads
+
+    device = make_device(device_kind)
+    threads = set_threads(threads)
+    chosen = tuple(d.strip() for d in dtypes.split(",")) if dtypes else device.default_dtypes
+    _warn_if_busy()
+    return device, threads, measure(device, grid_for(device.kind, quick), chosen, threads)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Microbenchmarks on the local device, written as a trace."""
+    from secmoe_sim.calibrate.trace import write_trace
+
+    started_at = time.perf_counter()
+    _, _, trace = _measure(args.device, args.quick, args.threads, args.dtypes)
+    out_dir = Path(args.out) if args.out else Path("reports") / "calibration" / args.device
+    path = write_trace(trace, out_dir / DEFAULT_TRACE_NAME)
+    counts = trace.rows.groupby("primitive").size()
+    print(f"measured {len(trace.rows)} shapes ({', '.join(f'{n} {p}' for p, n in counts.items())}) on "
+          f"{trace.metadata['device_name']} ({args.device}, threads: {trace.metadata['threads']}, "
+          f"{', '.join(trace.metadata['dtypes'])}) in {time.perf_counter() - started_at:.0f} s")
+    print(f"wrote {path}; next: secmoe-sim fit {path}")
+    return 0
+
+
+def cmd_import_profile(args: argparse.Namespace) -> int:
+    """A torch.profiler Chrome trace into a calibration trace."""
+    from secmoe_sim.calibrate.profile_import import import_profile
+    from secmoe_sim.calibrate.trace import write_trace
+
+    trace = import_profile(args.profile)
+    out = Path(args.out) if args.out else Path(args.profile).with_suffix(".trace.csv")
+    write_trace(trace, out)
+    counts = trace.rows.groupby("primitive").size()
+    meta = trace.metadata
+    print(f"imported {meta['ops_imported']} ops as {len(trace.rows)} shapes ({', '.join(f'{n} {p}' for p, n in counts.items())}) "
+          f"from a {meta['device']} profile; skipped {meta['ops_skipped_unsupported_dtype']} ops of unsupported dtypes, "
+          f"{meta['kernels_unattributed']} kernels outside recognised ops")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    """Fit a hardware file to a trace and report the fit error per op class."""
+    from secmoe_sim.calibrate.fit import fit_trace
+    from secmoe_sim.calibrate.hardware_file import load_base, write_hardware
+    from secmoe_sim.calibrate.trace import read_trace
+
+    trace_path = Path(args.trace)
+    trace = read_trace(trace_path)
+    base = load_base(args.base) if args.base else None
+    result = fit_trace(trace, base)
+    out = Path(args.out) if args.out else trace_path.parent / DEFAULT_HARDWARE_NAME
+    paths = write_hardware(result, trace, trace_path, out)
+    print(result.errors.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    print(f"\nwrote {', '.join(str(p) for p in paths)}; include it in a scenario with `hardware: {out.name}`")
+    return 0
+
+
+def _check_inputs(args: argparse.Namespace, out_dir: Path):
+    """Device, threads, trace (measured now unless ``--trace``) and fitted cluster (fitted now
+    unless ``--hardware``) of a check-real run, with the paths of the trace and hardware files."""
+    from secmoe_sim.calibrate.fit import fit_trace
+    from secmoe_sim.calibrate.hardware_file import write_hardware
+    from secmoe_sim.calibrate.timing import make_device, set_threads
+    from secmoe_sim.calibrate.trace import read_trace, write_trace
+    from secmoe_sim.spec.loading import load_cluster
+
+    if args.trace:
+        trace_path, trace = Path(args.trace), read_trace(args.trace)
+        device, threads = make_device(args.device), set_threads(args.threads)
+        if trace.metadata.get("device", device.kind) != device.kind:
+            raise CalibrationError(f"{trace_path} was measured on {trace.metadata['device']}, but check-real runs on {device.kind}")
+        _warn_if_busy()
+    else:
+        print("calibrating (no --trace given)", flush=True)
+        device, threads, trace = _measure(args.device, args.quick, args.threads, None)
+        trace_path = write_trace(trace, out_dir / DEFAULT_TRACE_NAME)
+    if args.hardware:
+        return device, threads, trace, trace_path, load_cluster(args.hardware), Path(args.hardware)
+    fitted = fit_trace(trace)
+    hardware_path = write_hardware(fitted, trace, trace_path, out_dir / DEFAULT_HARDWARE_NAME)[0]
+    print(f"fitted {hardware_path}:\n{fitted.errors.to_string(index=False, float_format=lambda v: f'{v:.1f}')}", flush=True)
+    return device, threads, trace, trace_path, fitted.cluster, hardware_path
+
+
+def cmd_check_real(args: argparse.Namespace) -> int:
+    """Time the reference sectional layer across E and compare with the calibrated simulator."""
+    from secmoe_sim.calibrate import check_real
+    from secmoe_sim.calibrate.timing import environment
+    from secmoe_sim.calibrate.trace import file_sha256
+    from secmoe_sim.report.calibration import check_real_figure, check_real_text
+    from secmoe_sim.report.outputs import write_json
+
+    out_dir = Path(args.out) if args.out else Path("reports") / "calibration" / args.device
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device, threads, trace, trace_path, cluster, hardware_path = _check_inputs(args, out_dir)
+    workload = (load_scenario(args.scenario).workload.model_dump(mode="json") if args.scenario
+                else check_real.default_workload(device.kind, args.quick))
+    scenario = check_real.check_scenario(cluster, workload, f"check-real-{device.kind}{'-quick' if args.quick else ''}")
+
+    print(f"timing the reference layer on {device.name} (threads: {threads}), every E in turn", flush=True)
+    started = environment(device, threads)
+    measured = check_real.measure_reference(device, scenario, REFERENCE_WARMUP, args.repeats)
+    predicted, replay = check_real.predict(scenario, trace, trace_path)
+    result = check_real.compare(measured, predicted)
+
+    result.table.to_csv(out_dir / "check_real.csv", index=False)
+    result.summary.to_csv(out_dir / "check_real_summary.csv", index=False)
+    figure = check_real_figure(result, f"check-real on {device.name} ({device.kind}, threads: {threads})")
+    figure.savefig(out_dir / "check_real.png", dpi=120)
+    include = os.path.relpath(hardware_path, out_dir) if cluster.num_gpus == 1 else None
+    (out_dir / "scenario.yaml").write_text(check_real.scenario_yaml(scenario, include), encoding="utf-8")
+    write_json(out_dir / "check_real_metadata.json", {
+        "command": "check-real", **started, "load_average_1min_after": os.getloadavg()[0], "warmup": REFERENCE_WARMUP,
+        "repeats": args.repeats, "trace": str(trace_path), "trace_sha256": file_sha256(trace_path),
+        "hardware": str(hardware_path), "hardware_sha256": file_sha256(hardware_path),
+        "scenario": scenario.name, "scenario_sha256": scenario.content_hash(), "replay": replay.metadata(),
+        "results": result.summary.to_dict("records"),
+    })
+    print("\n" + check_real_text(result))
+    print(f"\nwrote check_real.csv, check_real_summary.csv, check_real.png, scenario.yaml, check_real_metadata.json to {out_dir}/")
+    return 0

@@ -1,0 +1,160 @@
+"""The argument parser of ``secmoe-sim``: every command, option and argument type, and nothing else.
+
+Option values are checked here, before any work starts (a duration has a unit, a count is a
+whole number); each command's handler lives in :mod:`secmoe_sim.cli.commands`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from secmoe_sim.calibrate.timing import MIN_REPEATS
+from secmoe_sim.cli import commands
+from secmoe_sim.spec.units import UnitError, parse_quantity
+
+USAGE_ERROR = 2
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_quantity(text, "duration")
+    except UnitError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _at_least_20(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < MIN_REPEATS:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_REPEATS}, got {value}")
+    return value
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        prog="secmoe-sim",
+        description="Simulate sectional MoE layers against token-routed MoE and dense baselines on a GPU cluster.",
+    )
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = subcommands.add_parser("run", help="simulate every architecture entry of a scenario and write tables, trace and plot")
+    run.add_argument("scenario", help="scenario file, or the name of a shipped scenario (see `list`)")
+    run.add_argument("--out", help="output directory (default reports/<scenario name>/)")
+    run.add_argument("--seed", type=int, help="random seed; overrides the scenario's")
+    run.add_argument("--replay", metavar="TRACE", help="take op times from a calibration trace instead of the roofline "
+                     "(interpolated between measured shapes; extrapolated ops flagged)")
+    run.set_defaults(handler=commands.cmd_run)
+
+    analyze = subcommands.add_parser("analyze", help="the analytical model: parameters, FLOPs, S(E) and E_opt, no simulation")
+    analyze.add_argument("scenario", help="scenario file, or the name of a shipped scenario")
+    analyze.add_argument("--alpha", type=_duration, help="overhead coefficient alpha as a duration (e.g. '20 us'); "
+                         "default: estimated from the hardware")
+    analyze.set_defaults(handler=commands.cmd_analyze)
+
+    schema = subcommands.add_parser("schema", help="print the JSON Schema of scenario files")
+    schema.set_defaults(handler=commands.cmd_schema)
+
+    listing = subcommands.add_parser("list", help="list the shipped scenarios")
+    listing.set_defaults(handler=commands.cmd_list)
+
+    alpha = subcommands.add_parser("alpha", help="measure the empirical alpha: fit the simulated overhead against E")
+    alpha.add_argument("scenario", help="scenario file, or the name of a shipped scenario")
+    alpha.add_argument("--sweep-mode", choices=["fixed_cluster", "expert_per_gpu"], help="only this sweep mode (default: both)")
+    alpha.add_argument("--out", help="output directory (default reports/<scenario name>/alpha/)")
+    alpha.add_argument("--seed", type=int, help="random seed; overrides the scenario's")
+    alpha.set_defaults(handler=commands.cmd_alpha)
+
+    validate = subcommands.add_parser("validate", help="analytical against simulated E_opt across scenarios and layer sizes")
+    validate.add_argument("scenarios", nargs="*", help="scenario files or names (default: every shipped scenario)")
+    validate.add_argument("--no-variants", action="store_true", help="skip the half/double seq_len and d_model variants")
+    validate.add_argument("--out", help="output directory (default reports/validation/)")
+    validate.set_defaults(handler=commands.cmd_validate)
+
+    recommend = subcommands.add_parser("recommend", help="best E, expected wall-clock, baselines, confidence, what to change")
+    recommend.add_argument("scenario", help="scenario file, or the name of a shipped scenario")
+    recommend.add_argument("--seed", type=int, help="random seed; overrides the scenario's")
+    recommend.set_defaults(handler=commands.cmd_recommend)
+
+    fidelity = subcommands.add_parser("fidelity", help="the simulator against published NCCL and DeepEP measurements")
+    fidelity.add_argument("--out", help="output directory (default reports/fidelity/)")
+    fidelity.set_defaults(handler=commands.cmd_fidelity)
+
+    report = subcommands.add_parser("report", help="regenerate the validation report of the shipped scenarios")
+    report.add_argument("--out", help="output directory (default reports/validation/)")
+    report.set_defaults(handler=commands.cmd_report)
+
+    sweep = subcommands.add_parser("sweep", help="simulate a grid of what-if scenarios (resumable; local processes or Dask)")
+    sweep.add_argument("sweep", metavar="SWEEP", help="sweep file, or the name of a shipped sweep (see docs/sweeps.md)")
+    sweep.add_argument("--out", metavar="DIR", help="output directory (default reports/sweeps/<sweep name>/); re-running into it resumes")
+    where = sweep.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, metavar="N", help="local worker processes (default: one per core)")
+    where.add_argument("--dask-local", type=_positive_int, metavar="N", help="start a Dask LocalCluster of N worker processes")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="run on a running Dask scheduler (e.g. tcp://host:8786)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar and no header line")
+    sweep.add_argument("--csv", action="store_true", help="also write results.csv")
+    sweep.set_defaults(handler=commands.cmd_sweep)
+
+    plot = subcommands.add_parser("plot", help="heatmaps of best E and of speedup over token MoE, analytical vs simulated E_opt")
+    plot.add_argument("sweep_dir", metavar="SWEEP_DIR", help="output directory of `sweep` (holds results.parquet and metadata.json)")
+    plot.add_argument("--out", metavar="DIR", help="where to write the PNG files (default: SWEEP_DIR)")
+    plot.add_argument("--x", metavar="AXIS", help="axis path across the heatmaps (default: the first grid dimension)")
+    plot.add_argument("--y", metavar="AXIS", help="axis path up the heatmaps (default: the next grid dimension)")
+    plot.add_argument("--at", action="append", default=[], metavar="AXIS=VALUE",
+                      help="fix another grid dimension at a value as written in the sweep file (default: its first value)")
+    plot.set_defaults(handler=commands.cmd_plot)
+
+    _add_calibration_commands(subcommands)
+    return parser
+
+
+def _add_calibration_commands(subcommands) -> None:
+    """Register ``calibrate``, ``import-profile``, ``fit`` and ``check-real`` on the CLI's subparsers."""
+    calibrate = subcommands.add_parser("calibrate", help="torch microbenchmarks of this machine, written as a calibration trace")
+    calibrate.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="what to measure (default cpu)")
+    calibrate.add_argument("--quick", action="store_true", help="a small grid (under a minute on 2 CPU cores)")
+    calibrate.add_argument("--out", help="output directory (default reports/calibration/<device>/); writes trace.csv")
+    calibrate.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core); recorded")
+    calibrate.add_argument("--dtypes", help="comma-separated dtypes (default: fp32 on cpu; bf16,fp16 on cuda)")
+    calibrate.set_defaults(handler=commands.cmd_calibrate)
+
+    importer = subcommands.add_parser("import-profile", help="a torch.profiler Chrome trace (record_shapes=True) as a calibration trace")
+    importer.add_argument("profile", help="the profiler's export_chrome_trace JSON (.json or .json.gz)")
+    importer.add_argument("--out", help="trace file to write, .csv or .parquet (default: beside the profile, .trace.csv)")
+    importer.set_defaults(handler=commands.cmd_import_profile)
+
+    fit = subcommands.add_parser("fit", help="fit a hardware file to a calibration trace; fit error per op class on held-out shapes")
+    fit.add_argument("trace", help="calibration trace (.csv or .parquet)")
+    fit.add_argument("--out", help="hardware file to write (default hardware.yaml beside the trace)")
+    fit.add_argument("--base", metavar="SCENARIO_OR_HARDWARE",
+                     help="take what the trace does not measure (node shape, fabrics) from this scenario or hardware file")
+    fit.set_defaults(handler=commands.cmd_fit)
+
+    check = subcommands.add_parser("check-real", help="time a real torch sectional layer across E against the calibrated simulator")
+    check.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run the layer (default cpu)")
+    check.add_argument("--quick", action="store_true", help="a smaller layer (and the quick grid if it calibrates)")
+    check.add_argument("--out", help="output directory (default reports/calibration/<device>/)")
+    check.add_argument("--trace", help="calibration trace to use (default: calibrate now and write trace.csv)")
+    check.add_argument("--hardware", help="fitted hardware file to use (default: fit the trace and write hardware.yaml)")
+    check.add_argument("--scenario", help="take the layer and sectional entries from this scenario (default: the built-in check)")
+    check.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's); recorded")
+    check.add_argument("--repeats", type=_at_least_20, default=25, help="timed forward passes per E (default 25, at least 20)")
+    check.set_defaults(handler=commands.cmd_check_real)

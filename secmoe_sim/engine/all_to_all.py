@@ -1,0 +1,171 @@
+"""All-to-all(-v) algorithms, each a sequence of *exchanges* (phases of messages sent at once).
+
+In one exchange a GPU posts all of its messages at once, in shift order (``(dst - src) mod n``
+by position in the collective, the peer order NCCL uses for grouped point-to-point calls), and its
+part of the exchange ends when its own messages and every message addressed to it have arrived.
+A GPU starts its next exchange when its part of the previous one has ended, so peers that arrive
+late delay exactly the GPUs waiting for their data.
+
+* ``direct``: one exchange with every message (all pairs at once).
+* ``pairwise``: ``n - 1`` exchanges; in round ``r`` GPU ``i`` sends to ``i + r`` and receives
+  from ``i - r`` (positions mod ``n``), so every round is a permutation and waits for the previous.
+* ``hierarchical`` (Tutel's 2DH, DeepSpeed-MoE's hierarchical all-to-all): first an intra-node
+  exchange that regroups every GPU's data by destination local rank: GPU ``s`` sends to the GPU of
+  its own node with the destination's local rank (its *proxy*) everything bound for GPUs of that
+  local rank, its own node's included (which so arrive directly); then one inter-node exchange in
+  which each proxy sends, per destination, the sum of its node's data for it. Each inter-node byte
+  crosses the fabric once, and a GPU sends ``(local ranks - 1) + (nodes - 1)`` messages instead
+  of ``G - 1``. With unevenly filled nodes the proxy for local rank ``l`` is member
+  ``l mod (members)`` of the sending node.
+
+On a network that serves messages in a fixed order (the port model), messages are announced
+before the run with the order key ``(ordinal, exchange, shift, src, dst, chunk)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import simpy
+
+from secmoe_sim.engine.network import Network
+from secmoe_sim.spec.hardware import Cluster
+from secmoe_sim.plan.steps import AllToAll, Messages
+
+
+class Exchange:
+    """One phase of an all-to-all: messages posted at once, per-GPU completion."""
+
+    def __init__(self, env: simpy.Environment, network: Network, label: str, messages: Messages, shift: np.ndarray, key: tuple):
+        self.env, self.network, self.label = env, network, label
+        src, dst, size = messages.src, messages.dst, messages.payload_bytes
+        pair = src * (max(int(dst.max(initial=0)), int(src.max(initial=0))) + 1) + dst
+        by_pair = np.argsort(pair, kind="stable")
+        first = np.ones(src.shape[0], dtype=bool)
+        first[1:] = pair[by_pair][1:] != pair[by_pair][:-1]
+        chunk = np.empty(src.shape[0], dtype=np.int64)
+        chunk[by_pair] = np.arange(src.shape[0]) - np.maximum.accumulate(np.where(first, np.arange(src.shape[0]), 0))
+        order = np.lexsort((chunk, dst, shift, src))
+        self._key = key
+        self._src, self._dst, self._size = src[order], dst[order], size[order]
+        self._shift, self._chunk = shift[order], chunk[order]
+        if network.ordered:
+            for a, b, order_key in zip(self._src.tolist(), self._dst.tolist(), self._orders(0, src.shape[0])):
+                network.expect(a, b, order_key)
+        senders, starts = np.unique(self._src, return_index=True)
+        ends = np.r_[starts[1:], src.shape[0]]
+        self._sends = {gpu: (lo, hi) for gpu, lo, hi in zip(senders.tolist(), starts.tolist(), ends.tolist())}
+        self._outstanding: dict[int, int] = {}
+        for gpus in (src, dst):
+            members, counts = np.unique(gpus, return_counts=True)
+            for gpu, count in zip(members.tolist(), counts.tolist()):
+                self._outstanding[gpu] = self._outstanding.get(gpu, 0) + count
+        self._waiting: dict[int, simpy.Event] = {}
+
+    def _orders(self, lo: int, hi: int) -> list[tuple]:
+        """Order keys of messages ``lo`` to ``hi`` (built when needed: a million of them take room),
+        or empty keys for a network that needs none."""
+        if not self.network.ordered:
+            return [()] * (hi - lo)
+        key = self._key
+        rows = zip(self._shift[lo:hi].tolist(), self._src[lo:hi].tolist(), self._dst[lo:hi].tolist(), self._chunk[lo:hi].tolist())
+        return [key + row for row in rows]
+
+    def participate(self, gpu: int):
+        """Post ``gpu``'s messages; return when they and every message to ``gpu`` have arrived."""
+        lo, hi = self._sends.get(gpu, (0, 0))
+        transfer, delivered, label = self.network.transfer, self._delivered, self.label
+        messages = zip(self._dst[lo:hi].tolist(), self._size[lo:hi].tolist(), self._orders(lo, hi))
+        for dst, size, order in messages:
+            transfer(gpu, dst, size, label, order).callbacks.append(delivered)
+        if self._outstanding.get(gpu, 0):
+            self._waiting[gpu] = self.env.event()
+            yield self._waiting[gpu]
+
+    def _delivered(self, arrival: simpy.Event) -> None:
+        """A message arrived: the event's value is its ``(src, dst)``."""
+        for gpu in arrival.value:
+            self._outstanding[gpu] -= 1
+            if self._outstanding[gpu] == 0 and gpu in self._waiting:
+                self._waiting.pop(gpu).succeed()
+
+
+class AllToAllRun:
+    """An all-to-all as a sequence of exchanges; a GPU goes through them in order."""
+
+    def __init__(self, exchanges: list[Exchange]):
+        self.exchanges = exchanges
+
+    def participate(self, gpu: int):
+        for exchange in self.exchanges:
+            yield from exchange.participate(gpu)
+
+
+def _positions(collective: AllToAll) -> np.ndarray:
+    """``position[gpu]``: index of ``gpu`` in the collective's GPU list."""
+    gpus = np.asarray(collective.gpus, dtype=np.int64)
+    position = np.full(int(gpus.max()) + 1, -1, dtype=np.int64)
+    position[gpus] = np.arange(gpus.shape[0])
+    return position
+
+
+def _shift(collective: AllToAll, messages: Messages) -> np.ndarray:
+    position = _positions(collective)
+    return (position[messages.dst] - position[messages.src]) % len(collective.gpus)
+
+
+def _aggregated(src: np.ndarray, dst: np.ndarray, size: np.ndarray) -> Messages:
+    """One message per (src, dst) pair carrying the pair's total bytes; pairs with src == dst dropped."""
+    moving = src != dst
+    src, dst, size = src[moving], dst[moving], size[moving]
+    if src.shape[0] == 0:
+        return Messages(src=src, dst=dst, payload_bytes=size)
+    pairs, inverse = np.unique(np.stack([src, dst], axis=1), axis=0, return_inverse=True)
+    totals = np.bincount(inverse.ravel(), weights=size, minlength=pairs.shape[0])
+    return Messages(src=pairs[:, 0].copy(), dst=pairs[:, 1].copy(), payload_bytes=totals)
+
+
+def hierarchical_phases(collective: AllToAll, cluster: Cluster) -> tuple[Messages, Messages]:
+    """The intra-node and the inter-node messages of the hierarchical algorithm."""
+    gpus = np.asarray(collective.gpus, dtype=np.int64)
+    nodes, node_index = np.unique(gpus // cluster.gpus_per_node, return_inverse=True)
+    sizes = np.bincount(node_index, minlength=nodes.shape[0])
+    members = np.zeros((nodes.shape[0], int(sizes.max())), dtype=np.int64)
+    local = np.zeros(gpus.shape[0], dtype=np.int64)
+    filled = np.zeros(nodes.shape[0], dtype=np.int64)
+    for position, node in enumerate(node_index.tolist()):
+        members[node, filled[node]] = gpus[position]
+        local[position] = filled[node]
+        filled[node] += 1
+    position = _positions(collective)
+    messages = collective.messages
+    src_node = node_index[position[messages.src]]
+    dst_node = node_index[position[messages.dst]]
+    proxy = members[src_node, local[position[messages.dst]] % sizes[src_node]]
+    intra = _aggregated(messages.src, proxy, messages.payload_bytes)
+    crossing = src_node != dst_node
+    inter = _aggregated(proxy[crossing], messages.dst[crossing], messages.payload_bytes[crossing])
+    return intra, inter
+
+
+def start_all_to_all(
+    env: simpy.Environment, network: Network, collective: AllToAll, ordinal: int, cluster: Cluster, algorithm: str
+) -> AllToAllRun:
+    """The run-time state of one all-to-all with ``algorithm``, its messages announced to the network."""
+    label = collective.name
+    messages = collective.messages
+    if algorithm == "direct":
+        return AllToAllRun([Exchange(env, network, label, messages, _shift(collective, messages), (ordinal, 0))])
+    if algorithm == "pairwise":
+        shift = _shift(collective, messages)
+        rounds = []
+        for round_index in range(1, len(collective.gpus)):
+            chosen = shift == round_index
+            part = Messages(src=messages.src[chosen], dst=messages.dst[chosen], payload_bytes=messages.payload_bytes[chosen])
+            rounds.append(Exchange(env, network, label, part, shift[chosen], (ordinal, round_index)))
+        return AllToAllRun(rounds)
+    if algorithm == "hierarchical":
+        phases = hierarchical_phases(collective, cluster)
+        return AllToAllRun([
+            Exchange(env, network, label, phase, _shift(collective, phase), (ordinal, index)) for index, phase in enumerate(phases)
+        ])
+    raise ValueError(f"unknown all-to-all algorithm {algorithm!r}")

@@ -1,0 +1,276 @@
+"""Per-op FLOP, memory-traffic and footprint counts, parameters, and the roofline op time.
+
+One multiply-add counts as 2 FLOP. Counts are per *sequence* of ``tokens`` tokens at ``width``
+features unless said otherwise; the op graph (:mod:`secmoe_sim.plan.steps`) multiplies them by the
+number of sequences a GPU works on. Memory traffic counts bytes read plus bytes written once each
+(no cache reuse). Weights of norms and biases are left out of parameter counts (they are
+O(d), against O(d^2) for the projections).
+
+Formulas (``N`` tokens, ``w`` width, ``f`` FFN multiplier, ``b`` bytes per element):
+
+=================  ============================  ==========================================
+op                 FLOPs                         memory traffic (bytes)
+=================  ============================  ==========================================
+qkv projection     ``2*3*N*w^2``                 ``(N*w + 3*w^2 + 3*N*w) * b``
+attention scores   ``2*2*N^2*w`` (x1/2 causal)   flash: ``4*N*w*b``; materialized: ``+ 4*h*N^2*b``
+out projection     ``2*N*w^2``                   ``(2*N*w + w^2) * b``
+FFN                ``2*2*f*N*w^2``               ``(2*N*w + 2*f*w^2 + 2*f*N*w) * b``
+sequence reduce    ``N*w`` (mean pooling)        ``(N + N/r) * w * b``
+mixing projection  ``2*N*w^2``                   ``(2*N*w + w^2) * b``
+router             ``2*N*w*E``                   ``(N*w + w*E + N*E) * b``
+top-k              ``N*E`` comparisons           ``(N*E + 2*N*k) * b``
+combine (sum)      ``N*k*w``                     ``(N*k*w + N*w) * b``
+=================  ============================  ==========================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from secmoe_sim.spec.hardware import GPU
+from secmoe_sim.spec.units import DTYPE_BYTES
+from secmoe_sim.spec.workload import Layer
+
+BACKWARD_FLOP_FACTOR = 2.0  # backward of a linear op: grad wrt input and grad wrt weight
+FLOPS_PER_MULTIPLY_ADD = 2
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One op of the layer on one GPU: a kernel, or ``launches`` identical kernels back to back.
+
+    ``group`` names the cost-model term the op belongs to (``pre``, ``projection``, ``scores``,
+    ``ffn``, ``router``, ``mix``), which is how the analytical model sums the simulated work.
+    ``primitive`` and ``shape`` say which measurable primitive the op is (``gemm``: ``m, k, n``
+    and ``count`` GEMMs of that shape; ``attention``: ``batch, heads, tokens, head_dim, causal``;
+    ``memory``: ``bytes`` moved), so measured timings can replace the roofline estimate. The first
+    shape entry is the one that grows with the data (rows, sequences, bytes).
+    """
+
+    name: str
+    group: str
+    flops: float
+    traffic_bytes: float
+    activation_bytes: float = 0.0
+    workspace_bytes: float = 0.0
+    launches: int = 1
+    primitive: str = "memory"
+    shape: tuple[tuple[str, float], ...] = ()
+    is_backward: bool = False
+
+    def scaled(self, factor: float) -> "Kernel":
+        """The same op over ``factor`` times as much data (e.g. more sequences in one kernel)."""
+        shape = self.shape
+        if shape:
+            (first, value), *rest = shape
+            shape = ((first, value * factor), *rest)
+        return replace(
+            self,
+            flops=self.flops * factor,
+            traffic_bytes=self.traffic_bytes * factor,
+            activation_bytes=self.activation_bytes * factor,
+            workspace_bytes=self.workspace_bytes * factor,
+            shape=shape,
+        )
+
+    def sharded(self, parts: int) -> "Kernel":
+        """One of ``parts`` tensor-parallel shards: GEMM columns, attention heads or bytes split."""
+        split = {"gemm": "n", "attention": "heads", "memory": "bytes"}[self.primitive]
+        return replace(
+            self,
+            flops=self.flops / parts,
+            traffic_bytes=self.traffic_bytes / parts,
+            activation_bytes=self.activation_bytes / parts,
+            workspace_bytes=self.workspace_bytes / parts,
+            shape=tuple((key, value / parts if key == split else value) for key, value in self.shape),
+        )
+
+    def backward(self) -> "Kernel":
+        """The backward op: twice the FLOPs and traffic of the forward op."""
+        return replace(
+            self,
+            name=f"{self.name}.backward",
+            flops=self.flops * BACKWARD_FLOP_FACTOR,
+            traffic_bytes=self.traffic_bytes * BACKWARD_FLOP_FACTOR,
+            activation_bytes=0.0,
+            is_backward=True,
+        )
+
+    def dims(self) -> dict[str, float]:
+        """The primitive's shape as a dict."""
+        return dict(self.shape)
+
+
+class KernelTimer(Protocol):
+    """Where op times come from: the roofline estimate, or measured timings replayed."""
+
+    def kernel_time_s(self, kernel: Kernel) -> float:
+        """Execution time of all of a kernel's launches, launch overhead excluded."""
+
+    def launch_time_s(self, kernel: Kernel) -> float:
+        """Host-side launch overhead of all of a kernel's launches."""
+
+
+@dataclass(frozen=True)
+class RooflineTimer:
+    """The cost model's own timing: roofline execution plus a fixed launch overhead per launch."""
+
+    gpu: GPU
+    dtype: str
+
+    def kernel_time_s(self, kernel: Kernel) -> float:
+        return kernel_time_s(kernel, self.gpu, self.dtype)
+
+    def launch_time_s(self, kernel: Kernel) -> float:
+        return launch_time_s(kernel, self.gpu)
+
+
+def kernel_time_s(kernel: Kernel, gpu: GPU, dtype: str) -> float:
+    """Roofline time of a kernel, launch overhead excluded.
+
+    ``max(FLOPs / (peak * efficiency), bytes / memory bandwidth)``, where the efficiency is looked
+    up at the FLOPs of one launch (``flops / launches``) and, for attention kernels, in the GPU's
+    attention table when it has one.
+    """
+    per_launch_flops = kernel.flops / kernel.launches
+    rate_flops_per_s = gpu.peak_for(dtype) * gpu.efficiency(per_launch_flops, kernel.primitive)
+    return max(kernel.flops / rate_flops_per_s, kernel.traffic_bytes / gpu.memory_bandwidth)
+
+
+def launch_time_s(kernel: Kernel, gpu: GPU) -> float:
+    """Host-side launch overhead of all of a kernel's launches."""
+    return kernel.launches * gpu.kernel_launch_overhead
+
+
+# --- per-sequence op counts -------------------------------------------------------------------
+
+
+def _gemm(m: float, k: float, n: float, count: int = 1) -> dict:
+    return {"primitive": "gemm", "shape": (("m", m), ("k", k), ("n", n), ("count", count))}
+
+
+def _memory(traffic_bytes: float) -> dict:
+    return {"primitive": "memory", "shape": (("bytes", traffic_bytes),)}
+
+
+def qkv_projection(tokens: float, width: float, b: int) -> Kernel:
+    return Kernel(
+        "qkv", "projection", 2 * 3 * tokens * width**2, (tokens * width + 3 * width**2 + 3 * tokens * width) * b,
+        activation_bytes=3 * tokens * width * b, **_gemm(tokens, width, 3 * width),
+    )
+
+
+def attention_scores(tokens: float, width: float, heads: int, layer: Layer, b: int) -> Kernel:
+    """QK^T, softmax and the weighted sum over V, fused (flash) or with the score matrix written out."""
+    mask_fraction = 0.5 if layer.causal else 1.0
+    flops = 2 * 2 * tokens**2 * width * mask_fraction
+    traffic = 4 * tokens * width * b
+    scores_bytes = heads * tokens**2 * b
+    workspace = 0.0
+    activation = tokens * width * b
+    if layer.attention == "materialized":
+        traffic += 4 * scores_bytes  # write QK^T, read+write softmax, read for PV
+        workspace = scores_bytes
+        activation += scores_bytes
+    shape = (("batch", 1), ("heads", heads), ("tokens", tokens), ("head_dim", width / heads), ("causal", int(layer.causal)))
+    return Kernel("attention", "scores", flops, traffic, activation_bytes=activation, workspace_bytes=workspace,
+                  primitive="attention", shape=shape)
+
+
+def out_projection(tokens: float, width: float, b: int) -> Kernel:
+    return Kernel(
+        "out_proj", "projection", 2 * tokens * width**2, (2 * tokens * width + width**2) * b,
+        activation_bytes=tokens * width * b, **_gemm(tokens, width, width),
+    )
+
+
+def ffn(tokens: float, width: float, multiplier: float, b: int, group: str = "ffn") -> Kernel:
+    hidden = multiplier * width
+    return Kernel(
+        "ffn", group, 2 * 2 * tokens * width * hidden, (2 * tokens * width + 2 * width * hidden + 2 * tokens * hidden) * b,
+        activation_bytes=(tokens * hidden + tokens * width) * b, workspace_bytes=tokens * hidden * b,
+        **_gemm(tokens, width, hidden, count=2),
+    )
+
+
+def sequence_reduction(tokens: float, reduction: int, width: float, b: int) -> Kernel:
+    traffic = (tokens + tokens / reduction) * width * b
+    return Kernel(
+        "seq_reduce", "pre", tokens * width, traffic, activation_bytes=tokens / reduction * width * b, **_memory(traffic)
+    )
+
+
+def mixing_projection(tokens: float, width: float, b: int) -> Kernel:
+    return Kernel(
+        "mix", "mix", 2 * tokens * width**2, (2 * tokens * width + width**2) * b, activation_bytes=tokens * width * b,
+        **_gemm(tokens, width, width),
+    )
+
+
+def router(tokens: float, width: float, num_experts: int, b: int) -> Kernel:
+    return Kernel(
+        "router", "router", 2 * tokens * width * num_experts, (tokens * width + width * num_experts + tokens * num_experts) * b,
+        activation_bytes=tokens * num_experts * b, **_gemm(tokens, width, num_experts),
+    )
+
+
+def top_k(tokens: float, num_experts: int, k: int, b: int) -> Kernel:
+    traffic = (tokens * num_experts + 2 * tokens * k) * b
+    return Kernel("top_k", "router", tokens * num_experts, traffic, **_memory(traffic))
+
+
+def combine(tokens: float, k: int, width: float, b: int) -> Kernel:
+    traffic = (tokens * k * width + tokens * width) * b
+    return Kernel("combine", "router", tokens * k * width, traffic, activation_bytes=tokens * width * b, **_memory(traffic))
+
+
+def attention_block(tokens: float, width: float, heads: int, layer: Layer, with_ffn: bool) -> list[Kernel]:
+    """Full-width transformer block on one sequence: QKV, attention, out-projection, optional FFN."""
+    b = DTYPE_BYTES[layer.dtype]
+    kernels = [qkv_projection(tokens, width, b), attention_scores(tokens, width, heads, layer, b), out_projection(tokens, width, b)]
+    if with_ffn:
+        kernels.append(ffn(tokens, width, layer.ffn_multiplier, b))
+    return kernels
+
+
+def expert_section(tokens: float, width: float, heads: int, layer: Layer, section_ffn: bool) -> list[Kernel]:
+    """One expert on one sequence's section: narrow QKV, attention, out-projection, optional FFN."""
+    b = DTYPE_BYTES[layer.dtype]
+    kernels = [qkv_projection(tokens, width, b), attention_scores(tokens, width, heads, layer, b), out_projection(tokens, width, b)]
+    if section_ffn:
+        kernels.append(ffn(tokens, width, layer.ffn_multiplier, b, group="projection"))
+    return [replace(k, name=f"expert.{k.name}") for k in kernels]
+
+
+# --- parameters --------------------------------------------------------------------------------
+
+
+def attention_params(width: float) -> float:
+    """Q, K, V and output projections."""
+    return 4 * width**2
+
+
+def ffn_params(width: float, multiplier: float) -> float:
+    return 2 * multiplier * width**2
+
+
+def sectional_params(layer: Layer, num_experts: int, pre_expert: bool, section_ffn: bool, mixing: bool) -> float:
+    d, f = layer.d_model, layer.ffn_multiplier
+    width = d / num_experts
+    params = num_experts * (attention_params(width) + (ffn_params(width, f) if section_ffn else 0.0))
+    if pre_expert:
+        params += attention_params(d) + (ffn_params(d, f) if layer.ffn else 0.0)
+    if mixing:
+        params += d**2
+    return params
+
+
+def token_moe_params(layer: Layer, num_experts: int) -> float:
+    d = layer.d_model
+    return attention_params(d) + d * num_experts + num_experts * ffn_params(d, layer.ffn_multiplier)
+
+
+def dense_params(layer: Layer) -> float:
+    d = layer.d_model
+    return attention_params(d) + (ffn_params(d, layer.ffn_multiplier) if layer.ffn else 0.0)

@@ -1,0 +1,114 @@
+"""Token routing for token-routed MoE: how many tokens each source sends to each expert, and drops.
+
+Random routings draw each token's ``top_k`` distinct experts with the Gumbel-top-k trick: an expert
+of popularity ``p`` gets the key ``log p + Gumbel noise`` and the ``top_k`` largest keys win, which
+samples without replacement in proportion to ``p``. With equal popularities the keys differ only by
+the noise, so Zipf with exponent 0 draws exactly what uniform routing draws from the same stream.
+All randomness comes from the generator the caller passes (a child stream of the scenario seed).
+
+* ``uniform``: equal popularity.
+* ``zipf``: popularity ``1 / rank^s``; ranks shuffled by the seed unless ``shuffle_ranks`` is off.
+* ``grouped``: each token picks ``top_groups`` expert groups uniformly, then ``top_k`` experts among
+  those groups' experts uniformly (DeepSeek-style node-limited routing).
+* ``counts``: measured per-expert loads, scaled to ``tokens x top_k`` (largest-remainder rounding)
+  and split over the sources in proportion to their tokens; no randomness.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from secmoe_sim.spec.workload import CountsRouting, GroupedRouting, Routing, ZipfRouting
+
+ROUTING_CHUNK_TOKENS = 16384  # bounds the (tokens x experts) random matrix drawn at once
+
+
+def popularity(routing: Routing, num_experts: int, rng: np.random.Generator) -> np.ndarray:
+    """Relative popularity of each expert (sums to 1) for the random routings."""
+    if isinstance(routing, ZipfRouting):
+        weights = 1.0 / np.arange(1, num_experts + 1, dtype=float) ** routing.exponent
+        if routing.shuffle_ranks:
+            weights = weights[rng.permutation(num_experts)]
+        return weights / weights.sum()
+    return np.full(num_experts, 1.0 / num_experts)
+
+
+def top_k_counts(num_tokens: int, log_weights: np.ndarray, top_k: int, rng: np.random.Generator) -> np.ndarray:
+    """Tokens per expert when each token draws ``top_k`` distinct experts with keys ``log_weights + Gumbel``."""
+    num_experts = len(log_weights)
+    counts = np.zeros(num_experts, dtype=np.int64)
+    for start in range(0, num_tokens, ROUTING_CHUNK_TOKENS):
+        chunk = min(ROUTING_CHUNK_TOKENS, num_tokens - start)
+        if top_k == num_experts:
+            counts += chunk
+            continue
+        keys = log_weights + rng.gumbel(size=(chunk, num_experts))
+        chosen = np.argpartition(-keys, top_k - 1, axis=1)[:, :top_k]
+        counts += np.bincount(chosen.ravel(), minlength=num_experts)
+    return counts
+
+
+def grouped_top_k_counts(
+    num_tokens: int, num_experts: int, groups: int, top_groups: int, top_k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Tokens per expert when each token picks ``top_groups`` of ``groups`` groups, then ``top_k`` experts in them."""
+    per_group = num_experts // groups
+    counts = np.zeros(num_experts, dtype=np.int64)
+    for start in range(0, num_tokens, ROUTING_CHUNK_TOKENS):
+        chunk = min(ROUTING_CHUNK_TOKENS, num_tokens - start)
+        group_keys = rng.gumbel(size=(chunk, groups))
+        chosen_groups = np.argpartition(-group_keys, top_groups - 1, axis=1)[:, :top_groups]
+        allowed = np.zeros((chunk, groups), dtype=bool)
+        np.put_along_axis(allowed, chosen_groups, True, axis=1)
+        keys = np.where(np.repeat(allowed, per_group, axis=1), rng.gumbel(size=(chunk, num_experts)), -np.inf)
+        chosen = np.argpartition(-keys, top_k - 1, axis=1)[:, :top_k]
+        counts += np.bincount(chosen.ravel(), minlength=num_experts)
+    return counts
+
+
+def largest_remainder(shares: np.ndarray, total: int) -> np.ndarray:
+    """Integers proportional to ``shares`` that sum to ``total`` (Hamilton's method)."""
+    exact = shares / shares.sum() * total
+    floors = np.floor(exact).astype(np.int64)
+    remainder = total - int(floors.sum())
+    order = np.argsort(-(exact - floors), kind="stable")
+    floors[order[:remainder]] += 1
+    return floors
+
+
+def route(
+    routing: Routing, tokens_per_source: list[int], num_experts: int, top_k: int, groups: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``routed[s, e]``: tokens that source ``s`` sends to expert ``e``; they sum to all tokens x top_k.
+
+    Random routings give each source exactly its tokens x top_k; ``counts`` routing gives each
+    expert exactly its scaled load and each source a share in proportion to its tokens.
+
+    ``groups`` is the number of expert groups for grouped routing when the routing does not set it.
+    """
+    if isinstance(routing, CountsRouting):
+        loads = largest_remainder(np.asarray(routing.counts, dtype=float), sum(tokens_per_source) * top_k)
+        tokens = np.asarray(tokens_per_source, dtype=float)
+        if tokens.sum() == 0:
+            return np.zeros((len(tokens_per_source), num_experts), dtype=np.int64)
+        return np.column_stack([largest_remainder(tokens, int(load)) for load in loads])
+    if isinstance(routing, GroupedRouting):
+        group_count = routing.groups or groups
+        return np.array([
+            grouped_top_k_counts(t, num_experts, group_count, routing.top_groups, top_k, rng) for t in tokens_per_source
+        ])
+    log_weights = np.log(popularity(routing, num_experts, rng))
+    return np.array([top_k_counts(t, log_weights, top_k, rng) for t in tokens_per_source])
+
+
+def capacity_limited_counts(routed: np.ndarray, capacity: float) -> np.ndarray:
+    """Tokens each (source, expert) pair keeps when each expert takes at most ``capacity`` tokens.
+
+    ``routed[s, e]`` is the number of tokens source ``s`` sends to expert ``e``. An expert over
+    capacity keeps tokens in source order (source 0 first), as a capacity check that processes
+    the dispatch buffer in rank order does; the rest are dropped.
+    """
+    limit = int(np.floor(capacity))
+    cumulative = np.cumsum(routed, axis=0)
+    kept_cumulative = np.minimum(cumulative, limit)
+    return np.diff(kept_cumulative, axis=0, prepend=0)

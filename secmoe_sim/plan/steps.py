@@ -1,0 +1,238 @@
+"""The op graph of one layer: the steps a GPU runs (kernels, collectives) and the plan that holds them.
+
+A :class:`LayerPlan` is what the engine executes and what the analytical model sums. Each
+architecture builds its plan in its own module (:mod:`~secmoe_sim.plan.sectional`,
+:mod:`~secmoe_sim.plan.token_moe`, :mod:`~secmoe_sim.plan.dense`) from the scenario alone (plus a
+random generator for token routing), so every FLOP and byte the simulation moves can be traced back
+to a formula in :mod:`secmoe_sim.plan.costs`. With ``forward_backward`` a program continues with its
+forward steps in reverse order: each kernel's backward, each all-to-all transposed
+(:func:`with_backward`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import Iterable, Iterator, Union
+
+import numpy as np
+
+from secmoe_sim.plan.costs import Kernel
+from secmoe_sim.plan.pipeline import Pipeline
+from secmoe_sim.spec.hardware import Cluster
+
+
+@dataclass(frozen=True)
+class Message:
+    """``payload_bytes`` from GPU ``src`` to GPU ``dst``."""
+
+    src: int
+    dst: int
+    payload_bytes: float
+
+
+@dataclass(frozen=True, eq=False)
+class Messages:
+    """Point-to-point messages as three parallel arrays, so a million of them stay compact.
+
+    Iterating yields :class:`Message` objects; the engine reads the arrays.
+    """
+
+    src: np.ndarray
+    dst: np.ndarray
+    payload_bytes: np.ndarray
+
+    @classmethod
+    def of(cls, messages: Iterable[Message]) -> "Messages":
+        listed = list(messages)
+        return cls(
+            src=np.array([m.src for m in listed], dtype=np.int64),
+            dst=np.array([m.dst for m in listed], dtype=np.int64),
+            payload_bytes=np.array([m.payload_bytes for m in listed], dtype=float),
+        )
+
+    def __len__(self) -> int:
+        return int(self.src.shape[0])
+
+    def __iter__(self) -> Iterator[Message]:
+        for src, dst, size in zip(self.src.tolist(), self.dst.tolist(), self.payload_bytes.tolist()):
+            yield Message(src, dst, size)
+
+    def reversed(self) -> "Messages":
+        """Every message in the opposite direction."""
+        return Messages(src=self.dst, dst=self.src, payload_bytes=self.payload_bytes)
+
+
+@dataclass(frozen=True, eq=False)
+class AllToAll:
+    """An all-to-all(-v) among ``gpus``: each message is one point-to-point transfer.
+
+    ``messages`` may be given as any iterable of :class:`Message` (kept as :class:`Messages`), or
+    built from a per-pair byte matrix with :meth:`from_matrix`. How the bytes travel (all pairs at
+    once, in rounds, or through node-level aggregation) is the engine's all-to-all algorithm.
+    """
+
+    key: str
+    name: str
+    gpus: tuple[int, ...]
+    messages: Messages
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.messages, Messages):
+            object.__setattr__(self, "messages", Messages.of(self.messages))
+
+    @classmethod
+    def from_matrix(cls, key: str, name: str, gpus: tuple[int, ...], byte_matrix: np.ndarray) -> "AllToAll":
+        """All-to-all-v: ``byte_matrix[i, j]`` bytes from ``gpus[i]`` to ``gpus[j]``; zeros and the diagonal send nothing."""
+        matrix = np.asarray(byte_matrix, dtype=float)
+        sending = (matrix > 0) & ~np.eye(len(gpus), dtype=bool)
+        rows, columns = np.nonzero(sending)
+        members = np.asarray(gpus, dtype=np.int64)
+        return cls(key, name, tuple(gpus), Messages(src=members[rows], dst=members[columns], payload_bytes=matrix[rows, columns]))
+
+    def transposed(self) -> "AllToAll":
+        """The same exchange in the opposite direction (a backward pass, a gather after a scatter)."""
+        return AllToAll(key=f"{self.key}.backward", name=f"{self.name}.backward", gpus=self.gpus, messages=self.messages.reversed())
+
+    @cached_property
+    def buffer_bytes_by_gpu(self) -> dict[int, float]:
+        """Bytes each GPU sends plus receives in this exchange."""
+        touching: dict[int, float] = defaultdict(float)
+        for gpus in (self.messages.src, self.messages.dst):
+            members, inverse = np.unique(gpus, return_inverse=True)
+            for gpu, size in zip(members.tolist(), np.bincount(inverse, weights=self.messages.payload_bytes).tolist()):
+                touching[gpu] += size
+        return dict(touching)
+
+
+@dataclass(frozen=True)
+class AllReduce:
+    """A ring all-reduce of ``payload_bytes`` held by each of ``gpus`` (in ring order)."""
+
+    key: str
+    name: str
+    gpus: tuple[int, ...]
+    payload_bytes: float
+
+    def transposed(self) -> "AllReduce":
+        return replace(self, key=f"{self.key}.backward", name=f"{self.name}.backward")
+
+
+@dataclass(frozen=True)
+class AllGather:
+    """A ring all-gather: each of ``gpus`` (in ring order) ends with all ``payload_bytes``, one ``1/t`` shard from each."""
+
+    key: str
+    name: str
+    gpus: tuple[int, ...]
+    payload_bytes: float
+
+    def transposed(self) -> "ReduceScatter":
+        """The backward of an all-gather is a reduce-scatter of the gradients."""
+        return ReduceScatter(key=f"{self.key}.backward", name=f"{self.name}.backward", gpus=self.gpus, payload_bytes=self.payload_bytes)
+
+
+@dataclass(frozen=True)
+class ReduceScatter:
+    """A ring reduce-scatter: ``payload_bytes`` on each of ``gpus``, summed, each GPU keeping one ``1/t`` shard."""
+
+    key: str
+    name: str
+    gpus: tuple[int, ...]
+    payload_bytes: float
+
+    def transposed(self) -> AllGather:
+        """The backward of a reduce-scatter is an all-gather of the gradient shards."""
+        return AllGather(key=f"{self.key}.backward", name=f"{self.name}.backward", gpus=self.gpus, payload_bytes=self.payload_bytes)
+
+
+RingCollective = Union[AllReduce, AllGather, ReduceScatter]
+Collective = Union[AllToAll, AllReduce, AllGather, ReduceScatter]
+Step = Union[Kernel, AllToAll, AllReduce, AllGather, ReduceScatter, Pipeline]
+
+
+def flat_steps(program: tuple[Step, ...]) -> list[Step]:
+    """A program with every overlapped pipeline expanded into its kernels and collectives."""
+    flat: list[Step] = []
+    for step in program:
+        if isinstance(step, Pipeline):
+            flat += step.kernels + step.collectives()
+        else:
+            flat.append(step)
+    return flat
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """Everything the engine needs to simulate one layer of one architecture at one E."""
+
+    architecture: str
+    label: str
+    num_experts: int
+    sweep_mode: str
+    cluster: Cluster
+    dtype: str
+    programs: tuple[tuple[Step, ...], ...]
+    params: float
+    weight_bytes_per_gpu: tuple[float, ...]
+    tokens: int
+    dropped_tokens: int = 0
+
+    @property
+    def flops(self) -> float:
+        """FLOPs of the whole layer, all GPUs."""
+        return sum(step.flops for program in self.programs for step in flat_steps(program) if isinstance(step, Kernel))
+
+    @property
+    def flops_per_token(self) -> float:
+        return self.flops / self.tokens
+
+    def peak_memory_bytes(self, passes: str) -> list[float]:
+        """Per-GPU peak memory: weights, live activations, the largest op's workspace, comm buffers.
+
+        Forward only: the weights plus, at worst, one op's input, output and workspace together.
+        Forward+backward: weights and their gradients, every saved forward activation, the largest
+        workspace. Communication buffers: the largest send plus receive volume of one collective.
+        """
+        peaks = []
+        for gpu, program in enumerate(self.programs):
+            program = flat_steps(program)
+            kernels = [s for s in program if isinstance(s, Kernel)]
+            buffers = max((_buffer_bytes(s, gpu) for s in program if not isinstance(s, Kernel)), default=0.0)
+            workspace = max((k.workspace_bytes for k in kernels), default=0.0)
+            weights = self.weight_bytes_per_gpu[gpu]
+            if passes == "forward_backward":
+                saved = sum(k.activation_bytes for k in kernels)
+                peaks.append(2 * weights + saved + workspace + buffers)
+            else:
+                window = max(
+                    (a.activation_bytes + b.activation_bytes + b.workspace_bytes for a, b in zip(kernels, kernels[1:])),
+                    default=sum(k.activation_bytes + k.workspace_bytes for k in kernels),
+                )
+                peaks.append(weights + window + buffers)
+        return peaks
+
+
+def _buffer_bytes(collective: Collective, gpu: int) -> float:
+    if isinstance(collective, AllToAll):
+        return collective.buffer_bytes_by_gpu.get(gpu, 0.0)
+    return 2 * collective.payload_bytes if gpu in collective.gpus else 0.0
+
+
+def with_backward(programs: list[list[Step]], passes: str) -> tuple[tuple[Step, ...], ...]:
+    if passes != "forward_backward":
+        return tuple(tuple(p) for p in programs)
+    complete = []
+    for program in programs:
+        backward = [s.backward() if isinstance(s, Kernel) else s.transposed() for s in reversed(program)]
+        complete.append(tuple(program + backward))
+    return tuple(complete)
+
+
+def nonzero(kernels: list[Kernel]) -> list[Kernel]:
+    return [k for k in kernels if k.flops > 0 or k.traffic_bytes > 0]
+
+
+def as_group(kernels: list[Kernel], group: str) -> list[Kernel]:
+    return [replace(k, group=group) for k in kernels]

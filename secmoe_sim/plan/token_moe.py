@@ -1,0 +1,123 @@
+"""The op graph of a token-routed MoE layer (the usual MoE baseline).
+
+Token MoE, per GPU, forward: attention -> router -> top-k -> dispatch (all-to-all-v) -> expert
+FFNs -> combine (all-to-all-v back) -> weighted sum; with ``overlap_degree > 1`` the dispatch,
+expert and combine phase runs in overlapped chunks (:mod:`secmoe_sim.plan.pipeline`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import replace
+
+import numpy as np
+
+from secmoe_sim.plan import costs
+from secmoe_sim.plan.costs import Kernel
+from secmoe_sim.plan.pipeline import Chunk, Pipeline, chunk_kernel
+from secmoe_sim.plan.routing import capacity_limited_counts, route
+from secmoe_sim.plan.steps import AllToAll, as_group, LayerPlan, Message, Messages, nonzero, Step, with_backward
+from secmoe_sim.spec.hardware import Cluster
+from secmoe_sim.spec.placement import place_experts, sequences_per_gpu
+from secmoe_sim.spec.units import DTYPE_BYTES
+from secmoe_sim.spec.workload import GroupedRouting, Layer, TokenMoEArchitecture
+
+
+def expert_groups(arch: TokenMoEArchitecture, cluster: Cluster) -> int:
+    """Expert groups of grouped routing: as configured, or one per node."""
+    routing = arch.routing
+    return routing.groups if isinstance(routing, GroupedRouting) and routing.groups else cluster.nodes
+
+
+def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, rng: np.random.Generator) -> LayerPlan:
+    """The op graph of a token-routed MoE layer; random routing drawn from ``rng``."""
+    num_gpus, num_experts, k = cluster.num_gpus, arch.num_experts, arch.top_k
+    placement = place_experts(num_experts, num_gpus)
+    sequences = sequences_per_gpu(layer.batch, num_gpus)
+    b, wire_b = DTYPE_BYTES[layer.dtype], DTYPE_BYTES[layer.wire_dtype]
+    d, n = layer.d_model, layer.seq_len
+    token_bytes = d * wire_b
+
+    forward: list[list[Step]] = [[] for _ in range(num_gpus)]
+    for gpu in range(num_gpus):
+        tokens = sequences[gpu] * n
+        block = costs.attention_block(n, d, layer.heads, layer, with_ffn=False)
+        forward[gpu] += nonzero([k_.scaled(sequences[gpu]) for k_ in as_group(block, "pre")])
+        forward[gpu] += nonzero([costs.router(tokens, d, num_experts, b), costs.top_k(tokens, num_experts, k, b)])
+
+    dropped = 0
+    expert_tokens: dict[int, list[float]] = defaultdict(list)
+    dispatches = []
+    for index, group in enumerate(placement.groups):
+        tokens = [sequences[src] * n for src in group]
+        routed = route(arch.routing, tokens, num_experts, k, expert_groups(arch, cluster), rng)
+        capacity = arch.capacity_factor * k * routed.sum() / num_experts
+        kept = capacity_limited_counts(routed, capacity)
+        dropped += int(routed.sum() - kept.sum())
+        volume: dict[tuple[int, int], float] = defaultdict(float)
+        for row, src in enumerate(group):
+            for expert in range(num_experts):
+                host = placement.host_of(src, expert)
+                if host != src and kept[row, expert] > 0:
+                    volume[(src, host)] += kept[row, expert] * token_bytes
+        for expert in range(num_experts):
+            expert_tokens[placement.host_of(group[0], expert)].append(float(kept[:, expert].sum()))
+        messages = tuple(Message(src, dst, size) for (src, dst), size in sorted(volume.items()))
+        dispatches.append(AllToAll(key=f"dispatch[{index}]", name="dispatch", gpus=group, messages=messages))
+
+    for gpu in range(num_gpus):
+        group_index = gpu // len(placement.groups[0])
+        dispatch = dispatches[group_index]
+        loads = expert_tokens[gpu]
+        expert_kernel = costs.ffn(sum(loads), d, layer.ffn_multiplier, b, group="ffn")
+        expert_kernel = replace(expert_kernel, name="expert.ffn", launches=max(1, len(loads)))
+        combine = replace(dispatch.transposed(), key=f"combine[{group_index}]", name="combine")
+        if arch.overlap_degree > 1:
+            forward[gpu].append(_overlapped(dispatch, nonzero([expert_kernel]), combine, arch.overlap_degree))
+        else:
+            if dispatch.messages:
+                forward[gpu].append(dispatch)
+            forward[gpu] += nonzero([expert_kernel])
+            if dispatch.messages:
+                forward[gpu].append(combine)
+        forward[gpu] += nonzero([costs.combine(sequences[gpu] * n, k, d, b)])
+
+    experts_per_gpu = [len(placement.experts_on(g)) for g in range(num_gpus)]
+    shared = costs.attention_params(d) + d * num_experts
+    per_expert = costs.ffn_params(d, layer.ffn_multiplier)
+    return LayerPlan(
+        architecture=arch.kind,
+        label=arch.name,
+        num_experts=num_experts,
+        sweep_mode="fixed_cluster",
+        cluster=cluster,
+        dtype=layer.dtype,
+        programs=with_backward(forward, layer.passes),
+        params=costs.token_moe_params(layer, num_experts),
+        weight_bytes_per_gpu=tuple((shared + per_expert * e) * b for e in experts_per_gpu),
+        tokens=layer.batch * layer.seq_len,
+        dropped_tokens=dropped,
+    )
+
+
+def _chunk_exchange(exchange: AllToAll, degree: int, index: int) -> AllToAll | None:
+    if not len(exchange.messages):
+        return None
+    messages = exchange.messages
+    part = Messages(src=messages.src, dst=messages.dst, payload_bytes=messages.payload_bytes / degree)
+    return AllToAll(key=f"{exchange.key}.chunk{index}", name=exchange.name, gpus=exchange.gpus, messages=part)
+
+
+def _overlapped(dispatch: AllToAll, kernels: list[Kernel], combine: AllToAll, degree: int) -> Pipeline:
+    """The dispatch -> experts -> combine phase in ``degree`` overlapped chunks (:mod:`secmoe_sim.plan.pipeline`)."""
+    return Pipeline(
+        name="overlap",
+        chunks=tuple(
+            Chunk(
+                dispatch=_chunk_exchange(dispatch, degree, index),
+                kernels=tuple(chunk_kernel(kernel, degree, index) for kernel in kernels),
+                combine=_chunk_exchange(combine, degree, index),
+            )
+            for index in range(degree)
+        ),
+    )

@@ -1,0 +1,172 @@
+"""The links of a cluster and the route of every GPU pair over them.
+
+A *link* is one direction of one physical connection, with a capacity in bytes/s (a link
+bandwidth is per direction, so every cable is two links). Links are numbered; ``names`` says what
+each one is. Built from the hardware description:
+
+* NVSwitch node: ``g{i}.nvlink.up`` (GPU -> switch) and ``g{i}.nvlink.down`` (switch -> GPU); the
+  switch itself is non-blocking.
+* PCIe node: ``g{i}.pcie.up`` / ``g{i}.pcie.down`` (GPU <-> its PCIe switch, x16 link);
+  ``n{n}.s{s}.bridge.up`` / ``.bridge.down`` (the PCIe switches of socket ``s`` <-> its host bridge,
+  shared by every GPU of the socket); with two sockets ``n{n}.inter_socket.s{a}->s{b}``.
+* Between nodes: ``g{i}.nic.out`` (NIC -> fabric) and ``g{i}.nic.in`` (fabric -> NIC), one NIC per
+  GPU, non-blocking fabric. The NIC hangs off its GPU's PCIe switch (GPUDirect RDMA): on a PCIe node
+  the GPU's own ``pcie.up`` / ``pcie.down`` link is on the way; on an NVSwitch node the optional
+  ``gpu_nic_pcie_bandwidth_per_direction`` adds ``g{i}.nic_pcie.up`` / ``.down``.
+
+A *route* is a tuple of *stages*. The bytes of one stage cross all of its links at once (a flow on
+every link); stages follow each other store-and-forward. Every stage has the latency of its fabric.
+
+* NVSwitch: one stage ``(src nvlink.up, dst nvlink.down)``, the switch latency.
+* PCIe with peer-to-peer: ``(src pcie.up, dst pcie.down)`` under one switch; through the host
+  bridge otherwise ``(src pcie.up, bridge.up, [inter_socket], bridge.down, dst pcie.down)``.
+* PCIe without peer-to-peer (staged in host memory): ``(src pcie.up, src bridge.up)`` into host
+  memory of the sender's socket, then ``([inter_socket], dst bridge.down, dst pcie.down)``.
+* Between nodes: ``([src pcie or nic_pcie up], src nic.out, dst nic.in, [dst pcie or nic_pcie down])``
+  at the NIC latency; without peer-to-peer three stages: into host memory, host to host through the
+  NICs (``src bridge.down, src nic.out, dst nic.in, dst bridge.up``), out of host memory.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, NamedTuple
+
+import numpy as np
+
+from secmoe_sim.spec.hardware import Cluster, NVSwitchFabric, PCIeFabric
+
+
+class Stage(NamedTuple):
+    """One store-and-forward stage of a message: the links its bytes cross at once, its latency.
+
+    ``bandwidth_bytes_per_s`` is the slowest link's capacity: the stage's rate when it has the
+    links to itself.
+    """
+
+    links: tuple[int, ...]
+    latency_s: float
+    bandwidth_bytes_per_s: float
+
+
+class Topology:
+    """The directional links of one cluster and the route between any two of its GPUs."""
+
+    def __init__(self, cluster: Cluster, capacity_factors: Mapping[str, float] | None = None):
+        """``capacity_factors`` scales every link whose name starts with a key (degraded-link faults)."""
+        self.cluster = cluster
+        self._capacity_factors = dict(capacity_factors or {})
+        self.names: list[str] = []
+        self._capacity: list[float] = []
+        self.max_stage_links = 1
+        fabric = cluster.intra_node
+        self._node = [cluster.node_of(g) for g in range(cluster.num_gpus)]
+        self._nvswitch = isinstance(fabric, NVSwitchFabric)
+        self._peer_to_peer = self._nvswitch or fabric.peer_to_peer
+        self._intra_latency_s = fabric.latency
+        self._nic_latency_s = cluster.inter_node.latency if cluster.inter_node is not None else 0.0
+        gpus = range(cluster.num_gpus)
+        if isinstance(fabric, NVSwitchFabric):
+            self._up = [self._link(f"g{g}.nvlink.up", fabric.bandwidth_per_direction) for g in gpus]
+            self._down = [self._link(f"g{g}.nvlink.down", fabric.bandwidth_per_direction) for g in gpus]
+            self.max_stage_links = 2
+        else:
+            self._build_pcie(cluster, fabric)
+        if cluster.inter_node is not None and cluster.nodes > 1:
+            self._build_nics(cluster)
+        self.capacity_bytes_per_s = np.asarray(self._capacity, dtype=float)
+
+    @property
+    def num_links(self) -> int:
+        return len(self.names)
+
+    def _link(self, name: str, capacity_bytes_per_s: float) -> int:
+        factor = 1.0
+        for prefix, scale in self._capacity_factors.items():
+            if name.startswith(prefix):
+                factor *= scale
+        self.names.append(name)
+        self._capacity.append(float(capacity_bytes_per_s) * factor)
+        return len(self.names) - 1
+
+    def _build_pcie(self, cluster: Cluster, fabric: PCIeFabric) -> None:
+        per_socket = cluster.gpus_per_node // fabric.sockets
+        self._socket = [(cluster.node_of(g), (g % cluster.gpus_per_node) // per_socket) for g in range(cluster.num_gpus)]
+        self._switch = [(g % cluster.gpus_per_node) // fabric.gpus_per_switch for g in range(cluster.num_gpus)]
+        self._up = [self._link(f"g{g}.pcie.up", fabric.link_bandwidth_per_direction) for g in range(cluster.num_gpus)]
+        self._down = [self._link(f"g{g}.pcie.down", fabric.link_bandwidth_per_direction) for g in range(cluster.num_gpus)]
+        bridge = fabric.host_bridge_bandwidth_per_direction
+        self._bridge_up, self._bridge_down, self._inter_socket = {}, {}, {}
+        for node in range(cluster.nodes):
+            for socket in range(fabric.sockets):
+                self._bridge_up[(node, socket)] = self._link(f"n{node}.s{socket}.bridge.up", bridge)
+                self._bridge_down[(node, socket)] = self._link(f"n{node}.s{socket}.bridge.down", bridge)
+            if fabric.sockets == 2:
+                assert fabric.inter_socket_bandwidth_per_direction is not None  # validated with the fabric
+                for a, b in ((0, 1), (1, 0)):
+                    name = f"n{node}.inter_socket.s{a}->s{b}"
+                    self._inter_socket[(node, a)] = self._link(name, fabric.inter_socket_bandwidth_per_direction)
+        self.max_stage_links = 5 if fabric.sockets == 2 else 4
+
+    def _build_nics(self, cluster: Cluster) -> None:
+        nic = cluster.inter_node
+        gpus = range(cluster.num_gpus)
+        self._nic_out = [self._link(f"g{g}.nic.out", nic.nic_bandwidth_per_direction) for g in gpus]
+        self._nic_in = [self._link(f"g{g}.nic.in", nic.nic_bandwidth_per_direction) for g in gpus]
+        self._nic_pcie_up: list[int] | None = None
+        if isinstance(cluster.intra_node, PCIeFabric):
+            self.max_stage_links = max(self.max_stage_links, 4)
+        elif nic.gpu_nic_pcie_bandwidth_per_direction is not None:
+            bandwidth = nic.gpu_nic_pcie_bandwidth_per_direction
+            self._nic_pcie_up = [self._link(f"g{g}.nic_pcie.up", bandwidth) for g in gpus]
+            self._nic_pcie_down = [self._link(f"g{g}.nic_pcie.down", bandwidth) for g in gpus]
+            self.max_stage_links = 4
+
+    def _stage(self, links: tuple[int, ...], latency_s: float) -> Stage:
+        capacity = self._capacity
+        return Stage(links, latency_s, min([capacity[link] for link in links]))
+
+    def route(self, src: int, dst: int) -> tuple[Stage, ...]:
+        """The stages a message from GPU ``src`` to GPU ``dst`` goes through."""
+        if src == dst:
+            raise ValueError("a GPU does not send messages to itself")
+        if self._node[src] != self._node[dst]:
+            return self._inter_node_route(src, dst)
+        latency_s = self._intra_latency_s
+        if self._nvswitch:
+            return (self._stage((self._up[src], self._down[dst]), latency_s),)
+        crossing = self._crossing(src, dst)
+        if not self._peer_to_peer:
+            into_host = self._stage((self._up[src], self._bridge_up[self._socket[src]]), latency_s)
+            out_of_host = self._stage(crossing + (self._bridge_down[self._socket[dst]], self._down[dst]), latency_s)
+            return (into_host, out_of_host)
+        if self._socket[src] == self._socket[dst] and self._switch[src] == self._switch[dst]:
+            return (self._stage((self._up[src], self._down[dst]), latency_s),)
+        links = (self._up[src], self._bridge_up[self._socket[src]]) + crossing + (self._bridge_down[self._socket[dst]], self._down[dst])
+        return (self._stage(links, latency_s),)
+
+    def _crossing(self, src: int, dst: int) -> tuple[int, ...]:
+        """The inter-socket link between two GPUs of one node, if they sit on different sockets."""
+        (node, src_socket), (_, dst_socket) = self._socket[src], self._socket[dst]
+        return (self._inter_socket[(node, src_socket)],) if src_socket != dst_socket else ()
+
+    def _inter_node_route(self, src: int, dst: int) -> tuple[Stage, ...]:
+        if self._nvswitch:
+            if self._nic_pcie_up is None:
+                return (self._stage((self._nic_out[src], self._nic_in[dst]), self._nic_latency_s),)
+            links = (self._nic_pcie_up[src], self._nic_out[src], self._nic_in[dst], self._nic_pcie_down[dst])
+            return (self._stage(links, self._nic_latency_s),)
+        nics = (self._nic_out[src], self._nic_in[dst])
+        if self._peer_to_peer:
+            return (self._stage((self._up[src],) + nics + (self._down[dst],), self._nic_latency_s),)
+        src_socket, dst_socket = self._socket[src], self._socket[dst]
+        into_host = self._stage((self._up[src], self._bridge_up[src_socket]), self._intra_latency_s)
+        across = self._stage((self._bridge_down[src_socket],) + nics + (self._bridge_up[dst_socket],), self._nic_latency_s)
+        out_of_host = self._stage((self._bridge_down[dst_socket], self._down[dst]), self._intra_latency_s)
+        return (into_host, across, out_of_host)
+
+
+def one_message_s(cluster: Cluster, src: int, dst: int, payload_bytes: float = 0.0) -> float:
+    """Time of one uncontended message: per-message overhead + per-stage latency + payload time."""
+    return cluster.message_overhead + sum(
+        stage.latency_s + payload_bytes / stage.bandwidth_bytes_per_s for stage in Topology(cluster).route(src, dst)
+    )

@@ -1,0 +1,198 @@
+"""Hardware descriptions: GPUs, intra-node and inter-node fabrics, the cluster.
+
+All models are strict (unknown fields are errors) and frozen. Quantities are parsed by the
+unit-checked types of :mod:`secmoe_sim.spec.units` and held in SI base units. A link bandwidth is always
+per direction: a datasheet's "900 GB/s total" NVLink figure is 450 GB/s per direction.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from secmoe_sim.spec.base import FieldIssue, StrictModel
+
+from secmoe_sim.spec.units import Bandwidth, Duration, FlopRate, Size
+
+Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8"]
+
+MAX_NODES = 4096  # bounds that keep a mistyped number from asking for an endless simulation
+MAX_GPUS_PER_NODE = 64
+
+
+class EfficiencyPoint(StrictModel):
+    """Fraction of peak FLOP/s reached by a kernel of a given size (FLOPs per kernel)."""
+
+    flops: float = Field(gt=0, description="FLOPs of one kernel at which this efficiency was measured")
+    efficiency: float = Field(gt=0, le=1, description="achieved / peak FLOP/s")
+
+
+class GPU(StrictModel):
+    """One accelerator: compute peaks, memory system and per-kernel launch cost."""
+
+    name: str
+    peak_flops: dict[Dtype, FlopRate] = Field(description="dense peak FLOP/s per compute dtype (datasheet)")
+    memory_bandwidth: Bandwidth = Field(description="achievable memory bandwidth, bytes/s")
+    memory_capacity: Size = Field(description="device memory, bytes")
+    kernel_launch_overhead: Duration = Field(description="host-side cost of launching one kernel, seconds")
+    compute_efficiency: float = Field(
+        default=1.0, gt=0, le=1, description="fraction of peak reached by large kernels; used when no table is given"
+    )
+    efficiency_table: tuple[EfficiencyPoint, ...] | None = Field(
+        default=None,
+        description="size-dependent efficiency: interpolated in log(FLOPs), clamped at both ends",
+    )
+    attention_efficiency_table: tuple[EfficiencyPoint, ...] | None = Field(
+        default=None,
+        description="optional efficiency of attention kernels by size (same rules as efficiency_table); "
+        "absent: attention uses efficiency_table / compute_efficiency like every other kernel",
+    )
+
+    @model_validator(mode="after")
+    def _table_sorted(self) -> "GPU":
+        if not self.peak_flops:
+            raise FieldIssue(("peak_flops",), "peak_flops needs at least one dtype")
+        for name in ("efficiency_table", "attention_efficiency_table"):
+            table = getattr(self, name)
+            if table is not None:
+                sizes = [point.flops for point in table]
+                if len(sizes) == 0 or sizes != sorted(sizes) or len(set(sizes)) != len(sizes):
+                    raise FieldIssue((name,), f"{name} must be non-empty with strictly increasing flops")
+        return self
+
+    def efficiency(self, kernel_flops: float, primitive: str = "gemm") -> float:
+        """Fraction of peak FLOP/s a kernel of ``kernel_flops`` reaches.
+
+        Attention kernels (``primitive == "attention"``) use ``attention_efficiency_table`` when one
+        is given (a calibrated GPU: fused attention reaches a different rate than a GEMM of equal
+        FLOPs); every other kernel, and attention without that table, uses ``efficiency_table`` or
+        the constant ``compute_efficiency``.
+        """
+        table = self.efficiency_table
+        if primitive == "attention" and self.attention_efficiency_table is not None:
+            table = self.attention_efficiency_table
+        if table is None:
+            return self.compute_efficiency
+        log_sizes = np.log([point.flops for point in table])
+        values = [point.efficiency for point in table]
+        return float(np.interp(np.log(max(kernel_flops, 1.0)), log_sizes, values))
+
+    def peak_for(self, dtype: str) -> float:
+        """Peak FLOP/s for a dtype; a clear error if the GPU description lacks it."""
+        if dtype not in self.peak_flops:
+            raise ValueError(f"GPU {self.name!r} has no peak_flops entry for dtype {dtype!r}")
+        return self.peak_flops[dtype]
+
+
+class NVSwitchFabric(StrictModel):
+    """A full-bandwidth switch: every GPU has its own port of ``bandwidth_per_direction``."""
+
+    kind: Literal["nvswitch"]
+    bandwidth_per_direction: Bandwidth = Field(description="per GPU, per direction, bytes/s")
+    latency: Duration = Field(description="one-way latency of a message through the switch")
+
+
+class PCIeFabric(StrictModel):
+    """A PCIe tree: GPUs under switches, switches under a host bridge shared by all of them.
+
+    Without peer-to-peer, a GPU-to-GPU message is staged through host memory: it crosses the
+    host bridge twice (device -> host, host -> device), store-and-forward.
+    """
+
+    kind: Literal["pcie"]
+    link_bandwidth_per_direction: Bandwidth = Field(description="GPU <-> PCIe switch link, per direction")
+    host_bridge_bandwidth_per_direction: Bandwidth = Field(
+        description="PCIe switch <-> host bridge (root complex) bandwidth, shared by all GPUs of a socket"
+    )
+    latency: Duration = Field(description="one-way latency of one PCIe hop sequence GPU -> GPU (or GPU -> host)")
+    peer_to_peer: bool = Field(description="GPUs may write into each other's memory; false means staging in host memory")
+    gpus_per_switch: int = Field(default=2, ge=1, le=MAX_GPUS_PER_NODE, description="GPUs sharing one PCIe switch")
+    sockets: Literal[1, 2] = Field(default=1, description="CPU sockets; GPUs are split evenly between them")
+    inter_socket_bandwidth_per_direction: Bandwidth | None = Field(
+        default=None, description="socket-to-socket link (UPI / Infinity Fabric), required with 2 sockets"
+    )
+
+    @model_validator(mode="after")
+    def _sockets_need_link(self) -> "PCIeFabric":
+        if self.sockets == 2 and self.inter_socket_bandwidth_per_direction is None:
+            raise FieldIssue(("inter_socket_bandwidth_per_direction",), "required when sockets is 2")
+        return self
+
+
+IntraNodeFabric = Annotated[Union[NVSwitchFabric, PCIeFabric], Field(discriminator="kind")]
+
+
+class InterNodeFabric(StrictModel):
+    """One NIC per GPU into a non-blocking fabric (InfiniBand or RoCE)."""
+
+    kind: Literal["infiniband", "ethernet"] = "infiniband"
+    nic_bandwidth_per_direction: Bandwidth = Field(description="per GPU NIC, per direction")
+    latency: Duration = Field(description="one-way NIC-to-NIC latency across the fabric")
+    gpu_nic_pcie_bandwidth_per_direction: Bandwidth | None = Field(
+        default=None,
+        description="NVSwitch nodes only: the PCIe link between a GPU and the PCIe switch its NIC hangs off "
+        "(GPUDirect RDMA path), per direction; unset: that hop is not modelled. On PCIe nodes the GPU's own "
+        "PCIe link (link_bandwidth_per_direction) is always that hop",
+    )
+
+
+class Cluster(StrictModel):
+    """``nodes`` identical nodes of ``gpus_per_node`` GPUs."""
+
+    schema_version: Literal[1] = 1
+    name: str = "cluster"
+    gpu: GPU
+    nodes: int = Field(ge=1, le=MAX_NODES)
+    gpus_per_node: int = Field(ge=1, le=MAX_GPUS_PER_NODE)
+    intra_node: IntraNodeFabric
+    inter_node: InterNodeFabric | None = Field(default=None, description="required when nodes > 1")
+    message_overhead: Duration = Field(
+        description="per-message software cost (library, kernel launch of the copy, synchronisation), seconds"
+    )
+
+    @model_validator(mode="after")
+    def _multi_node_needs_fabric(self) -> "Cluster":
+        if self.nodes > 1 and self.inter_node is None:
+            raise FieldIssue(("inter_node",), "inter_node is required when nodes > 1")
+        fabric = self.intra_node
+        if isinstance(fabric, PCIeFabric):
+            if self.gpus_per_node % fabric.sockets:
+                raise FieldIssue(("gpus_per_node",), f"gpus_per_node ({self.gpus_per_node}) must split evenly over {fabric.sockets} sockets")
+        return self
+
+    @model_validator(mode="after")
+    def _nic_pcie_hop_on_nvswitch_only(self) -> "Cluster":
+        if self.inter_node is not None and self.inter_node.gpu_nic_pcie_bandwidth_per_direction is not None:
+            if isinstance(self.intra_node, PCIeFabric):
+                raise FieldIssue(
+                    ("inter_node", "gpu_nic_pcie_bandwidth_per_direction"),
+                    "only for nvswitch nodes: on a PCIe node the GPU's own PCIe link is the hop to its NIC",
+                )
+        return self
+
+    @property
+    def num_gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+    def node_of(self, gpu: int) -> int:
+        return gpu // self.gpus_per_node
+
+    def resized(self, num_gpus: int) -> "Cluster":
+        """The same hardware with ``num_gpus`` GPUs, adding nodes of this node shape.
+
+        ``num_gpus`` must fill whole nodes, or fit inside one node (a partly populated node).
+        """
+        if num_gpus <= self.gpus_per_node:
+            nodes, per_node = 1, num_gpus
+        elif num_gpus % self.gpus_per_node == 0:
+            nodes, per_node = num_gpus // self.gpus_per_node, self.gpus_per_node
+        else:
+            raise ValueError(f"{num_gpus} GPUs do not fill whole nodes of {self.gpus_per_node}")
+        if nodes > 1 and self.inter_node is None:
+            raise ValueError(f"{num_gpus} GPUs need {nodes} nodes, but the cluster has no inter_node fabric")
+        fabric = self.intra_node
+        if isinstance(fabric, PCIeFabric) and per_node % fabric.sockets:
+            fabric = fabric.model_copy(update={"sockets": 1, "inter_socket_bandwidth_per_direction": None})
+        return self.model_copy(update={"nodes": nodes, "gpus_per_node": per_node, "intra_node": fabric})

@@ -1,0 +1,198 @@
+"""Reading scenario and hardware files: YAML in, a validated :class:`Scenario` out, or one line of error.
+
+``load_scenario(path_or_name)`` accepts a file path or the name of a shipped scenario. A scenario
+may include its hardware from another file (``hardware: ../hardware/my-cluster.yaml``, relative to
+the scenario file), so a calibrated hardware description can be reused by many scenarios.
+
+Every failure raises :class:`~secmoe_sim.errors.ScenarioError`, whose message is one line: the
+file, the field path, the reason, and the YAML line where it is known. The helpers that read YAML
+and turn a pydantic error into that line are public: sweep files use them too.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from secmoe_sim.errors import ScenarioError
+from secmoe_sim.spec.base import FieldIssue
+from secmoe_sim.spec.hardware import Cluster
+from secmoe_sim.spec.scenario import Scenario
+
+SHIPPED_SCENARIOS = "scenarios"
+
+
+def shipped_scenario_names() -> list[str]:
+    """The names of the scenarios shipped in the package, sorted."""
+    folder = resources.files("secmoe_sim") / SHIPPED_SCENARIOS
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def file_or_shipped(path_or_name: str | Path, *folder: str) -> Path | None:
+    """``path_or_name`` if it is a file, else the shipped ``<name>.yaml`` in the package ``folder``, else None."""
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    shipped = resources.files("secmoe_sim").joinpath(*folder, f"{path_or_name}.yaml")
+    return Path(str(shipped)) if shipped.is_file() else None
+
+
+def resolve_scenario_path(path_or_name: str | Path) -> Path:
+    """A scenario file path, or the path of the shipped scenario of that name."""
+    found = file_or_shipped(path_or_name, SHIPPED_SCENARIOS)
+    if found is not None:
+        return found
+    raise ScenarioError(
+        str(path_or_name), "", f"no such file, and no shipped scenario of that name (shipped: {', '.join(shipped_scenario_names())})"
+    )
+
+
+def load_scenario(path_or_name: str | Path) -> Scenario:
+    """Load and validate a scenario; raises :class:`ScenarioError` (one line) on any problem."""
+    path = resolve_scenario_path(path_or_name)
+    data, tree = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ScenarioError(str(path), "", "expected a mapping of fields at the top level")
+    hardware = data.get("hardware")
+    if isinstance(hardware, str):
+        data = {**data, "hardware": _load_included_cluster(path, hardware)}
+    data = _with_routing_counts_read(path, data, tree)
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as error:
+        raise validation_error(str(path), error, data, tree) from None
+
+
+def load_cluster(path: str | Path) -> Cluster:
+    """Load a stand-alone hardware file (the format of a scenario's ``hardware`` section)."""
+    data, tree = read_yaml(Path(path))
+    try:
+        return Cluster.model_validate(data)
+    except ValidationError as error:
+        raise validation_error(str(path), error, data, tree) from None
+
+
+def _with_routing_counts_read(scenario_path: Path, data: dict, tree: yaml.Node | None) -> dict:
+    """Replace ``routing: {kind: counts, file: F}`` by the numbers in F (relative to the scenario)."""
+    architectures = (data.get("workload") or {}).get("architectures") if isinstance(data.get("workload"), dict) else None
+    if not isinstance(architectures, list):
+        return data
+    resolved = []
+    for index, arch in enumerate(architectures):
+        routing = arch.get("routing") if isinstance(arch, dict) else None
+        if isinstance(routing, dict) and routing.get("kind") == "counts" and "file" in routing:
+            where = ["workload", "architectures", index, "routing", "file"]
+            counts = _read_counts(scenario_path, routing["file"], format_path(where), yaml_line(tree, where))
+            routing = {key: value for key, value in routing.items() if key != "file"} | {"counts": counts}
+            arch = {**arch, "routing": routing}
+        resolved.append(arch)
+    return {**data, "workload": {**data["workload"], "architectures": resolved}}
+
+
+def _read_counts(scenario_path: Path, name: object, field: str, line: int | None) -> list[float]:
+    """Numbers separated by commas, spaces or newlines; ``#`` starts a comment."""
+    if not isinstance(name, str):
+        raise ScenarioError(str(scenario_path), field, "expected a file name", line)
+    counts_path = scenario_path.parent / name
+    try:
+        text = counts_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ScenarioError(str(scenario_path), field, f"cannot read token counts file {name!r}: {error.__class__.__name__}", line) from None
+    tokens = " ".join(row.split("#")[0] for row in text.splitlines()).replace(",", " ").split()
+    try:
+        return [float(token) for token in tokens]
+    except ValueError as error:
+        raise ScenarioError(str(counts_path), "", f"token counts must be numbers: {error}") from None
+
+
+def _load_included_cluster(scenario_path: Path, include: str) -> Cluster:
+    included = scenario_path.parent / include
+    if not included.is_file():
+        _, tree = read_yaml(scenario_path)
+        raise ScenarioError(
+            str(scenario_path), "hardware", f"included hardware file {include!r} not found", yaml_line(tree, ["hardware"])
+        )
+    return load_cluster(included)
+
+
+def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    """The file's data and its YAML node tree (for line numbers); one-line :class:`ScenarioError` if unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(str(path), "", "no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ScenarioError(str(path), "", f"cannot read file: {error}") from None
+    try:
+        return yaml.safe_load(text), yaml.compose(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ScenarioError(str(path), "", f"not valid YAML: {problem}", mark.line + 1 if mark else None) from None
+
+
+def validation_error(file: str, error: ValidationError, data: Any, tree: yaml.Node | None) -> ScenarioError:
+    """The first problem of a pydantic error as one line: the field path as the user wrote it, the reason, the line."""
+    first = error.errors(include_url=False)[0]
+    location = data_path(first["loc"], data)
+    reason = first["msg"].removeprefix("Value error, ")
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldIssue):
+        location = location + list(cause.path)
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        location = location + ["kind"]
+    return ScenarioError(file, format_path(location), reason, yaml_line(tree, location))
+
+
+def data_path(loc: tuple, data: Any) -> list[str | int]:
+    """Pydantic's error location reduced to keys that exist in the data.
+
+    Pydantic adds the discriminator tag (``sectional_moe``) and validator names to locations;
+    walking the data drops them, so the path reads as the user wrote the file.
+    """
+    path: list[str | int] = []
+    node = data
+    for item in loc:
+        if isinstance(node, dict) and item in node:
+            path.append(item)
+            node = node[item]
+        elif isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node):
+            path.append(item)
+            node = node[item]
+        elif isinstance(node, dict) and isinstance(item, str) and not item.startswith(("function-", "union")) and node.get("kind") != item:
+            path.append(item)  # a missing or unknown field: name it
+            node = None
+    return path
+
+
+def format_path(path: list[str | int]) -> str:
+    """``workload.architectures[1].top_k``: names joined by dots, list positions in brackets."""
+    text = ""
+    for item in path:
+        if isinstance(item, int):
+            text += f"[{item}]"
+            continue
+        name = item if str(item).isidentifier() else repr(item)
+        text += f".{name}" if text else name
+    return text or "(top level)"
+
+
+def yaml_line(tree: yaml.Node | None, path: list[str | int]) -> int | None:
+    """The 1-based line of the deepest node of ``path`` found in the YAML tree."""
+    node, line = tree, (tree.start_mark.line + 1 if tree is not None else None)
+    for item in path:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == item), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(item, int) and item < len(node.value):
+            node = node.value[item]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

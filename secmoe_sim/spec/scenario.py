@@ -1,0 +1,121 @@
+"""Scenario = cluster + workload + network options + faults + seed: everything that determines a run.
+
+The model checks every rule that spans sections (the batch spreads over the GPUs, the expert counts
+fit the placement rules, faults name GPUs that exist). Reading it from YAML, with one-line errors,
+is :mod:`secmoe_sim.spec.loading`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from secmoe_sim.spec.base import FieldIssue, StrictModel
+from secmoe_sim.spec.faults import DegradedLink, Fault, SlowNode, Straggler
+from secmoe_sim.spec.hardware import Cluster
+from secmoe_sim.spec.network import NetworkOptions
+from secmoe_sim.spec.placement import feasible_expert_counts, placement_error, sectional_feasibility_error
+from secmoe_sim.spec.workload import (
+    DenseArchitecture,
+    GroupedRouting,
+    SectionalMoEArchitecture,
+    TokenMoEArchitecture,
+    Workload,
+)
+
+FieldPath = tuple[str | int, ...]
+
+
+class Scenario(StrictModel):
+    """Everything that determines a run: the cluster, the layer and its architectures, the seed."""
+
+    schema_version: Literal[1]
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$", description="names the output directory")
+    description: str = ""
+    seed: int = Field(default=0, ge=0, description="root of every random stream of the run")
+    hardware: Cluster
+    workload: Workload
+    network: NetworkOptions = Field(default_factory=NetworkOptions, description="network model and collective algorithms")
+    faults: list[Fault] = Field(default_factory=list, description="what-if faults: stragglers, slow nodes, degraded links")
+
+    @model_validator(mode="after")
+    def _fits_cluster(self) -> "Scenario":
+        layer, cluster = self.workload.layer, self.hardware
+        for index, arch in enumerate(self.workload.architectures):
+            path: FieldPath = ("workload", "architectures", index)
+            needs_even_batch = not (isinstance(arch, SectionalMoEArchitecture) and arch.sweep_mode == "expert_per_gpu")
+            if needs_even_batch and layer.batch % cluster.num_gpus:
+                raise FieldIssue(
+                    ("workload", "layer", "batch"),
+                    f"batch {layer.batch} does not spread evenly over {cluster.num_gpus} GPUs (whole sequences per GPU)",
+                )
+            if isinstance(arch, SectionalMoEArchitecture):
+                _check_sectional(arch, path, layer.d_model, cluster)
+            elif isinstance(arch, TokenMoEArchitecture):
+                reason = placement_error(arch.num_experts, cluster.num_gpus)
+                if reason:
+                    raise FieldIssue(path + ("num_experts",), reason)
+                if isinstance(arch.routing, GroupedRouting):
+                    _check_grouped_routing(arch, path, cluster)
+            elif isinstance(arch, DenseArchitecture):
+                if cluster.num_gpus % arch.tensor_parallel:
+                    raise FieldIssue(
+                        path + ("tensor_parallel",),
+                        f"tensor_parallel {arch.tensor_parallel} does not divide the {cluster.num_gpus} GPUs",
+                    )
+                if layer.heads % arch.tensor_parallel:
+                    raise FieldIssue(
+                        path + ("tensor_parallel",), f"tensor_parallel {arch.tensor_parallel} does not divide heads {layer.heads}"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _faults_exist(self) -> "Scenario":
+        cluster = self.hardware
+        for index, fault in enumerate(self.faults):
+            if isinstance(fault, (Straggler, DegradedLink)) and fault.gpu >= cluster.num_gpus:
+                raise FieldIssue(("faults", index, "gpu"), f"GPU {fault.gpu} does not exist ({cluster.num_gpus} GPUs)")
+            if isinstance(fault, SlowNode) and fault.node >= cluster.nodes:
+                raise FieldIssue(("faults", index, "node"), f"node {fault.node} does not exist ({cluster.nodes} nodes)")
+            if isinstance(fault, DegradedLink) and fault.link == "nic" and cluster.inter_node is None:
+                raise FieldIssue(("faults", index, "link"), "the cluster has no NICs (no inter_node fabric)")
+        return self
+
+    def expert_counts(self, arch: SectionalMoEArchitecture) -> list[int]:
+        """The E values to simulate for a sectional entry (its list, or every feasible E)."""
+        if arch.experts == "all_feasible":
+            return feasible_expert_counts(self.workload.layer.d_model, arch.min_section_width, self.hardware, arch.sweep_mode)
+        return sorted(arch.experts)
+
+    def content_hash(self) -> str:
+        """SHA-256 of the resolved scenario (includes resolved, so edits to an included file count)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_grouped_routing(arch: TokenMoEArchitecture, path: FieldPath, cluster: Cluster) -> None:
+    routing = arch.routing
+    groups = routing.groups or cluster.nodes
+    where = path + ("routing",)
+    if arch.num_experts % groups:
+        raise FieldIssue(where, f"{arch.num_experts} experts do not split into {groups} groups (one per node unless 'groups' is set)")
+    if routing.top_groups > groups:
+        raise FieldIssue(where + ("top_groups",), f"top_groups ({routing.top_groups}) exceeds the {groups} groups")
+    if arch.top_k > routing.top_groups * (arch.num_experts // groups):
+        raise FieldIssue(where + ("top_groups",), f"top_k ({arch.top_k}) exceeds the experts of {routing.top_groups} groups")
+
+
+def _check_sectional(arch: SectionalMoEArchitecture, path: FieldPath, d_model: int, cluster: Cluster) -> None:
+    if not arch.pre_expert.enabled and arch.pre_expert.sequence_reduction != 1:
+        raise FieldIssue(path + ("pre_expert", "sequence_reduction"), "sequence reduction needs the pre-expert block enabled")
+    if arch.experts == "all_feasible":
+        if not feasible_expert_counts(d_model, arch.min_section_width, cluster, arch.sweep_mode):
+            raise FieldIssue(path + ("experts",), "no expert count is feasible for this d_model, min_section_width and cluster")
+        return
+    for position, num_experts in enumerate(arch.experts):
+        reason = sectional_feasibility_error(num_experts, d_model, arch.min_section_width, cluster, arch.sweep_mode)
+        if reason:
+            raise FieldIssue(path + ("experts", position), reason)

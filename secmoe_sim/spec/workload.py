@@ -1,0 +1,203 @@
+"""Workload descriptions: the layer's dimensions and the architectures to compare on it.
+
+Architectures are a discriminated union on ``kind``: ``dense``, ``token_moe`` and
+``sectional_moe``. Each entry may carry a ``label`` so two entries of one kind stay distinct. The
+rules of placement (which expert counts fit which cluster) live in :mod:`secmoe_sim.spec.placement`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, model_validator
+
+from secmoe_sim.spec.base import FieldIssue, StrictModel
+from secmoe_sim.spec.hardware import Dtype
+
+MAX_WIDTH = 2**20  # bounds that keep a mistyped number from asking for an endless simulation
+MAX_TOKENS = 2**24
+MAX_EXPERTS = 2**16
+
+
+class Layer(StrictModel):
+    """Dimensions and numerical options shared by every architecture of a scenario."""
+
+    d_model: int = Field(ge=1, le=MAX_WIDTH, description="model width d")
+    seq_len: int = Field(ge=1, le=MAX_TOKENS, description="tokens per sequence N")
+    batch: int = Field(ge=1, le=MAX_TOKENS, description="sequences B in the whole cluster; whole sequences per GPU")
+    heads: int = Field(ge=1, le=MAX_WIDTH, description="attention heads h of the full-width attention")
+    dtype: Dtype = Field(default="bf16", description="compute dtype (weights, activations)")
+    comm_dtype: Dtype | None = Field(default=None, description="dtype on the wire; defaults to dtype")
+    ffn_multiplier: float = Field(default=4.0, gt=0, description="FFN hidden width = ffn_multiplier * width")
+    ffn: bool = Field(default=True, description="the full-width blocks (dense, pre-expert, token-MoE attention) include an FFN")
+    causal: bool = Field(default=False, description="causal mask: half of the score matrix is computed")
+    attention: Literal["flash", "materialized"] = Field(
+        default="flash", description="flash: no N^2 score matrix in memory; materialized: scores written and read"
+    )
+    passes: Literal["forward", "forward_backward"] = Field(
+        default="forward", description="forward only, or forward then backward (2x FLOPs, collectives in reverse)"
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "Layer":
+        if self.d_model % self.heads:
+            raise FieldIssue(("heads",), f"heads ({self.heads}) must divide d_model ({self.d_model})")
+        return self
+
+    @property
+    def wire_dtype(self) -> str:
+        return self.comm_dtype or self.dtype
+
+
+class DenseArchitecture(StrictModel):
+    """Baseline: attention + FFN at full width, optionally tensor-parallel."""
+
+    kind: Literal["dense"]
+    label: str | None = None
+    tensor_parallel: int = Field(default=1, ge=1, le=MAX_EXPERTS, description="GPUs sharing one sequence's layer (Megatron-style)")
+
+    @property
+    def name(self) -> str:
+        return self.label or self.kind
+
+
+class UniformRouting(StrictModel):
+    """Each token picks ``top_k`` distinct experts uniformly at random."""
+
+    kind: Literal["uniform"]
+
+
+class ZipfRouting(StrictModel):
+    """Expert popularity falls as ``1 / rank^exponent`` (exponent 0 is uniform); ``top_k`` distinct per token."""
+
+    kind: Literal["zipf"]
+    exponent: float = Field(ge=0, le=10)
+    shuffle_ranks: bool = Field(default=True, description="popular experts drawn at random (seeded), not experts 0, 1, ...")
+
+
+class GroupedRouting(StrictModel):
+    """DeepSeek-style: experts split into ``groups`` (by default one per node); each token first picks
+    ``top_groups`` groups, then ``top_k`` distinct experts inside them, uniformly."""
+
+    kind: Literal["grouped"]
+    groups: int | None = Field(default=None, ge=1, le=MAX_EXPERTS, description="expert groups; default one per node")
+    top_groups: int = Field(ge=1, le=MAX_EXPERTS)
+
+
+class CountsRouting(StrictModel):
+    """Measured per-expert token counts (inline, or ``file:`` a text file of numbers beside the scenario),
+    used as relative loads: scaled to the layer's tokens x top_k, deterministic."""
+
+    kind: Literal["counts"]
+    counts: list[float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _loads_valid(self) -> "CountsRouting":
+        for position, count in enumerate(self.counts):
+            if not (count >= 0 and count < float("inf")):
+                raise FieldIssue(("counts", position), f"a token count must be a finite number >= 0, got {count}")
+        if sum(self.counts) <= 0:
+            raise FieldIssue(("counts",), "the counts sum to zero")
+        return self
+
+
+Routing = Annotated[Union[UniformRouting, ZipfRouting, GroupedRouting, CountsRouting], Field(discriminator="kind")]
+
+
+class TokenMoEArchitecture(StrictModel):
+    """Baseline: full-width attention, then a router sends each token to top_k expert FFNs."""
+
+    kind: Literal["token_moe"]
+    label: str | None = None
+    num_experts: int = Field(ge=1, le=MAX_EXPERTS)
+    top_k: int = Field(default=2, ge=1, le=MAX_EXPERTS)
+    capacity_factor: float = Field(default=1.25, gt=0, description="expert capacity = capacity_factor * top_k * tokens / num_experts")
+    routing: Routing = Field(default=UniformRouting(kind="uniform"), description="how tokens choose experts")
+    overlap_degree: int = Field(
+        default=1, ge=1, le=64,
+        description="chunks of dispatch -> expert FFN -> combine overlapped on the compute and communication streams "
+        "(Tutel's a2a_ffn_overlap_degree); 1 is no overlap",
+    )
+
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> "TokenMoEArchitecture":
+        if self.top_k > self.num_experts:
+            raise FieldIssue(("top_k",), f"top_k ({self.top_k}) exceeds num_experts ({self.num_experts})")
+        routing = self.routing
+        if isinstance(routing, CountsRouting) and len(routing.counts) != self.num_experts:
+            raise FieldIssue(("routing", "counts"), f"{len(routing.counts)} counts for {self.num_experts} experts")
+        if isinstance(routing, GroupedRouting):
+            groups = routing.groups
+            if groups is not None and self.num_experts % groups:
+                raise FieldIssue(("routing", "groups"), f"{groups} groups do not split {self.num_experts} experts evenly")
+            if groups is not None and routing.top_groups > groups:
+                raise FieldIssue(("routing", "top_groups"), f"top_groups ({routing.top_groups}) exceeds groups ({groups})")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.label or self.kind
+
+
+class PreExpertBlock(StrictModel):
+    """The full-width transformer layer before the experts, which shortens the sequence N -> N/r."""
+
+    enabled: bool = True
+    sequence_reduction: int = Field(default=1, ge=1, le=MAX_TOKENS, description="r: the experts see N' = N / r tokens")
+
+
+class SectionalMoEArchitecture(StrictModel):
+    """The paper's layer: each token's embedding is cut into E sections, one per expert."""
+
+    kind: Literal["sectional_moe"]
+    label: str | None = None
+    experts: list[int] | Literal["all_feasible"] = Field(
+        default="all_feasible", description="expert counts E to simulate, or every feasible E"
+    )
+    pre_expert: PreExpertBlock = PreExpertBlock()
+    section_ffn: bool = Field(default=False, description="each expert has an FFN on its section")
+    mixing: bool = Field(default=False, description="a full-width projection after the gather mixes sections")
+    min_section_width: int = Field(default=64, ge=1, le=MAX_WIDTH, description="smallest allowed d / E")
+    sweep_mode: Literal["fixed_cluster", "expert_per_gpu"] = "fixed_cluster"
+    coalesce_messages: bool = Field(
+        default=True, description="E > G: sections bound for one GPU travel as one message (all-to-all-v style)"
+    )
+    grouped_kernels: bool = Field(
+        default=True, description="E > G: a GPU's local experts run as one grouped kernel per op, not one per expert"
+    )
+
+    @model_validator(mode="after")
+    def _experts_listed_once(self) -> "SectionalMoEArchitecture":
+        if isinstance(self.experts, list):
+            if not self.experts:
+                raise FieldIssue(("experts",), "experts must list at least one expert count, or be 'all_feasible'")
+            for position, count in enumerate(self.experts):
+                if not 1 <= count <= MAX_EXPERTS:
+                    raise FieldIssue(("experts", position), f"expert counts must be between 1 and {MAX_EXPERTS}")
+            if len(set(self.experts)) != len(self.experts):
+                raise FieldIssue(("experts",), "expert counts must not repeat")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.label or self.kind
+
+
+Architecture = Annotated[
+    Union[DenseArchitecture, TokenMoEArchitecture, SectionalMoEArchitecture], Field(discriminator="kind")
+]
+
+
+class Workload(StrictModel):
+    """One layer and the architectures to simulate on it."""
+
+    layer: Layer
+    architectures: list[Architecture] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> "Workload":
+        names = [arch.name for arch in self.architectures]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise FieldIssue(("architectures",), f"architecture entries need distinct labels; repeated: {', '.join(duplicates)}")
+        return self
