@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from secmoe_sim.plan.costs import KernelTimer
 from secmoe_sim.engine import SimulationRun, run_plan
-from secmoe_sim.plan.steps import LayerPlan
+from secmoe_sim.plan.costs import KernelTimer
 from secmoe_sim.plan.dense import dense_plan
 from secmoe_sim.plan.sectional import sectional_plan
+from secmoe_sim.plan.steps import LayerPlan
 from secmoe_sim.plan.token_moe import token_moe_plan
 from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.spec.workload import DenseArchitecture, SectionalMoEArchitecture, TokenMoEArchitecture
@@ -144,7 +144,7 @@ def summarize(run: SimulationRun, scenario: Scenario) -> dict:
         "params": plan.params,
         "flops": plan.flops,
         "flops_per_token": plan.flops_per_token,
-        "messages": int(len(transfers)),
+        "messages": len(transfers),
         "bytes_sent": float(transfers["bytes"].sum()),
         "dropped_tokens": plan.dropped_tokens,
         "num_events": run.num_events,

@@ -20,10 +20,17 @@ REPEATS = 25
 def known_gpu() -> GPU:
     """The model the synthetic traces are generated from."""
     return GPU(
-        name="synthetic", peak_flops={"fp32": PEAK}, memory_bandwidth=BANDWIDTH, memory_capacity=1e10,
-        kernel_launch_overhead=LAUNCH_S, compute_efficiency=0.9,
-        efficiency_table=(EfficiencyPoint(flops=1e5, efficiency=0.1), EfficiencyPoint(flops=1e7, efficiency=0.5),
-                          EfficiencyPoint(flops=1e9, efficiency=0.9)),
+        name="synthetic",
+        peak_flops={"fp32": PEAK},
+        memory_bandwidth=BANDWIDTH,
+        memory_capacity=1e10,
+        kernel_launch_overhead=LAUNCH_S,
+        compute_efficiency=0.9,
+        efficiency_table=(
+            EfficiencyPoint(flops=1e5, efficiency=0.1),
+            EfficiencyPoint(flops=1e7, efficiency=0.5),
+            EfficiencyPoint(flops=1e9, efficiency=0.9),
+        ),
         attention_efficiency_table=(EfficiencyPoint(flops=1e5, efficiency=0.05), EfficiencyPoint(flops=1e9, efficiency=0.6)),
     )
 
@@ -56,10 +63,29 @@ def synthetic_trace(noise: float = 0.01, seed: int = 0) -> Trace:
                 rows.append(timed("sdpa", "attention", batch=instances, heads=1, tokens=tokens, head_dim=head_dim, causal=0))
     for elements in (2**12, 2**16, 2**20, 2**24):
         rows.append(timed("copy", "memory", bytes=2 * 4 * elements))
-    rows.append(make_row("tiny_add", "launch", "fp32", "cpu", _stats(LOOP_OPS * LAUNCH_S, rng, noise), "synthetic", count=LOOP_OPS))
+    rows.append(
+        make_row("tiny_add", "launch", "fp32", "cpu", _stats(LOOP_OPS * LAUNCH_S, rng, noise), "synthetic", count=LOOP_OPS)
+    )
     for size in (16, 1024, 65536, 2**22, 2**24):
-        rows.append(make_row("all_to_all", "comm", "fp32", "cpu", _stats(ALPHA_S + size / BETA, rng, noise), "synthetic",
-                             path="gloo:loopback", bytes=size, world_size=2))
-    metadata = {"device": "cpu", "device_name": "synthetic", "device_memory_bytes": 1e10, "comm_world_size": 2,
-                "source": "synthetic", "created_at": "2026-01-01T00:00:00+00:00"}
+        rows.append(
+            make_row(
+                "all_to_all",
+                "comm",
+                "fp32",
+                "cpu",
+                _stats(ALPHA_S + size / BETA, rng, noise),
+                "synthetic",
+                path="gloo:loopback",
+                bytes=size,
+                world_size=2,
+            )
+        )
+    metadata = {
+        "device": "cpu",
+        "device_name": "synthetic",
+        "device_memory_bytes": 1e10,
+        "comm_world_size": 2,
+        "source": "synthetic",
+        "created_at": "2026-01-01T00:00:00+00:00",
+    }
     return Trace(rows=frame(rows), metadata=metadata)

@@ -35,13 +35,26 @@ def make_cluster(
 
 def make_pcie(peer_to_peer=True, link=2e9, bridge=1e9, latency=1e-6, gpus_per_switch=2) -> PCIeFabric:
     return PCIeFabric(
-        kind="pcie", link_bandwidth_per_direction=link, host_bridge_bandwidth_per_direction=bridge,
-        latency=latency, peer_to_peer=peer_to_peer, gpus_per_switch=gpus_per_switch,
+        kind="pcie",
+        link_bandwidth_per_direction=link,
+        host_bridge_bandwidth_per_direction=bridge,
+        latency=latency,
+        peer_to_peer=peer_to_peer,
+        gpus_per_switch=gpus_per_switch,
     )
 
 
 def make_layer(**overrides) -> Layer:
-    fields = dict(d_model=128, seq_len=64, batch=2, heads=2, dtype="fp32", ffn=False, causal=False, attention="flash")
+    fields = {
+        "d_model": 128,
+        "seq_len": 64,
+        "batch": 2,
+        "heads": 2,
+        "dtype": "fp32",
+        "ffn": False,
+        "causal": False,
+        "attention": "flash",
+    }
     fields.update(overrides)
     return Layer(**fields)
 

@@ -19,24 +19,48 @@ def synthetic_scenario(fabric: dict, mode: str = "expert_per_gpu") -> Scenario:
     The capacity-1 port network (a port holds one whole message, overhead and latency included)
     makes the overhead's shape exact by construction.
     """
-    return Scenario.model_validate({
-        "schema_version": 1, "name": "synthetic", "seed": 0, "network": {"model": "ports"},
-        "hardware": {
-            "gpu": {"name": "ideal", "peak_flops": {"fp32": "1 TFLOP/s"}, "memory_bandwidth": "1e30 B/s",
-                    "memory_capacity": "1 TB", "kernel_launch_overhead": 0},
-            "nodes": 1, "gpus_per_node": 16, "intra_node": fabric, "message_overhead": "19 us",
-        },
-        "workload": {
-            "layer": {"d_model": 256, "seq_len": 256, "batch": 16, "heads": 4, "dtype": "fp32", "ffn": False},
-            "architectures": [{"kind": "sectional_moe", "min_section_width": 16, "sweep_mode": mode,
-                               "pre_expert": {"enabled": False}, "section_ffn": True}],
-        },
-    })
+    return Scenario.model_validate(
+        {
+            "schema_version": 1,
+            "name": "synthetic",
+            "seed": 0,
+            "network": {"model": "ports"},
+            "hardware": {
+                "gpu": {
+                    "name": "ideal",
+                    "peak_flops": {"fp32": "1 TFLOP/s"},
+                    "memory_bandwidth": "1e30 B/s",
+                    "memory_capacity": "1 TB",
+                    "kernel_launch_overhead": 0,
+                },
+                "nodes": 1,
+                "gpus_per_node": 16,
+                "intra_node": fabric,
+                "message_overhead": "19 us",
+            },
+            "workload": {
+                "layer": {"d_model": 256, "seq_len": 256, "batch": 16, "heads": 4, "dtype": "fp32", "ffn": False},
+                "architectures": [
+                    {
+                        "kind": "sectional_moe",
+                        "min_section_width": 16,
+                        "sweep_mode": mode,
+                        "pre_expert": {"enabled": False},
+                        "section_ffn": True,
+                    }
+                ],
+            },
+        }
+    )
 
 
 SERIALISED = {  # every pair crosses one host bridge, held by one message at a time
-    "kind": "pcie", "link_bandwidth_per_direction": "1e30 B/s", "host_bridge_bandwidth_per_direction": "1e30 B/s",
-    "latency": "1 us", "peer_to_peer": True, "gpus_per_switch": 1,
+    "kind": "pcie",
+    "link_bandwidth_per_direction": "1e30 B/s",
+    "host_bridge_bandwidth_per_direction": "1e30 B/s",
+    "latency": "1 us",
+    "peer_to_peer": True,
+    "gpus_per_switch": 1,
 }
 SWITCHED = {"kind": "nvswitch", "bandwidth_per_direction": "1e30 B/s", "latency": "1 us"}
 
@@ -89,8 +113,18 @@ def test_record_is_json_ready():
     measurements, _ = measure_alpha(synthetic_scenario(SERIALISED), sweep_modes=("fixed_cluster",))
     for m in measurements:
         record = json.loads(json.dumps(m.record(), allow_nan=False))
-        for key in ("sweep_mode", "view", "alpha_s", "alpha_flop_equiv", "best_form", "r2", "e_opt_analytical",
-                    "e_opt_feasible", "e_opt_simulated", "regret"):
+        for key in (
+            "sweep_mode",
+            "view",
+            "alpha_s",
+            "alpha_flop_equiv",
+            "best_form",
+            "r2",
+            "e_opt_analytical",
+            "e_opt_feasible",
+            "e_opt_simulated",
+            "regret",
+        ):
             assert key in record
 
 

@@ -2,16 +2,22 @@
 
 import numpy as np
 import pytest
+from conftest import make_cluster, make_gpu, make_layer
 
 from secmoe_sim.analysis.analytical import (
-    PER_DEVICE_VIEW, TOTAL_VIEW, CostModel, Overhead, alpha_flop_equivalent, cost_model, hardware_alpha_s,
-    nearest_feasible, sectional_terms,
+    PER_DEVICE_VIEW,
+    TOTAL_VIEW,
+    CostModel,
+    Overhead,
+    alpha_flop_equivalent,
+    cost_model,
+    hardware_alpha_s,
+    nearest_feasible,
+    sectional_terms,
 )
 from secmoe_sim.engine import run_plan
 from secmoe_sim.plan.sectional import sectional_plan
 from secmoe_sim.spec.workload import PreExpertBlock, SectionalMoEArchitecture
-
-from conftest import make_cluster, make_gpu, make_layer
 
 
 @pytest.mark.parametrize("k_s, alpha_s", [(1.0, 1e-3), (0.05, 2e-6), (3.0, 0.4)])
@@ -56,8 +62,13 @@ COMPUTE_BOUND_GPU = make_gpu(peak=1e13, memory_bandwidth=1e20, launch=0.0)
 
 def _arch(mode, **extra):
     return SectionalMoEArchitecture(
-        kind="sectional_moe", sweep_mode=mode, min_section_width=16,
-        pre_expert=PreExpertBlock(enabled=True, sequence_reduction=2), section_ffn=True, mixing=True, **extra,
+        kind="sectional_moe",
+        sweep_mode=mode,
+        min_section_width=16,
+        pre_expert=PreExpertBlock(enabled=True, sequence_reduction=2),
+        section_ffn=True,
+        mixing=True,
+        **extra,
     )
 
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from calibration_fixtures import ALPHA_S, BANDWIDTH, BETA, LAUNCH_S, known_gpu, synthetic_trace
+
 from secmoe_sim.calibrate import CalibrationError
 from secmoe_sim.calibrate.fit import fit_trace, split_heldout
 from secmoe_sim.calibrate.hardware_file import write_hardware
@@ -18,7 +18,9 @@ def test_fit_recovers_known_parameters():
     assert gpu.kernel_launch_overhead == pytest.approx(LAUNCH_S, rel=0.03)
     assert gpu.memory_bandwidth == pytest.approx(BANDWIDTH, rel=0.03)
     for flops in (1e5, 1e6, 1e7, 1e8, 1e9):  # achieved GEMM and attention rates, not peak and efficiency apart
-        assert gpu.peak_for("fp32") * gpu.efficiency(flops) == pytest.approx(truth.peak_for("fp32") * truth.efficiency(flops), rel=0.05)
+        assert gpu.peak_for("fp32") * gpu.efficiency(flops) == pytest.approx(
+            truth.peak_for("fp32") * truth.efficiency(flops), rel=0.05
+        )
     for flops in (1e6, 1e7, 5e8):  # inside the measured attention range (5e5 to 3e10 FLOPs)
         fitted = gpu.peak_for("fp32") * gpu.efficiency(flops, "attention")
         assert fitted == pytest.approx(truth.peak_for("fp32") * truth.efficiency(flops, "attention"), rel=0.05)
@@ -55,7 +57,8 @@ def test_hardware_file_reads_back_and_is_includable(tmp_path):
     scenario_path = tmp_path / "scenario.yaml"
     scenario_path.write_text(
         "schema_version: 1\nname: uses-fit\nhardware: hw.yaml\nworkload:\n  layer: {d_model: 64, seq_len: 32, batch: 1, heads: 2, dtype: fp32}\n"
-        "  architectures:\n    - {kind: sectional_moe, experts: [1, 2], min_section_width: 16, pre_expert: {enabled: false}}\n")
+        "  architectures:\n    - {kind: sectional_moe, experts: [1, 2], min_section_width: 16, pre_expert: {enabled: false}}\n"
+    )
     assert load_scenario(scenario_path).hardware == result.cluster
 
 

@@ -48,19 +48,43 @@ def test_cpu_profile_becomes_trace_rows(cpu_profile):
 
 
 def _event(name, cat, ts, dur, external, **args):
-    return {"ph": "X", "cat": cat, "name": name, "pid": 1, "tid": 1, "ts": ts, "dur": dur, "args": {"External id": external, **args}}
+    return {
+        "ph": "X",
+        "cat": cat,
+        "name": name,
+        "pid": 1,
+        "tid": 1,
+        "ts": ts,
+        "dur": dur,
+        "args": {"External id": external, **args},
+    }
 
 
 def test_gpu_profile_times_ops_by_their_kernels(tmp_path):
     bf16 = "c10::BFloat16"
     events = [
         _event("aten::linear", "cpu_op", 0, 50, 1, **{"Input Dims": [[64, 128], [32, 128], [32]], "Input type": [bf16] * 3}),
-        _event("aten::addmm", "cpu_op", 5, 40, 2, **{"Input Dims": [[32], [64, 128], [128, 32], [], []],
-                                                      "Input type": [bf16, bf16, bf16, "Scalar", "Scalar"]}),
+        _event(
+            "aten::addmm",
+            "cpu_op",
+            5,
+            40,
+            2,
+            **{"Input Dims": [[32], [64, 128], [128, 32], [], []], "Input type": [bf16, bf16, bf16, "Scalar", "Scalar"]},
+        ),
         _event("cudaLaunchKernel", "cuda_runtime", 10, 6, 2, correlation=100),
-        _event("aten::_scaled_dot_product_flash_attention", "cpu_op", 60, 40, 3,
-               **{"Input Dims": [[2, 4, 128, 64]] * 3 + [[], [], [], []], "Input type": [bf16] * 3 + ["Scalar"] * 4,
-                  "Concrete Inputs": ["", "", "", "0.", "False", "False", ""]}),
+        _event(
+            "aten::_scaled_dot_product_flash_attention",
+            "cpu_op",
+            60,
+            40,
+            3,
+            **{
+                "Input Dims": [[2, 4, 128, 64]] * 3 + [[], [], [], []],
+                "Input type": [bf16] * 3 + ["Scalar"] * 4,
+                "Concrete Inputs": ["", "", "", "0.", "False", "False", ""],
+            },
+        ),
         _event("aten::_flash_attention_forward", "cpu_op", 65, 30, 4),
         _event("cudaLaunchKernel", "cuda_runtime", 70, 4, 4, correlation=101),
         _event("sm90_gemm_bf16", "kernel", 100, 20, 2, correlation=100),
@@ -75,7 +99,9 @@ def test_gpu_profile_times_ops_by_their_kernels(tmp_path):
     assert rows.loc["addmm", "median_s"] == pytest.approx(20e-6) and rows.loc["addmm", "dtype"] == "bf16"
     assert rows.loc["_scaled_dot_product_flash_attention", "median_s"] == pytest.approx(30e-6)
     assert rows.loc["_scaled_dot_product_flash_attention", "causal"] == 0
-    assert rows.loc["cudaLaunchKernel", "primitive"] == "launch" and rows.loc["cudaLaunchKernel", "median_s"] == pytest.approx(5e-6)
+    assert rows.loc["cudaLaunchKernel", "primitive"] == "launch" and rows.loc["cudaLaunchKernel", "median_s"] == pytest.approx(
+        5e-6
+    )
     assert trace.metadata["kernels_unattributed"] == 1
 
 
@@ -85,8 +111,10 @@ def test_import_profile_command(cpu_profile, tmp_path, capsys):
     assert out.is_file() and "imported" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("content, message", [("{", "not a JSON Chrome trace"), ("[]", "no traceEvents"),
-                                              ('{"traceEvents": []}', "record_shapes=True")])
+@pytest.mark.parametrize(
+    "content, message",
+    [("{", "not a JSON Chrome trace"), ("[]", "no traceEvents"), ('{"traceEvents": []}', "record_shapes=True")],
+)
 def test_bad_profiles_are_one_line_errors(tmp_path, capsys, content, message):
     path = tmp_path / "p.json"
     path.write_text(content)

@@ -5,16 +5,15 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from calibration_fixtures import LAUNCH_S, synthetic_trace
+from conftest import make_gpu
+
 from secmoe_sim.calibrate import CalibrationError
 from secmoe_sim.calibrate.replay import ReplayTimer, census
 from secmoe_sim.calibrate.trace import Trace, frame, make_row, row_kernel, sample_statistics, write_trace
 from secmoe_sim.cli import main
 from secmoe_sim.plan.costs import Kernel, RooflineTimer
 from secmoe_sim.simulation import layer_plans
-
-from conftest import make_gpu
 
 
 def _timer(trace: Trace) -> ReplayTimer:
@@ -24,8 +23,16 @@ def _timer(trace: Trace) -> ReplayTimer:
 def _gemm(m, k, n, count=1, launches=1, backward=False) -> Kernel:
     row = make_row("mm", "gemm", "fp32", "cpu", {}, "test", m=m * launches, k=k, n=n, count=count)
     kernel = row_kernel(row)
-    return Kernel(kernel.name, "projection", kernel.flops, kernel.traffic_bytes, launches=launches, primitive="gemm",
-                  shape=kernel.shape, is_backward=backward)
+    return Kernel(
+        kernel.name,
+        "projection",
+        kernel.flops,
+        kernel.traffic_bytes,
+        launches=launches,
+        primitive="gemm",
+        shape=kernel.shape,
+        is_backward=backward,
+    )
 
 
 def test_measured_shapes_replay_exactly():
@@ -53,8 +60,10 @@ def test_interpolation_between_measured_rows_is_monotone_and_bounded():
 
 
 def test_interpolation_is_monotone_even_when_measurements_are_not():
-    rows = [make_row("mm", "gemm", "fp32", "cpu", sample_statistics(np.full(20, t)), "test", m=m, k=16, n=16, count=1)
-            for m, t in ((64, 10e-6), (128, 8e-6), (256, 30e-6))]  # a noisy dip at m = 128
+    rows = [
+        make_row("mm", "gemm", "fp32", "cpu", sample_statistics(np.full(20, t)), "test", m=m, k=16, n=16, count=1)
+        for m, t in ((64, 10e-6), (128, 8e-6), (256, 30e-6))
+    ]  # a noisy dip at m = 128
     timer = _timer(Trace(rows=frame(rows)))
     times = [timer.lookup(_gemm(m, 16, 16)).time_s for m in (70, 100, 120, 140, 200)]
     assert np.all(np.diff(times) >= 0)
@@ -132,7 +141,9 @@ def test_census_counts_every_kernel(tmp_path):
     scenario = load_scenario(path)
     trace = synthetic_trace()
     report = census(layer_plans(scenario, 0), ReplayTimer.for_scenario(trace, scenario), tmp_path / "t.csv")
-    kernels = [sum(1 for program in plan.programs for step in program if isinstance(step, Kernel)) for plan in layer_plans(scenario, 0)]
+    kernels = [
+        sum(1 for program in plan.programs for step in program if isinstance(step, Kernel)) for plan in layer_plans(scenario, 0)
+    ]
     assert report.counts.filter(like="replay_").sum(axis=1).tolist() == kernels
 
 

@@ -9,18 +9,26 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from secmoe_sim.calibrate import CalibrationError  # noqa: E402
-from secmoe_sim.calibrate.comm_bench import COLLECTIVES  # noqa: E402
-from secmoe_sim.calibrate.microbench import Grid, attention_shapes, gemm_shapes, measure  # noqa: E402
-from secmoe_sim.calibrate.timing import MIN_REPEATS, CudaDevice, interleaved_time_s, make_device, stable_time_s  # noqa: E402
-from secmoe_sim.calibrate.trace import read_trace, write_trace  # noqa: E402
-from secmoe_sim.cli import main  # noqa: E402
-from secmoe_sim.spec.loading import load_scenario  # noqa: E402
-from secmoe_sim.spec.units import SECOND_FACTORS  # noqa: E402
+from secmoe_sim.calibrate import CalibrationError
+from secmoe_sim.calibrate.comm_bench import COLLECTIVES
+from secmoe_sim.calibrate.microbench import Grid, attention_shapes, gemm_shapes, measure
+from secmoe_sim.calibrate.timing import MIN_REPEATS, CudaDevice, interleaved_time_s, make_device, stable_time_s
+from secmoe_sim.calibrate.trace import read_trace, write_trace
+from secmoe_sim.cli import main
+from secmoe_sim.spec.loading import load_scenario
+from secmoe_sim.spec.units import SECOND_FACTORS
 
-TINY = Grid(name="tiny", gemm_shapes=gemm_shapes((16, 32, 64), (16, 32), 1e9),
-            attention_shapes=attention_shapes((16, 32), (16, 32), (1, 2), 1e9), memory_elements=(2**10, 2**14),
-            tiny_loop_ops=10, section_loop_lengths=(1, 4), comm_bytes=(64, 65536), warmup=1, repeats=MIN_REPEATS)
+TINY = Grid(
+    name="tiny",
+    gemm_shapes=gemm_shapes((16, 32, 64), (16, 32), 1e9),
+    attention_shapes=attention_shapes((16, 32), (16, 32), (1, 2), 1e9),
+    memory_elements=(2**10, 2**14),
+    tiny_loop_ops=10,
+    section_loop_lengths=(1, 4),
+    comm_bytes=(64, 65536),
+    warmup=1,
+    repeats=MIN_REPEATS,
+)
 
 CHECK_SCENARIO = """schema_version: 1
 name: tiny-check
@@ -71,8 +79,24 @@ def test_check_real_on_a_tiny_layer(tiny_trace, tmp_path, capsys):
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text(CHECK_SCENARIO)
     out = tmp_path / "check"
-    assert main(["check-real", "--device", "cpu", "--trace", str(tiny_trace), "--scenario", str(scenario),
-                 "--out", str(out), "--repeats", "20"]) == 0
+    assert (
+        main(
+            [
+                "check-real",
+                "--device",
+                "cpu",
+                "--trace",
+                str(tiny_trace),
+                "--scenario",
+                str(scenario),
+                "--out",
+                str(out),
+                "--repeats",
+                "20",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out / "check_real.csv")
     assert list(table.columns[:5]) == ["E", "mode", "measured_s", "predicted_s", "rel_error"]
     assert len(table) == 2 * (3 + 2) and set(table["mode"]) == {"fitted", "replay"}
@@ -100,13 +124,28 @@ class _StandInEvent:
 def test_cuda_timing_path_with_stand_in_events(monkeypatch):
     monkeypatch.setattr(torch.cuda, "Event", _StandInEvent)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
-    device = CudaDevice(kind="cuda", torch_device=torch.device("cpu"), name="stand-in", memory_bytes=1e9,
-                        default_dtypes=("fp32",), comm_backend="nccl")
+    device = CudaDevice(
+        kind="cuda",
+        torch_device=torch.device("cpu"),
+        name="stand-in",
+        memory_bytes=1e9,
+        default_dtypes=("fp32",),
+        comm_backend="nccl",
+    )
     a = torch.randn(64, 64)
     samples = device.time_s(lambda: a @ a, a.normal_, 1, MIN_REPEATS)
     assert len(samples) == MIN_REPEATS and (samples > 0).all()
-    small = Grid(name="stand-in", gemm_shapes=((16, 16, 16),), attention_shapes=((1, 1, 16, 16, 0),), memory_elements=(1024,),
-                 tiny_loop_ops=5, section_loop_lengths=(2,), comm_bytes=(), warmup=1, repeats=MIN_REPEATS)
+    small = Grid(
+        name="stand-in",
+        gemm_shapes=((16, 16, 16),),
+        attention_shapes=((1, 1, 16, 16, 0),),
+        memory_elements=(1024,),
+        tiny_loop_ops=5,
+        section_loop_lengths=(2,),
+        comm_bytes=(),
+        warmup=1,
+        repeats=MIN_REPEATS,
+    )
     trace = measure(device, small, ("fp32",), 1)
     assert set(trace.rows["device"]) == {"cuda"} and (trace.rows["median_s"] > 0).all()
     with pytest.raises(CalibrationError, match="at least 20 repeats"):

@@ -2,8 +2,8 @@
 
 import pandas as pd
 import pytest
-
 from calibration_fixtures import synthetic_trace
+
 from secmoe_sim.calibrate.trace import COLUMNS, FORMAT_VERSION, TraceError, read_trace, row_kernel, write_trace
 from secmoe_sim.plan.costs import qkv_projection
 
@@ -34,11 +34,14 @@ def test_row_kernel_matches_the_cost_model():
     assert kernel.primitive == "gemm" and kernel.dims()["m"] == row["m"]
 
 
-@pytest.mark.parametrize("content, message", [
-    ("not a trace\n", "not a secmoe-sim trace"),
-    ("# secmoe-sim calibration trace\n# format_version: 99\nop\n", "format_version 99"),
-    ("# secmoe-sim calibration trace\n# format_version: 1\nop,primitive\nmm,gemm\n", "lacks columns"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("not a trace\n", "not a secmoe-sim trace"),
+        ("# secmoe-sim calibration trace\n# format_version: 99\nop\n", "format_version 99"),
+        ("# secmoe-sim calibration trace\n# format_version: 1\nop,primitive\nmm,gemm\n", "lacks columns"),
+    ],
+)
 def test_bad_trace_is_one_line_error(tmp_path, content, message):
     path = tmp_path / "bad.csv"
     path.write_text(content)

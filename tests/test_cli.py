@@ -16,8 +16,22 @@ def test_run_writes_all_outputs(tmp_path, capsys):
     assert RUN_OUTPUTS <= {p.name for p in tmp_path.iterdir()}
     assert all((tmp_path / name).stat().st_size > 0 for name in RUN_OUTPUTS)
     summary = pd.read_csv(tmp_path / "summary.csv")
-    required = {"scenario", "architecture", "label", "num_experts", "sweep_mode", "wall_clock_s", "compute_s", "launch_s",
-                "communication_s", "exposed_communication_s", "peak_memory_bytes", "params", "flops", "num_events"}
+    required = {
+        "scenario",
+        "architecture",
+        "label",
+        "num_experts",
+        "sweep_mode",
+        "wall_clock_s",
+        "compute_s",
+        "launch_s",
+        "communication_s",
+        "exposed_communication_s",
+        "peak_memory_bytes",
+        "params",
+        "flops",
+        "num_events",
+    }
     assert required <= set(summary.columns)
     metadata = json.loads((tmp_path / "metadata.json").read_text())
     assert metadata["seed"] == 7 and metadata["scenario"] == "rtx4090-pcie-8" and len(metadata["scenario_sha256"]) == 64
@@ -76,7 +90,7 @@ def test_readme_scenario_example_loads(tmp_path):
     from secmoe_sim.spec.loading import load_scenario
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
-    example = next(block for block in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "schema_version" in block)
+    example = next(block for block in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL) if "schema_version" in block)
     path = tmp_path / "example.yaml"
     path.write_text(example)
     scenario = load_scenario(path)

@@ -1,18 +1,16 @@
 """FLOP, parameter and roofline counts against hand counts."""
 
+import numpy as np
 import pytest
+from conftest import make_cluster, make_gpu, make_layer
 
 from secmoe_sim.plan import costs
 from secmoe_sim.plan.costs import Kernel, kernel_time_s, launch_time_s
-from secmoe_sim.spec.hardware import EfficiencyPoint
 from secmoe_sim.plan.dense import dense_plan
 from secmoe_sim.plan.sectional import sectional_plan
 from secmoe_sim.plan.token_moe import token_moe_plan
+from secmoe_sim.spec.hardware import EfficiencyPoint
 from secmoe_sim.spec.workload import DenseArchitecture, PreExpertBlock, SectionalMoEArchitecture, TokenMoEArchitecture
-
-from conftest import make_cluster, make_gpu, make_layer
-
-import numpy as np
 
 
 def test_attention_block_flops_by_hand():
@@ -99,8 +97,12 @@ def test_token_moe_flops_count_kept_tokens_top_k_times():
 
 
 def test_roofline_time_and_efficiency_table():
-    gpu = make_gpu(peak=1e12, memory_bandwidth=1e9, launch=5e-6,
-                   table=(EfficiencyPoint(flops=1e6, efficiency=0.25), EfficiencyPoint(flops=1e10, efficiency=0.75)))
+    gpu = make_gpu(
+        peak=1e12,
+        memory_bandwidth=1e9,
+        launch=5e-6,
+        table=(EfficiencyPoint(flops=1e6, efficiency=0.25), EfficiencyPoint(flops=1e10, efficiency=0.75)),
+    )
     compute_bound = Kernel("gemm", "projection", flops=1e10, traffic_bytes=1.0)
     assert kernel_time_s(compute_bound, gpu, "fp32") == pytest.approx(1e10 / (0.75 * 1e12))
     middle = Kernel("gemm", "projection", flops=1e8, traffic_bytes=1.0)  # halfway in log(FLOPs)

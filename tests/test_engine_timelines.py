@@ -5,16 +5,15 @@ explicitly; the flow model's hand timelines are in ``test_network_flows.py``.
 """
 
 import pytest
+from conftest import make_cluster, make_gpu, make_layer, make_pcie
 
-from secmoe_sim.plan.costs import Kernel
 from secmoe_sim.engine import run_plan
-from secmoe_sim.spec.hardware import EfficiencyPoint
-from secmoe_sim.plan.steps import AllReduce, AllToAll, LayerPlan, Message
+from secmoe_sim.plan.costs import Kernel
 from secmoe_sim.plan.sectional import sectional_plan
+from secmoe_sim.plan.steps import AllReduce, AllToAll, LayerPlan, Message
+from secmoe_sim.spec.hardware import EfficiencyPoint
 from secmoe_sim.spec.network import NetworkOptions
 from secmoe_sim.spec.workload import PreExpertBlock, SectionalMoEArchitecture
-
-from conftest import make_cluster, make_gpu, make_layer, make_pcie
 
 BANDWIDTH = 1e9
 LATENCY = 1e-6
@@ -24,9 +23,16 @@ PORTS = NetworkOptions(model="ports")
 
 def hand_plan(cluster, programs):
     return LayerPlan(
-        architecture="test", label="test", num_experts=1, sweep_mode="fixed_cluster", cluster=cluster, dtype="fp32",
-        programs=tuple(tuple(p) for p in programs), params=0.0,
-        weight_bytes_per_gpu=tuple(0.0 for _ in programs), tokens=1,
+        architecture="test",
+        label="test",
+        num_experts=1,
+        sweep_mode="fixed_cluster",
+        cluster=cluster,
+        dtype="fp32",
+        programs=tuple(tuple(p) for p in programs),
+        params=0.0,
+        weight_bytes_per_gpu=tuple(0.0 for _ in programs),
+        tokens=1,
     )
 
 
@@ -100,9 +106,18 @@ def test_four_gpu_all_to_all_with_known_sizes():
     messages = tuple(Message(s, d, size[(s, d)]) for (s, d) in size)
     run = run_plan(hand_plan(cluster, [[AllToAll("a2a", "a2a", (0, 1, 2, 3), messages)]] * 4), network=PORTS)
     expected_ms = {
-        (0, 1): (0, 2.003), (1, 2): (0, 1.003), (2, 3): (0, 3.003), (3, 0): (0, 1.003),
-        (0, 2): (2.003, 5.006), (1, 3): (3.003, 5.006), (2, 0): (3.003, 6.006), (3, 1): (2.003, 4.006),
-        (0, 3): (5.006, 6.009), (1, 0): (6.006, 8.009), (2, 1): (6.006, 7.009), (3, 2): (5.006, 8.009),
+        (0, 1): (0, 2.003),
+        (1, 2): (0, 1.003),
+        (2, 3): (0, 3.003),
+        (3, 0): (0, 1.003),
+        (0, 2): (2.003, 5.006),
+        (1, 3): (3.003, 5.006),
+        (2, 0): (3.003, 6.006),
+        (3, 1): (2.003, 4.006),
+        (0, 3): (5.006, 6.009),
+        (1, 0): (6.006, 8.009),
+        (2, 1): (6.006, 7.009),
+        (3, 2): (5.006, 8.009),
     }
     transfers = run.timeline[run.timeline["kind"] == "transfer"].set_index(["src", "dst"])
     assert len(transfers) == 12

@@ -21,10 +21,10 @@ from hypothesis import example, given, note, settings
 from hypothesis import strategies as st
 
 from secmoe_sim.cli import main
-from secmoe_sim.spec.hardware import Cluster
-from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.errors import ScenarioError
+from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.loading import load_cluster, load_scenario, resolve_scenario_path
+from secmoe_sim.spec.scenario import Scenario
 
 DATA = Path(__file__).parent / "data"
 MARKER = "# <- error"
@@ -56,9 +56,7 @@ CASES: dict[str, Case] = {
     "bad_experts_placement.yaml": Case(
         "workload.architectures[0].experts[0]", "E=16 neither divides nor is a multiple of the 12 GPUs"
     ),
-    "bad_section_too_narrow.yaml": Case(
-        "workload.architectures[0].experts[0]", "sections of width 32 < min_section_width=64"
-    ),
+    "bad_section_too_narrow.yaml": Case("workload.architectures[0].experts[0]", "sections of width 32 < min_section_width=64"),
     "bad_not_yaml.yaml": Case("", "not valid YAML", lines=(1, 2)),  # the unclosed '[' or the end of the stream
     "bad_top_level_list.yaml": Case("", "expected a mapping of fields at the top level"),
     # A missing field has no line of its own: the line is that of its parent mapping (marked).
@@ -67,17 +65,13 @@ CASES: dict[str, Case] = {
     "bad_batch_not_divisible.yaml": Case("workload.layer.batch", "batch 10 does not spread evenly over 12 GPUs"),
     # A cross-field check of the entry: names the token_moe entry.
     "bad_top_k.yaml": Case("workload.architectures[1].top_k", "top_k (6) exceeds num_experts (4)"),
-    "bad_missing_hardware_include.yaml": Case(
-        "hardware", "included hardware file 'missing-hardware.yaml' not found"
-    ),
+    "bad_missing_hardware_include.yaml": Case("hardware", "included hardware file 'missing-hardware.yaml' not found"),
     # An error inside an included hardware file names that file, its field path and its line.
     "bad_include_invalid_hardware.yaml": Case(
         "gpu.memory_bandwidth", "bandwidth must be positive", file="hardware_zero_bandwidth.yaml"
     ),
     "bad_network_model.yaml": Case("network.model", "Input should be 'flows' or 'ports'"),
-    "bad_nic_pcie_on_pcie_node.yaml": Case(
-        "hardware.inter_node.gpu_nic_pcie_bandwidth_per_direction", "only for nvswitch nodes"
-    ),
+    "bad_nic_pcie_on_pcie_node.yaml": Case("hardware.inter_node.gpu_nic_pcie_bandwidth_per_direction", "only for nvswitch nodes"),
 }
 
 BAD_FILES = sorted(CASES)
@@ -156,7 +150,7 @@ def test_cli_analyze_bad_scenario_exits_2_with_one_line(name: str, capsys):
 def test_module_entry_point_exits_2_with_one_line():
     path = DATA / "bad_unknown_unit.yaml"
     result = subprocess.run(
-        [sys.executable, "-m", "secmoe_sim", "analyze", str(path)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "secmoe_sim", "analyze", str(path)], capture_output=True, check=False, text=True, timeout=120
     )
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr
@@ -206,7 +200,7 @@ def test_huge_d_model_is_rejected_or_loaded_quickly(tmp_path):
         """
     )
     try:
-        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, check=False, text=True, timeout=20)
     except subprocess.TimeoutExpired:
         result = None
     assert result is not None, "load_scenario with d_model = 2**62 did not finish within 20 s"
@@ -277,9 +271,9 @@ def mutated_scenarios(draw):
     target = data
     for item in path:
         target = target[item]
-    key = draw(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8).filter(
-        lambda k: k not in target
-    ))
+    key = draw(
+        st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8).filter(lambda k: k not in target)
+    )
     value = draw(VALUES)
     target[key] = value
     return f"add {list(path) + [key]} = {value!r}", data

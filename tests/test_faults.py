@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from secmoe_sim.cli import main
-from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.errors import ScenarioError
-from secmoe_sim.spec.loading import load_scenario
 from secmoe_sim.simulation import simulate
+from secmoe_sim.spec.loading import load_scenario
+from secmoe_sim.spec.scenario import Scenario
 
 TINY = Path(__file__).parent / "data" / "tiny_validation.yaml"
 

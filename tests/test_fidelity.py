@@ -4,10 +4,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from secmoe_sim.report.fidelity import write_fidelity
 from secmoe_sim.analysis.fidelity import (
-    FIDELITY_TARGET, FP8_BYTES_PER_TOKEN, deepep_routing, deepep_traffic, fidelity_table, published_cases,
+    FIDELITY_TARGET,
+    FP8_BYTES_PER_TOKEN,
+    deepep_routing,
+    deepep_traffic,
+    fidelity_table,
+    published_cases,
 )
+from secmoe_sim.report.fidelity import write_fidelity
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,10 @@ A difference means the simulated numbers changed: if that was the intent, regene
 
 import pandas as pd
 import pytest
+from regenerate_golden import golden_path
 
 from secmoe_sim import load_scenario, simulate
 from secmoe_sim.spec.loading import shipped_scenario_names
-
-from regenerate_golden import golden_path
 
 
 def test_every_shipped_scenario_has_a_golden_file():

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from conftest import make_pcie
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from secmoe_sim.plan.steps import AllReduce, AllToAll
-from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.simulation import layer_plans, simulate
-
-from conftest import make_pcie
+from secmoe_sim.spec.scenario import Scenario
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -30,29 +29,64 @@ def scenarios(draw) -> Scenario:
         else make_pcie(peer_to_peer=fabric == "pcie-p2p", gpus_per_switch=draw(st.sampled_from([1, 2]))).model_dump()
     )
     layer = {
-        "d_model": d_model, "seq_len": draw(st.sampled_from([16, 32, 64])), "batch": num_gpus * draw(st.integers(1, 2)),
-        "heads": heads, "dtype": "bf16", "ffn": draw(st.booleans()), "causal": draw(st.booleans()),
+        "d_model": d_model,
+        "seq_len": draw(st.sampled_from([16, 32, 64])),
+        "batch": num_gpus * draw(st.integers(1, 2)),
+        "heads": heads,
+        "dtype": "bf16",
+        "ffn": draw(st.booleans()),
+        "causal": draw(st.booleans()),
         "attention": draw(st.sampled_from(["flash", "materialized"])),
         "passes": draw(st.sampled_from(["forward", "forward_backward"])),
     }
     architectures = [
-        {"kind": "sectional_moe", "label": "sectional", "min_section_width": 16,
-         "sweep_mode": draw(st.sampled_from(["fixed_cluster", "expert_per_gpu"])),
-         "pre_expert": {"enabled": draw(st.booleans()), "sequence_reduction": 1},
-         "section_ffn": draw(st.booleans()), "mixing": draw(st.booleans()),
-         "coalesce_messages": draw(st.booleans()), "grouped_kernels": draw(st.booleans())},
-        {"kind": "token_moe", "label": "token", "num_experts": num_gpus * draw(st.sampled_from([1, 2])), "top_k": 1,
-         "capacity_factor": draw(st.sampled_from([0.5, 1.0, 2.0]))},
-        {"kind": "dense", "label": "dense", "tensor_parallel": draw(st.sampled_from([t for t in (1, 2) if num_gpus % t == 0 and heads % t == 0]))},
+        {
+            "kind": "sectional_moe",
+            "label": "sectional",
+            "min_section_width": 16,
+            "sweep_mode": draw(st.sampled_from(["fixed_cluster", "expert_per_gpu"])),
+            "pre_expert": {"enabled": draw(st.booleans()), "sequence_reduction": 1},
+            "section_ffn": draw(st.booleans()),
+            "mixing": draw(st.booleans()),
+            "coalesce_messages": draw(st.booleans()),
+            "grouped_kernels": draw(st.booleans()),
+        },
+        {
+            "kind": "token_moe",
+            "label": "token",
+            "num_experts": num_gpus * draw(st.sampled_from([1, 2])),
+            "top_k": 1,
+            "capacity_factor": draw(st.sampled_from([0.5, 1.0, 2.0])),
+        },
+        {
+            "kind": "dense",
+            "label": "dense",
+            "tensor_parallel": draw(st.sampled_from([t for t in (1, 2) if num_gpus % t == 0 and heads % t == 0])),
+        },
     ]
     hardware = {
-        "gpu": {"name": "g", "peak_flops": {"bf16": "100 TFLOP/s"}, "memory_bandwidth": "1 TB/s",
-                "memory_capacity": "16 GiB", "kernel_launch_overhead": "2 us"},
-        "nodes": nodes, "gpus_per_node": gpus_per_node, "intra_node": intra, "message_overhead": "3 us",
+        "gpu": {
+            "name": "g",
+            "peak_flops": {"bf16": "100 TFLOP/s"},
+            "memory_bandwidth": "1 TB/s",
+            "memory_capacity": "16 GiB",
+            "kernel_launch_overhead": "2 us",
+        },
+        "nodes": nodes,
+        "gpus_per_node": gpus_per_node,
+        "intra_node": intra,
+        "message_overhead": "3 us",
         "inter_node": {"nic_bandwidth_per_direction": "100 Gb/s", "latency": "2 us"},
     }
-    return Scenario.model_validate({"schema_version": 1, "name": "random", "seed": draw(st.integers(0, 2**16)),
-                                    "hardware": hardware, "workload": {"layer": layer, "architectures": architectures}})
+    return Scenario.model_validate(
+        {
+            "schema_version": 1,
+            "name": "random",
+            "seed": draw(st.integers(0, 2**16)),
+            "hardware": hardware,
+            "workload": {"layer": layer, "architectures": architectures},
+        }
+    )
 
 
 def _config_groups(timeline: pd.DataFrame):
@@ -84,7 +118,9 @@ def test_every_message_is_sent_and_received_once(scenario):
                 for i, src in enumerate(ring):
                     dst = ring[(i + 1) % len(ring)]
                     expected[(src, dst)] = expected.get((src, dst), 0.0) + chunk * 2 * (len(ring) - 1)
-        transfers = results.transfers[(results.transfers["entry"] == plan.label) & (results.transfers["num_experts"] == plan.num_experts)]
+        transfers = results.transfers[
+            (results.transfers["entry"] == plan.label) & (results.transfers["num_experts"] == plan.num_experts)
+        ]
         moved = transfers.groupby(["src", "dst"])["bytes"].sum().to_dict()
         assert set(moved) == {k for k, v in expected.items() if v > 0}
         for pair, size in moved.items():
@@ -117,10 +153,17 @@ def test_more_bandwidth_is_never_slower(scenario):
     if fabric.kind == "nvswitch":
         faster_fabric = fabric.model_copy(update={"bandwidth_per_direction": 2 * fabric.bandwidth_per_direction})
     else:
-        faster_fabric = fabric.model_copy(update={
-            "link_bandwidth_per_direction": 2 * fabric.link_bandwidth_per_direction,
-            "host_bridge_bandwidth_per_direction": 2 * fabric.host_bridge_bandwidth_per_direction})
-    nic = hardware.inter_node.model_copy(update={"nic_bandwidth_per_direction": 2 * hardware.inter_node.nic_bandwidth_per_direction})
-    faster = scenario.model_copy(update={"hardware": hardware.model_copy(update={"intra_node": faster_fabric, "inter_node": nic})})
+        faster_fabric = fabric.model_copy(
+            update={
+                "link_bandwidth_per_direction": 2 * fabric.link_bandwidth_per_direction,
+                "host_bridge_bandwidth_per_direction": 2 * fabric.host_bridge_bandwidth_per_direction,
+            }
+        )
+    nic = hardware.inter_node.model_copy(
+        update={"nic_bandwidth_per_direction": 2 * hardware.inter_node.nic_bandwidth_per_direction}
+    )
+    faster = scenario.model_copy(
+        update={"hardware": hardware.model_copy(update={"intra_node": faster_fabric, "inter_node": nic})}
+    )
     slow, fast = simulate(scenario).summary, simulate(faster).summary
     assert (fast["wall_clock_s"].to_numpy() <= slow["wall_clock_s"].to_numpy() * (1 + 1e-12)).all()

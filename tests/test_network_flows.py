@@ -8,16 +8,15 @@ fair rate of the moment, and it arrives ``latency`` after its last byte left. Un
 
 import numpy as np
 import pytest
+from conftest import make_cluster, make_pcie
 
 from secmoe_sim.engine import run_plan
 from secmoe_sim.engine.network.finish_calendar import FinishCalendar
 from secmoe_sim.engine.network.maxmin import max_min_rates
-from secmoe_sim.spec.hardware import InterNodeFabric, PCIeFabric
 from secmoe_sim.plan.steps import AllGather, AllReduce, AllToAll, LayerPlan, Message, ReduceScatter
-from secmoe_sim.spec.network import NetworkOptions
 from secmoe_sim.plan.topology import Topology, one_message_s
-
-from conftest import make_cluster, make_pcie
+from secmoe_sim.spec.hardware import InterNodeFabric, PCIeFabric
+from secmoe_sim.spec.network import NetworkOptions
 
 BANDWIDTH = 1e9
 LATENCY = 1e-6
@@ -27,9 +26,16 @@ INF = np.inf
 
 def hand_plan(cluster, programs):
     return LayerPlan(
-        architecture="test", label="test", num_experts=1, sweep_mode="fixed_cluster", cluster=cluster, dtype="fp32",
-        programs=tuple(tuple(p) for p in programs), params=0.0,
-        weight_bytes_per_gpu=tuple(0.0 for _ in programs), tokens=1,
+        architecture="test",
+        label="test",
+        num_experts=1,
+        sweep_mode="fixed_cluster",
+        cluster=cluster,
+        dtype="fp32",
+        programs=tuple(tuple(p) for p in programs),
+        params=0.0,
+        weight_bytes_per_gpu=tuple(0.0 for _ in programs),
+        tokens=1,
     )
 
 
@@ -167,7 +173,9 @@ def test_pairwise_all_to_all_takes_g_minus_1_rounds():
     gpus = 5
     cluster = make_cluster(gpus_per_node=gpus, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD)
     messages = [(s, d, 1e6) for s in range(gpus) for d in range(gpus) if s != d]
-    run = run_plan(hand_plan(cluster, [[all_to_all(range(gpus), messages)]] * gpus), network=NetworkOptions(all_to_all="pairwise"))
+    run = run_plan(
+        hand_plan(cluster, [[all_to_all(range(gpus), messages)]] * gpus), network=NetworkOptions(all_to_all="pairwise")
+    )
     one = OVERHEAD + 1e6 / BANDWIDTH + LATENCY
     assert max(run.finished_at) == pytest.approx((gpus - 1) * one, rel=1e-12)
     rows = run.timeline[run.timeline["kind"] == "transfer"]
@@ -196,7 +204,7 @@ def test_hierarchical_all_to_all_crosses_nodes_once_per_node_pair():
     for a in range(nodes):
         for b in range(nodes):
             if a != b:
-                block = matrix[a * per_node:(a + 1) * per_node, b * per_node:(b + 1) * per_node].sum()
+                block = matrix[a * per_node : (a + 1) * per_node, b * per_node : (b + 1) * per_node].sum()
                 between = crossing[(crossing["src"] // per_node == a) & (crossing["dst"] // per_node == b)]["bytes"].sum()
                 assert between == pytest.approx(block, rel=1e-12)
     received = rows.groupby("dst")["bytes"].sum().reindex(range(gpus), fill_value=0.0).to_numpy()
@@ -209,7 +217,9 @@ def test_hierarchical_needs_fewer_messages_per_gpu():
     gpus = nodes * per_node
     cluster = make_cluster(gpus_per_node=per_node, nodes=nodes, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD)
     messages = [(s, d, 1e3) for s in range(gpus) for d in range(gpus) if s != d]
-    run = run_plan(hand_plan(cluster, [[all_to_all(range(gpus), messages)]] * gpus), network=NetworkOptions(all_to_all="hierarchical"))
+    run = run_plan(
+        hand_plan(cluster, [[all_to_all(range(gpus), messages)]] * gpus), network=NetworkOptions(all_to_all="hierarchical")
+    )
     rows = run.timeline[run.timeline["kind"] == "transfer"]
     assert rows.groupby("src").size().max() == (per_node - 1) + (nodes - 1)
 
@@ -297,8 +307,16 @@ def test_nvswitch_and_nic_routes():
 
 
 def test_pcie_routes_share_the_host_bridge_and_cross_sockets():
-    fabric = PCIeFabric(kind="pcie", link_bandwidth_per_direction=2e9, host_bridge_bandwidth_per_direction=1e9, latency=1e-6,
-                        peer_to_peer=True, gpus_per_switch=2, sockets=2, inter_socket_bandwidth_per_direction=0.5e9)
+    fabric = PCIeFabric(
+        kind="pcie",
+        link_bandwidth_per_direction=2e9,
+        host_bridge_bandwidth_per_direction=1e9,
+        latency=1e-6,
+        peer_to_peer=True,
+        gpus_per_switch=2,
+        sockets=2,
+        inter_socket_bandwidth_per_direction=0.5e9,
+    )
     topology = Topology(make_cluster(gpus_per_node=8, fabric=fabric))
     assert names(topology, topology.route(0, 1)) == [["g0.pcie.up", "g1.pcie.down"]]
     assert names(topology, topology.route(0, 2)) == [["g0.pcie.up", "n0.s0.bridge.up", "n0.s0.bridge.down", "g2.pcie.down"]]

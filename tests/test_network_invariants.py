@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+from conftest import make_gpu
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secmoe_sim.plan.costs import Kernel
 from secmoe_sim.engine import run_plan
 from secmoe_sim.engine.network.maxmin import max_min_rates
-from secmoe_sim.spec.hardware import Cluster
+from secmoe_sim.plan.costs import Kernel
 from secmoe_sim.plan.steps import AllGather, AllReduce, AllToAll, LayerPlan, ReduceScatter
+from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.network import NetworkOptions
-
-from conftest import make_gpu
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ALGORITHMS = ("direct", "pairwise", "hierarchical")
@@ -28,19 +27,31 @@ def clusters(draw) -> Cluster:
         intra = {"kind": "nvswitch", "bandwidth_per_direction": draw(bandwidth), "latency": draw(st.sampled_from([0.0, 1e-6]))}
     else:
         sockets = draw(st.sampled_from([1, 2])) if per_node % 2 == 0 else 1
-        intra = {"kind": "pcie", "link_bandwidth_per_direction": draw(bandwidth), "host_bridge_bandwidth_per_direction": draw(bandwidth),
-                 "latency": draw(st.sampled_from([0.0, 2e-6])), "peer_to_peer": draw(st.booleans()),
-                 "gpus_per_switch": draw(st.integers(1, 2)), "sockets": sockets,
-                 "inter_socket_bandwidth_per_direction": draw(bandwidth) if sockets == 2 else None}
+        intra = {
+            "kind": "pcie",
+            "link_bandwidth_per_direction": draw(bandwidth),
+            "host_bridge_bandwidth_per_direction": draw(bandwidth),
+            "latency": draw(st.sampled_from([0.0, 2e-6])),
+            "peer_to_peer": draw(st.booleans()),
+            "gpus_per_switch": draw(st.integers(1, 2)),
+            "sockets": sockets,
+            "inter_socket_bandwidth_per_direction": draw(bandwidth) if sockets == 2 else None,
+        }
     inter = None
     if nodes > 1:
         inter = {"nic_bandwidth_per_direction": draw(bandwidth), "latency": draw(st.sampled_from([0.0, 3e-6]))}
         if intra["kind"] == "nvswitch" and draw(st.booleans()):
             inter["gpu_nic_pcie_bandwidth_per_direction"] = draw(bandwidth)
-    return Cluster.model_validate({
-        "gpu": make_gpu(peak=1e12).model_dump(), "nodes": nodes, "gpus_per_node": per_node, "intra_node": intra,
-        "inter_node": inter, "message_overhead": draw(st.sampled_from([0.0, 1e-6, 5e-6])),
-    })
+    return Cluster.model_validate(
+        {
+            "gpu": make_gpu(peak=1e12).model_dump(),
+            "nodes": nodes,
+            "gpus_per_node": per_node,
+            "intra_node": intra,
+            "inter_node": inter,
+            "message_overhead": draw(st.sampled_from([0.0, 1e-6, 5e-6])),
+        }
+    )
 
 
 @st.composite
@@ -57,8 +68,18 @@ def layers(draw) -> LayerPlan:
     ring = draw(st.sampled_from([(), (AllReduce,), (AllGather,), (ReduceScatter,)]))
     tail = tuple(kind("ring", "ring", tuple(range(gpus)), draw(st.sampled_from([1e4, 4e6]))) for kind in ring)
     programs = tuple((exchange, Kernel("work", "ffn", f, 0.0), back) + tail for f in flops)
-    return LayerPlan(architecture="test", label="test", num_experts=1, sweep_mode="fixed_cluster", cluster=cluster,
-                     dtype="fp32", programs=programs, params=0.0, weight_bytes_per_gpu=(0.0,) * gpus, tokens=1)
+    return LayerPlan(
+        architecture="test",
+        label="test",
+        num_experts=1,
+        sweep_mode="fixed_cluster",
+        cluster=cluster,
+        dtype="fp32",
+        programs=programs,
+        params=0.0,
+        weight_bytes_per_gpu=(0.0,) * gpus,
+        tokens=1,
+    )
 
 
 def options(draw_algorithm: str, mode: str = "exact", tolerance: float = 0.05) -> NetworkOptions:
@@ -138,8 +159,12 @@ def test_bytes_sent_equal_bytes_received(plan, algorithm):
 def doubled(cluster: Cluster) -> Cluster:
     """Every link bandwidth of ``cluster`` times two."""
     intra = cluster.intra_node
-    fields = ("bandwidth_per_direction", "link_bandwidth_per_direction", "host_bridge_bandwidth_per_direction",
-              "inter_socket_bandwidth_per_direction")
+    fields = (
+        "bandwidth_per_direction",
+        "link_bandwidth_per_direction",
+        "host_bridge_bandwidth_per_direction",
+        "inter_socket_bandwidth_per_direction",
+    )
     intra = intra.model_copy(update={f: 2 * getattr(intra, f) for f in fields if getattr(intra, f, None) is not None})
     update = {"intra_node": intra}
     if cluster.inter_node is not None:

@@ -4,17 +4,18 @@ from pathlib import Path
 
 import pytest
 
-from secmoe_sim.spec.scenario import Scenario
-from secmoe_sim.spec.loading import load_scenario
 from secmoe_sim.simulation import simulate
+from secmoe_sim.spec.loading import load_scenario
+from secmoe_sim.spec.scenario import Scenario
 
 TINY = Path(__file__).parent / "data" / "tiny_validation.yaml"
 
 
 def token_scenario(degree: int, nic: str = "100 Gb/s", passes: str = "forward") -> Scenario:
     data = load_scenario(TINY).model_dump(mode="json")
-    data["workload"]["architectures"] = [{"kind": "token_moe", "label": "token", "num_experts": 8, "top_k": 2,
-                                          "capacity_factor": 4.0, "overlap_degree": degree}]
+    data["workload"]["architectures"] = [
+        {"kind": "token_moe", "label": "token", "num_experts": 8, "top_k": 2, "capacity_factor": 4.0, "overlap_degree": degree}
+    ]
     data["workload"]["layer"]["passes"] = passes
     data["hardware"]["inter_node"]["nic_bandwidth_per_direction"] = nic
     data["hardware"]["message_overhead"] = "0.1 us"

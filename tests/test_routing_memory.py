@@ -4,22 +4,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from secmoe_sim.plan.token_moe import token_moe_plan
-from secmoe_sim.plan.routing import capacity_limited_counts, largest_remainder, route, top_k_counts
-from secmoe_sim.errors import ScenarioError
-from secmoe_sim.spec.loading import load_scenario
-from secmoe_sim.simulation import simulate
-from secmoe_sim.spec.workload import CountsRouting, GroupedRouting, TokenMoEArchitecture, UniformRouting, ZipfRouting
-
 from conftest import make_cluster, make_layer
+
+from secmoe_sim.errors import ScenarioError
+from secmoe_sim.plan.routing import capacity_limited_counts, largest_remainder, route, top_k_counts
+from secmoe_sim.plan.token_moe import token_moe_plan
+from secmoe_sim.simulation import simulate
+from secmoe_sim.spec.loading import load_scenario
+from secmoe_sim.spec.workload import CountsRouting, GroupedRouting, TokenMoEArchitecture, UniformRouting, ZipfRouting
 
 TINY = Path(__file__).parent / "data" / "tiny_validation.yaml"
 
 
-@pytest.mark.parametrize("routing", [
-    UniformRouting(kind="uniform"), ZipfRouting(kind="zipf", exponent=1.2), GroupedRouting(kind="grouped", top_groups=2),
-])
+@pytest.mark.parametrize(
+    "routing",
+    [
+        UniformRouting(kind="uniform"),
+        ZipfRouting(kind="zipf", exponent=1.2),
+        GroupedRouting(kind="grouped", top_groups=2),
+    ],
+)
 def test_token_counts_sum_to_tokens_times_top_k(routing):
     routed = route(routing, [1000, 3000, 0, 17], num_experts=16, top_k=4, groups=4, rng=np.random.default_rng(5))
     assert list(routed.sum(axis=1)) == [4000, 12000, 0, 68]
@@ -76,15 +80,18 @@ def test_capacity_drops_match_a_hand_count():
 
 def test_dropped_tokens_reach_the_summary():
     layer = make_layer(d_model=64, seq_len=128, batch=4)
-    arch = TokenMoEArchitecture(kind="token_moe", num_experts=4, top_k=1, capacity_factor=0.5,
-                                routing=ZipfRouting(kind="zipf", exponent=2.0))
+    arch = TokenMoEArchitecture(
+        kind="token_moe", num_experts=4, top_k=1, capacity_factor=0.5, routing=ZipfRouting(kind="zipf", exponent=2.0)
+    )
     plan = token_moe_plan(layer, arch, make_cluster(gpus_per_node=4), np.random.default_rng(0))
     assert plan.dropped_tokens >= 4 * 128 // 2  # capacity is half the tokens: at least half are dropped
 
 
 def test_counts_file_is_read_relative_to_the_scenario(tmp_path):
-    text = TINY.read_text().replace("{kind: token_moe, label: token, num_experts: 8, top_k: 2}",
-                                    "{kind: token_moe, label: token, num_experts: 8, top_k: 2, routing: {kind: counts, file: loads.txt}}")
+    text = TINY.read_text().replace(
+        "{kind: token_moe, label: token, num_experts: 8, top_k: 2}",
+        "{kind: token_moe, label: token, num_experts: 8, top_k: 2, routing: {kind: counts, file: loads.txt}}",
+    )
     (tmp_path / "scenario.yaml").write_text(text)
     (tmp_path / "loads.txt").write_text("# measured tokens per expert\n10, 20, 30, 40\n50 60 70 80\n")
     scenario = load_scenario(tmp_path / "scenario.yaml")

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from secmoe_sim.cli import main
-from secmoe_sim.sweep.spec import load_sweep
 from secmoe_sim.sweep.run import ExecutorChoice, run_sweep
+from secmoe_sim.sweep.spec import load_sweep
 from secmoe_sim.sweep.store import RESULTS
 
 DATA = Path(__file__).parent / "data"
@@ -55,18 +55,29 @@ def test_workers_of_another_version_are_refused_before_anything_runs(tmp_path, c
 def test_without_dask_the_dask_options_say_how_to_install_it(tmp_path, option):
     hide_dask = "import sys; sys.modules['distributed'] = None; sys.modules['dask'] = None"  # as if not installed
     run = f"{hide_dask}; from secmoe_sim.cli import main; sys.exit(main(sys.argv[1:]))"
-    completed = subprocess.run([sys.executable, "-c", run, "sweep", str(SMALL), "--out", str(tmp_path / "out"), *option],
-                               capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [sys.executable, "-c", run, "sweep", str(SMALL), "--out", str(tmp_path / "out"), *option],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
-        "secmoe-sim: error: --dask-local/--scheduler: dask is not installed: pip install -e '.[dask]'"]
+        "secmoe-sim: error: --dask-local/--scheduler: dask is not installed: pip install -e '.[dask]'"
+    ]
     assert not (tmp_path / "out").exists()
 
 
 def test_the_core_imports_and_sweeps_without_dask(tmp_path):
     hide_dask = "import sys; sys.modules['distributed'] = None; sys.modules['dask'] = None"
     run = f"{hide_dask}; from secmoe_sim.cli import main; sys.exit(main(sys.argv[1:]))"
-    completed = subprocess.run([sys.executable, "-c", run, "sweep", str(SMALL), "--out", str(tmp_path), "--workers", "2"],
-                               capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [sys.executable, "-c", run, "sweep", str(SMALL), "--out", str(tmp_path), "--workers", "2"],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 0, completed.stderr
     assert "6 computed" in completed.stdout

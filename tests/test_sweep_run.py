@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from secmoe_sim.version import __version__
 from secmoe_sim.cli import main
 from secmoe_sim.simulation import simulate
-from secmoe_sim.sweep.spec import load_sweep
 from secmoe_sim.sweep.run import ExecutorChoice, run_sweep
+from secmoe_sim.sweep.spec import load_sweep
 from secmoe_sim.sweep.store import RESULTS
+from secmoe_sim.version import __version__
 
 DATA = Path(__file__).parent / "data"
 SMALL = DATA / "sweep_small.yaml"
@@ -71,8 +71,11 @@ def test_metadata_says_what_produced_the_results(tmp_path):
     assert metadata["sweep_sha256"] == sweep.content_hash() and len(metadata["sweep_sha256"]) == 64
     assert metadata["base_scenario"] == "rtx4090-pcie-8" and metadata["seed"] == 0 and metadata["created_at"]
     assert metadata["base_scenario_sha256"] == sweep.base.content_hash()
-    assert metadata["axes"][1] == {"path": "hardware.intra_node.link_bandwidth_per_direction",
-                                   "values": ["12 GB/s", 24e9], "resolved": [12e9, 24e9]}
+    assert metadata["axes"][1] == {
+        "path": "hardware.intra_node.link_bandwidth_per_direction",
+        "values": ["12 GB/s", 24e9],
+        "resolved": [12e9, 24e9],
+    }
     assert metadata["grid"] == sweep.grid and metadata["completed"] == 6 and metadata["failed"] == []
 
 
@@ -108,11 +111,14 @@ def test_progress_bar_shows_count_rate_and_eta(tmp_path, capsys):
 
 
 def test_quiet_and_non_terminal_runs_print_no_progress(tmp_path):
-    completed = subprocess.run(sweep_command(SMALL, tmp_path, "--workers", "2"), capture_output=True, text=True,
-                               timeout=WAIT_LIMIT_S)
+    completed = subprocess.run(
+        sweep_command(SMALL, tmp_path, "--workers", "2"), capture_output=True, check=False, text=True, timeout=WAIT_LIMIT_S
+    )
     assert completed.returncode == 0 and completed.stderr == ""
     assert "6 distinct points: 6 computed, 0 already done, 0 failed" in completed.stdout
-    quiet = subprocess.run(sweep_command(SMALL, tmp_path, "--quiet"), capture_output=True, text=True, timeout=WAIT_LIMIT_S)
+    quiet = subprocess.run(
+        sweep_command(SMALL, tmp_path, "--quiet"), capture_output=True, check=False, text=True, timeout=WAIT_LIMIT_S
+    )
     assert quiet.returncode == 0 and quiet.stderr == "" and not quiet.stdout.startswith("sweep ")
 
 
@@ -141,8 +147,9 @@ def test_interrupted_by_sigint_then_sigkill_then_resumed_every_point_exactly_onc
     sweep = load_sweep(INTERRUPTIBLE)
     total = len(sweep.points)
 
-    first = subprocess.Popen(sweep_command(INTERRUPTIBLE, tmp_path, "--workers", "2"), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        sweep_command(INTERRUPTIBLE, tmp_path, "--workers", "2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     wait_for_points(tmp_path, 4, first)
     first.send_signal(signal.SIGINT)
     out, err = first.communicate(timeout=WAIT_LIMIT_S)
@@ -153,8 +160,9 @@ def test_interrupted_by_sigint_then_sigkill_then_resumed_every_point_exactly_onc
     partial = pd.read_parquet(tmp_path / RESULTS)  # what was done is merged at once
     assert set(partial["point_key"]) == set(after_sigint)
 
-    second = subprocess.Popen(sweep_command(INTERRUPTIBLE, tmp_path, "--workers", "2"), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(
+        sweep_command(INTERRUPTIBLE, tmp_path, "--workers", "2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     wait_for_points(tmp_path, len(after_sigint) + 4, second)
     second.send_signal(signal.SIGKILL)
     second.communicate(timeout=WAIT_LIMIT_S)
@@ -162,8 +170,13 @@ def test_interrupted_by_sigint_then_sigkill_then_resumed_every_point_exactly_onc
     assert len(after_sigint) + 4 <= len(after_sigkill) < total
     assert all(after_sigkill[key] == stamp for key, stamp in after_sigint.items())
 
-    resumed = subprocess.run(sweep_command(INTERRUPTIBLE, tmp_path, "--workers", "2"), capture_output=True, text=True,
-                             timeout=WAIT_LIMIT_S)
+    resumed = subprocess.run(
+        sweep_command(INTERRUPTIBLE, tmp_path, "--workers", "2"),
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=WAIT_LIMIT_S,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"{total - len(after_sigkill)} computed, {len(after_sigkill)} already done, 0 failed" in resumed.stdout
     final = point_files(tmp_path)
@@ -179,8 +192,9 @@ def test_interrupted_by_sigint_then_sigkill_then_resumed_every_point_exactly_onc
 
 def test_a_killed_worker_process_is_replaced_and_every_point_completes(tmp_path):
     psutil = pytest.importorskip("psutil")
-    process = subprocess.Popen(sweep_command(INTERRUPTIBLE, tmp_path, "--workers", "2"), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        sweep_command(INTERRUPTIBLE, tmp_path, "--workers", "2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     wait_for_points(tmp_path, 4, process)
     workers = psutil.Process(process.pid).children()
     assert workers
@@ -208,8 +222,21 @@ def test_plot_writes_the_three_figures(tmp_path, capsys):
     names = {"best_experts.png", "speedup_vs_token_moe.png", "analytical_vs_simulated_e_opt.png"}
     assert names <= {p.name for p in out.iterdir()}
     assert all((out / name).stat().st_size > 10_000 for name in names)
-    assert main(["plot", str(out), "--x", "hardware.intra_node.latency", "--y", "workload.layer.seq_len",
-                 "--out", str(tmp_path / "figures")]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                str(out),
+                "--x",
+                "hardware.intra_node.latency",
+                "--y",
+                "workload.layer.seq_len",
+                "--out",
+                str(tmp_path / "figures"),
+            ]
+        )
+        == 0
+    )
     assert names <= {p.name for p in (tmp_path / "figures").iterdir()}
 
 
@@ -218,14 +245,19 @@ def test_plot_holds_further_grid_dimensions_at_a_chosen_value(tmp_path):
     from secmoe_sim.sweep.tables import fix_other_axes, parse_at
 
     path = tmp_path / "three.yaml"
-    path.write_text(SMALL.read_text().replace("axes:\n", "axes:\n  - path: hardware.message_overhead\n"
-                                                          "    values: [\"9 us\", \"10 us\"]\n"))
+    path.write_text(
+        SMALL.read_text().replace("axes:\n", 'axes:\n  - path: hardware.message_overhead\n    values: ["9 us", "10 us"]\n')
+    )
     out = tmp_path / "out"
     assert main(["sweep", str(path), "--out", str(out), "--quiet"]) == 0
     results, metadata = read_results(out)
-    plane, caption = fix_other_axes(results, metadata, "workload.layer.seq_len",
-                                    "hardware.intra_node.link_bandwidth_per_direction",
-                                    parse_at(metadata, ["hardware.message_overhead=10 us"]))
+    plane, caption = fix_other_axes(
+        results,
+        metadata,
+        "workload.layer.seq_len",
+        "hardware.intra_node.link_bandwidth_per_direction",
+        parse_at(metadata, ["hardware.message_overhead=10 us"]),
+    )
     assert caption == "hardware.message_overhead = 10 us" and np.allclose(plane["hardware.message_overhead"], 10e-6)
     assert plane["point_id"].nunique() == 6
     default, caption = fix_other_axes(results, metadata, "workload.layer.seq_len", None, {})
@@ -233,12 +265,17 @@ def test_plot_holds_further_grid_dimensions_at_a_chosen_value(tmp_path):
     assert main(["plot", str(out), "--x", "workload.layer.seq_len", "--at", "hardware.message_overhead=10 us"]) == 0
 
 
-@pytest.mark.parametrize("options, fragment", [
-    (["--x", "workload.layer.batch"], "--x: 'workload.layer.batch' is not an axis of this sweep"),
-    (["--x", "hardware.intra_node.latency", "--y", "hardware.intra_node.link_bandwidth_per_direction"],
-     "are zipped together: a heatmap needs two independent axes"),
-    (["--at", "workload.layer.seq_len=333"], "'333' is not a value of workload.layer.seq_len (values: 512, 1024, 2048)"),
-])
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        (["--x", "workload.layer.batch"], "--x: 'workload.layer.batch' is not an axis of this sweep"),
+        (
+            ["--x", "hardware.intra_node.latency", "--y", "hardware.intra_node.link_bandwidth_per_direction"],
+            "are zipped together: a heatmap needs two independent axes",
+        ),
+        (["--at", "workload.layer.seq_len=333"], "'333' is not a value of workload.layer.seq_len (values: 512, 1024, 2048)"),
+    ],
+)
 def test_plot_options_are_checked(tmp_path, capsys, options, fragment):
     assert main(["sweep", str(SMALL), "--out", str(tmp_path), "--quiet"]) == 0
     capsys.readouterr()

@@ -4,7 +4,15 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from secmoe_sim.spec.units import (
-    Bandwidth, Duration, FlopRate, Size, UnitError, format_bytes, format_duration, parse_quantity, to_microseconds,
+    Bandwidth,
+    Duration,
+    FlopRate,
+    Size,
+    UnitError,
+    format_bytes,
+    format_duration,
+    parse_quantity,
+    to_microseconds,
 )
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from secmoe_sim import load_scenario
-from secmoe_sim.cli import main
 from secmoe_sim.analysis.recommend import hardware_changes
 from secmoe_sim.analysis.validation import run_validation, variants
+from secmoe_sim.cli import main
 from secmoe_sim.report.validation import write_validation
 from secmoe_sim.report.validation_report import write_validation_report
 
@@ -50,7 +50,9 @@ def test_validate_writes_table_and_figures(tmp_path):
     table = pd.read_csv(tmp_path / "validation.csv")
     assert len(table) == 5 * 2 * 2  # cases x sweep modes x views
     assert (table["regret"] >= 0).all()
-    assert {"e_opt_analytical", "e_opt_feasible", "e_opt_best_form", "e_opt_simulated", "best_form", "alpha_s"} <= set(table.columns)
+    assert {"e_opt_analytical", "e_opt_feasible", "e_opt_best_form", "e_opt_simulated", "best_form", "alpha_s"} <= set(
+        table.columns
+    )
     pngs = [p for p in written if p.suffix == ".png"]
     assert len(pngs) == 6 and all(p.stat().st_size > 1000 for p in pngs)
 
@@ -85,8 +87,14 @@ def test_sensitivity_changes_one_quantity_each():
 
 
 def test_alpha_without_sectional_entry_is_a_clean_error(tmp_path, capsys):
-    text = Path(TINY).read_text().replace(
-        "    - {kind: sectional_moe, label: sectional, min_section_width: 32, pre_expert: {enabled: true, sequence_reduction: 2}}\n", "")
+    text = (
+        Path(TINY)
+        .read_text()
+        .replace(
+            "    - {kind: sectional_moe, label: sectional, min_section_width: 32, pre_expert: {enabled: true, sequence_reduction: 2}}\n",
+            "",
+        )
+    )
     path = tmp_path / "no_sectional.yaml"
     path.write_text(text)
     assert main(["alpha", str(path)]) == 2

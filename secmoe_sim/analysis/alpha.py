@@ -41,9 +41,9 @@ from secmoe_sim.analysis.analytical import (
     sectional_terms,
 )
 from secmoe_sim.analysis.overhead_fit import FormFit, best_form, fit_all
-from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.errors import ScenarioError
 from secmoe_sim.simulation import Results, simulate
+from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.spec.workload import SectionalMoEArchitecture
 
 SWEEP_MODES = ("fixed_cluster", "expert_per_gpu")
@@ -83,38 +83,40 @@ class AlphaMeasurement:
 
         Non-finite numbers (an undefined AICc, an optimum at infinity) become ``null``.
         """
-        return _finite_or_none({
-            "scenario": self.scenario,
-            "label": self.label,
-            "sweep_mode": self.sweep_mode,
-            "view": self.view,
-            "alpha_s": self.alpha_s,
-            "alpha_flop_equiv": self.alpha_flop_equiv,
-            "alpha_hardware_s": self.alpha_hardware_s,
-            "best_form": self.best_form,
-            "best_form_formula": self.fits[self.best_form].formula,
-            "r2": self.fits[self.best_form].r2,
-            "paper_form_holds": self.paper_form_holds,
-            "e_opt_analytical": self.e_opt_analytical,
-            "e_opt_feasible": self.e_opt_feasible,
-            "e_opt_best_form": self.e_opt_best_form,
-            "e_opt_simulated": self.e_opt_simulated,
-            "regret": self.regret,
-            "experts": list(self.experts),
-            "overhead_s": list(self.overhead_s),
-            "wall_clock_s": list(self.wall_clock_s),
-            "cost_model_s": {"c0": self.model.c0_s, "a1": self.model.a1_s, "a2": self.model.a2_s},
-            "fits": {
-                name: {
-                    "formula": fit.formula,
-                    "coefficients_s": fit.coefficients,
-                    "standard_errors_s": fit.standard_errors,
-                    "r2": fit.r2,
-                    "aicc": fit.aicc,
-                }
-                for name, fit in self.fits.items()
-            },
-        })
+        return _finite_or_none(
+            {
+                "scenario": self.scenario,
+                "label": self.label,
+                "sweep_mode": self.sweep_mode,
+                "view": self.view,
+                "alpha_s": self.alpha_s,
+                "alpha_flop_equiv": self.alpha_flop_equiv,
+                "alpha_hardware_s": self.alpha_hardware_s,
+                "best_form": self.best_form,
+                "best_form_formula": self.fits[self.best_form].formula,
+                "r2": self.fits[self.best_form].r2,
+                "paper_form_holds": self.paper_form_holds,
+                "e_opt_analytical": self.e_opt_analytical,
+                "e_opt_feasible": self.e_opt_feasible,
+                "e_opt_best_form": self.e_opt_best_form,
+                "e_opt_simulated": self.e_opt_simulated,
+                "regret": self.regret,
+                "experts": list(self.experts),
+                "overhead_s": list(self.overhead_s),
+                "wall_clock_s": list(self.wall_clock_s),
+                "cost_model_s": {"c0": self.model.c0_s, "a1": self.model.a1_s, "a2": self.model.a2_s},
+                "fits": {
+                    name: {
+                        "formula": fit.formula,
+                        "coefficients_s": fit.coefficients,
+                        "standard_errors_s": fit.standard_errors,
+                        "r2": fit.r2,
+                        "aicc": fit.aicc,
+                    }
+                    for name, fit in self.fits.items()
+                },
+            }
+        )
 
 
 def _finite_or_none(value):
@@ -223,4 +225,3 @@ def measure_alpha(
         simulations[mode] = results
         measurements += [measure(results, reduced, view) for view in VIEWS]
     return measurements, simulations
-

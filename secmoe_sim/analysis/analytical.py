@@ -32,8 +32,8 @@ from secmoe_sim.plan import costs
 from secmoe_sim.plan.costs import Kernel
 from secmoe_sim.plan.topology import one_message_s
 from secmoe_sim.spec.hardware import Cluster
-from secmoe_sim.spec.units import DTYPE_BYTES
 from secmoe_sim.spec.scenario import Scenario
+from secmoe_sim.spec.units import DTYPE_BYTES
 from secmoe_sim.spec.workload import Layer, SectionalMoEArchitecture
 
 TOTAL_VIEW = "total"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import numpy as np
@@ -32,8 +32,8 @@ import yaml
 from scipy.optimize import minimize_scalar
 
 from secmoe_sim.engine import run_plan
-from secmoe_sim.spec.hardware import GPU, Cluster, InterNodeFabric, NVSwitchFabric
 from secmoe_sim.plan.steps import AllToAll, LayerPlan, Message
+from secmoe_sim.spec.hardware import GPU, Cluster, InterNodeFabric, NVSwitchFabric
 from secmoe_sim.spec.network import NetworkOptions
 from secmoe_sim.spec.units import DECIMAL_PREFIXES, MICROSECONDS_PER_SECOND, parse_quantity
 
@@ -49,13 +49,13 @@ BF16_BYTES_PER_TOKEN = DEEPEP_HIDDEN * 2
 
 # Datasheet line rates, per direction (NVIDIA H100 / H800 datasheets; ConnectX-7 NDR).
 LINE_RATES_BYTES_PER_S = {
-    "h100_nvlink": parse_quantity("450 GB/s", "bandwidth"),   # NVLink 4, 900 GB/s total
-    "h800_nvlink": parse_quantity("200 GB/s", "bandwidth"),   # H800 NVLink, 400 GB/s total
-    "cx7_rdma": parse_quantity("400 Gb/s", "bandwidth"),      # ConnectX-7 NDR, one per GPU
+    "h100_nvlink": parse_quantity("450 GB/s", "bandwidth"),  # NVLink 4, 900 GB/s total
+    "h800_nvlink": parse_quantity("200 GB/s", "bandwidth"),  # H800 NVLink, 400 GB/s total
+    "cx7_rdma": parse_quantity("400 Gb/s", "bandwidth"),  # ConnectX-7 NDR, one per GPU
 }
-NVLINK_LATENCY_S = parse_quantity("936.25 ns", "duration")   # ASTRA-sim HGX-H100-validated switch model
-RDMA_LATENCY_S = parse_quantity("1 us", "duration")          # NDR single-switch RDMA, ~2 us round trip
-MESSAGE_OVERHEAD_S = parse_quantity("5 us", "duration")      # NCCL small-message floor on H100 (nccl issue 1259)
+NVLINK_LATENCY_S = parse_quantity("936.25 ns", "duration")  # ASTRA-sim HGX-H100-validated switch model
+RDMA_LATENCY_S = parse_quantity("1 us", "duration")  # NDR single-switch RDMA, ~2 us round trip
+MESSAGE_OVERHEAD_S = parse_quantity("5 us", "duration")  # NCCL small-message floor on H100 (nccl issue 1259)
 
 
 @dataclass(frozen=True)
@@ -75,16 +75,20 @@ def preset(name: str, ranks: int, efficiency: Efficiency) -> Cluster:
     """A datasheet cluster with the link-class efficiency factors applied."""
     nvlink = LINE_RATES_BYTES_PER_S["h100_nvlink" if name == "h100-node" else "h800_nvlink"] * efficiency.nvlink
     nodes = max(1, ranks // GPUS_PER_NODE)
-    gpu = GPU(name=name, peak_flops={"bf16": 989e12}, memory_bandwidth=3.35e12, memory_capacity=80e9,
-              kernel_launch_overhead=0.0)
+    gpu = GPU(name=name, peak_flops={"bf16": 989e12}, memory_bandwidth=3.35e12, memory_capacity=80e9, kernel_launch_overhead=0.0)
     inter = None
     if nodes > 1:
-        inter = InterNodeFabric(nic_bandwidth_per_direction=LINE_RATES_BYTES_PER_S["cx7_rdma"] * efficiency.rdma,
-                                latency=RDMA_LATENCY_S)
+        inter = InterNodeFabric(
+            nic_bandwidth_per_direction=LINE_RATES_BYTES_PER_S["cx7_rdma"] * efficiency.rdma, latency=RDMA_LATENCY_S
+        )
     return Cluster(
-        name=name, gpu=gpu, nodes=nodes, gpus_per_node=min(ranks, GPUS_PER_NODE),
+        name=name,
+        gpu=gpu,
+        nodes=nodes,
+        gpus_per_node=min(ranks, GPUS_PER_NODE),
         intra_node=NVSwitchFabric(kind="nvswitch", bandwidth_per_direction=nvlink, latency=NVLINK_LATENCY_S),
-        inter_node=inter, message_overhead=MESSAGE_OVERHEAD_S,
+        inter_node=inter,
+        message_overhead=MESSAGE_OVERHEAD_S,
     )
 
 
@@ -94,9 +98,16 @@ def exchange_times_s(cluster: Cluster, volume: dict[tuple[int, int], float]) -> 
     ranks = tuple(range(cluster.num_gpus))
     exchange = AllToAll(key="benchmark", name="benchmark", gpus=ranks, messages=messages)
     plan = LayerPlan(
-        architecture="benchmark", label="benchmark", num_experts=1, sweep_mode="fixed_cluster", cluster=cluster,
-        dtype="bf16", programs=tuple((exchange,) for _ in ranks), params=0.0,
-        weight_bytes_per_gpu=tuple(0.0 for _ in ranks), tokens=1,
+        architecture="benchmark",
+        label="benchmark",
+        num_experts=1,
+        sweep_mode="fixed_cluster",
+        cluster=cluster,
+        dtype="bf16",
+        programs=tuple((exchange,) for _ in ranks),
+        params=0.0,
+        weight_bytes_per_gpu=tuple(0.0 for _ in ranks),
+        tokens=1,
     )
     return run_plan(plan, network=NetworkOptions(model="flows", mode="exact", all_to_all="direct")).finished_at
 
@@ -107,8 +118,9 @@ def nccl_alltoall(case: dict, efficiency: Efficiency) -> float:
     volume = {(s, d): size / ranks for s in range(ranks) for d in range(ranks)}
     time_s = max(exchange_times_s(cluster, volume))
     algbw = size / time_s / GB
-    return {"algbw_GBps": algbw, "busbw_GBps": algbw * (ranks - 1) / ranks,
-            "time_us": time_s * MICROSECONDS_PER_SECOND}[case["metric"]]
+    return {"algbw_GBps": algbw, "busbw_GBps": algbw * (ranks - 1) / ranks, "time_us": time_s * MICROSECONDS_PER_SECOND}[
+        case["metric"]
+    ]
 
 
 def deepep_routing(rank: int, ranks: int) -> np.ndarray:
@@ -126,7 +138,7 @@ def deepep_routing(rank: int, ranks: int) -> np.ndarray:
     return np.argpartition(-scores, DEEPEP_TOP_K - 1, axis=1)[:, :DEEPEP_TOP_K]
 
 
-@lru_cache(maxsize=None)
+@cache
 def deepep_traffic(ranks: int, direction: str, metric: str) -> tuple[tuple[tuple[tuple[int, int], float], ...], float]:
     """The bytes each (src, dst) pair moves in DeepEP's benchmark, and the bytes rank 0 reports.
 
@@ -202,9 +214,15 @@ def fidelity_table() -> tuple[pd.DataFrame, Efficiency]:
     rows = []
     for case in cases:
         simulated = simulate_case(case, efficiency)
-        rows.append({
-            "case": case["case"], "source": case["source"], "metric": case["metric"],
-            "published": float(case["published"]), "simulated": simulated,
-            "rel_error": abs(simulated - case["published"]) / case["published"], "role": case["role"],
-        })
+        rows.append(
+            {
+                "case": case["case"],
+                "source": case["source"],
+                "metric": case["metric"],
+                "published": float(case["published"]),
+                "simulated": simulated,
+                "rel_error": abs(simulated - case["published"]) / case["published"],
+                "role": case["role"],
+            }
+        )
     return pd.DataFrame(rows), efficiency

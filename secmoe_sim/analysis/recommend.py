@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from secmoe_sim.analysis.alpha import AlphaMeasurement, measure_alpha
+from secmoe_sim.simulation import simulate
 from secmoe_sim.spec.hardware import Cluster, NVSwitchFabric
 from secmoe_sim.spec.scenario import Scenario
-from secmoe_sim.simulation import simulate
 from secmoe_sim.spec.workload import SectionalMoEArchitecture
 
 BANDWIDTH_FACTOR = 2.0
@@ -27,29 +27,39 @@ OVERHEAD_FACTOR = 0.5
 def _scaled_fabrics(cluster: Cluster, bandwidth: float = 1.0, latency: float = 1.0) -> dict:
     intra = cluster.intra_node
     if isinstance(intra, NVSwitchFabric):
-        intra = intra.model_copy(update={"bandwidth_per_direction": intra.bandwidth_per_direction * bandwidth,
-                                         "latency": intra.latency * latency})
+        intra = intra.model_copy(
+            update={"bandwidth_per_direction": intra.bandwidth_per_direction * bandwidth, "latency": intra.latency * latency}
+        )
     else:
-        update = {"link_bandwidth_per_direction": intra.link_bandwidth_per_direction * bandwidth,
-                  "host_bridge_bandwidth_per_direction": intra.host_bridge_bandwidth_per_direction * bandwidth,
-                  "latency": intra.latency * latency}
+        update = {
+            "link_bandwidth_per_direction": intra.link_bandwidth_per_direction * bandwidth,
+            "host_bridge_bandwidth_per_direction": intra.host_bridge_bandwidth_per_direction * bandwidth,
+            "latency": intra.latency * latency,
+        }
         if intra.inter_socket_bandwidth_per_direction is not None:
             update["inter_socket_bandwidth_per_direction"] = intra.inter_socket_bandwidth_per_direction * bandwidth
         intra = intra.model_copy(update=update)
     inter = cluster.inter_node
     if inter is not None:
-        inter = inter.model_copy(update={"nic_bandwidth_per_direction": inter.nic_bandwidth_per_direction * bandwidth,
-                                         "latency": inter.latency * latency})
+        inter = inter.model_copy(
+            update={
+                "nic_bandwidth_per_direction": inter.nic_bandwidth_per_direction * bandwidth,
+                "latency": inter.latency * latency,
+            }
+        )
     return {"intra_node": intra, "inter_node": inter}
 
 
 def hardware_changes(cluster: Cluster) -> dict[str, Cluster]:
     """The what-if clusters of the sensitivity study, by description."""
     return {
-        f"every link bandwidth x{BANDWIDTH_FACTOR:g}": cluster.model_copy(update=_scaled_fabrics(cluster, bandwidth=BANDWIDTH_FACTOR)),
+        f"every link bandwidth x{BANDWIDTH_FACTOR:g}": cluster.model_copy(
+            update=_scaled_fabrics(cluster, bandwidth=BANDWIDTH_FACTOR)
+        ),
         f"every link latency x{LATENCY_FACTOR:g}": cluster.model_copy(update=_scaled_fabrics(cluster, latency=LATENCY_FACTOR)),
         f"per-message overhead x{OVERHEAD_FACTOR:g}": cluster.model_copy(
-            update={"message_overhead": cluster.message_overhead * OVERHEAD_FACTOR}),
+            update={"message_overhead": cluster.message_overhead * OVERHEAD_FACTOR}
+        ),
     }
 
 
@@ -66,14 +76,19 @@ def sensitivity(scenario: Scenario, label: str, baseline_s: float, seed: int) ->
     arch = next(a for a in scenario.workload.architectures if a.name == label)
     studies = []
     for change, cluster in hardware_changes(scenario.hardware).items():
-        changed = scenario.model_copy(update={
-            "hardware": cluster,
-            "workload": scenario.workload.model_copy(update={"architectures": [arch]}),
-        })
+        changed = scenario.model_copy(
+            update={
+                "hardware": cluster,
+                "workload": scenario.workload.model_copy(update={"architectures": [arch]}),
+            }
+        )
         summary = simulate(changed, seed=seed).summary
         best = summary.loc[summary["wall_clock_s"].idxmin()]
-        studies.append(Sensitivity(change, int(best["num_experts"]), float(best["wall_clock_s"]),
-                                   float(best["wall_clock_s"] / baseline_s - 1.0)))
+        studies.append(
+            Sensitivity(
+                change, int(best["num_experts"]), float(best["wall_clock_s"]), float(best["wall_clock_s"] / baseline_s - 1.0)
+            )
+        )
     return studies
 
 

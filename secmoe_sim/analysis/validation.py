@@ -15,15 +15,30 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from secmoe_sim.analysis.alpha import SWEEP_MODES, AlphaMeasurement, measure_alpha
-from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.simulation import Results
+from secmoe_sim.spec.scenario import Scenario
 
 VARIATION_FACTORS = (0.5, 2.0)
 VARIED_DIMENSIONS = ("seq_len", "d_model")
 TABLE_COLUMNS = [
-    "base_scenario", "case", "varied", "seq_len", "d_model", "sweep_mode", "view", "best_form", "r2", "paper_form_holds",
-    "alpha_s", "alpha_flop_equiv", "alpha_hardware_s", "e_opt_analytical", "e_opt_feasible", "e_opt_best_form",
-    "e_opt_simulated", "regret",
+    "base_scenario",
+    "case",
+    "varied",
+    "seq_len",
+    "d_model",
+    "sweep_mode",
+    "view",
+    "best_form",
+    "r2",
+    "paper_form_holds",
+    "alpha_s",
+    "alpha_flop_equiv",
+    "alpha_hardware_s",
+    "e_opt_analytical",
+    "e_opt_feasible",
+    "e_opt_best_form",
+    "e_opt_simulated",
+    "regret",
 ]
 
 
@@ -57,11 +72,16 @@ def table_rows(case: ValidationCase, measurements: list[AlphaMeasurement]) -> li
     rows = []
     for m in measurements:
         record = m.record()
-        rows.append({
-            "base_scenario": case.base, "case": case.scenario.name, "varied": case.varied,
-            "seq_len": layer.seq_len, "d_model": layer.d_model,
-            **{key: record[key] for key in TABLE_COLUMNS if key in record},
-        })
+        rows.append(
+            {
+                "base_scenario": case.base,
+                "case": case.scenario.name,
+                "varied": case.varied,
+                "seq_len": layer.seq_len,
+                "d_model": layer.d_model,
+                **{key: record[key] for key in TABLE_COLUMNS if key in record},
+            }
+        )
     return rows
 
 

@@ -22,8 +22,8 @@ import pandas as pd
 import yaml
 
 from secmoe_sim.calibrate import CalibrationError, require_torch
-from secmoe_sim.calibrate.replay import ReplayReport, replay_results
 from secmoe_sim.calibrate.reference_layer import SectionalLayer
+from secmoe_sim.calibrate.replay import ReplayReport, replay_results
 from secmoe_sim.calibrate.timing import Device, interleaved_time_s, torch_dtype
 from secmoe_sim.calibrate.trace import Trace
 from secmoe_sim.spec.hardware import Cluster
@@ -32,16 +32,36 @@ from secmoe_sim.spec.workload import SectionalMoEArchitecture
 
 PERCENT = 100.0
 MODES = ("fitted", "replay")
-CHECK_COLUMNS = ["E", "mode", "measured_s", "predicted_s", "rel_error", "entry", "measured_p10_s", "measured_p90_s", "measured_repeats",
-                 "replay_extrapolated_ops"]
+CHECK_COLUMNS = [
+    "E",
+    "mode",
+    "measured_s",
+    "predicted_s",
+    "rel_error",
+    "entry",
+    "measured_p10_s",
+    "measured_p90_s",
+    "measured_repeats",
+    "replay_extrapolated_ops",
+]
 
 # Layers of the built-in check, per device and grid: the paper's layer (pre-expert block, N -> N/4)
 # and the experts alone on the full sequence. The sizes keep a forward pass at tens of milliseconds.
 _ENTRIES = [
-    {"kind": "sectional_moe", "label": "sectional", "experts": "all_feasible", "pre_expert": {"enabled": True, "sequence_reduction": 4},
-     "grouped_kernels": False},
-    {"kind": "sectional_moe", "label": "experts-only", "experts": "all_feasible", "pre_expert": {"enabled": False},
-     "grouped_kernels": False},
+    {
+        "kind": "sectional_moe",
+        "label": "sectional",
+        "experts": "all_feasible",
+        "pre_expert": {"enabled": True, "sequence_reduction": 4},
+        "grouped_kernels": False,
+    },
+    {
+        "kind": "sectional_moe",
+        "label": "experts-only",
+        "experts": "all_feasible",
+        "pre_expert": {"enabled": False},
+        "grouped_kernels": False,
+    },
 ]
 _LAYERS = {
     ("cpu", False): ({"d_model": 512, "seq_len": 1024, "batch": 2, "heads": 8, "dtype": "fp32"}, 16),
@@ -54,15 +74,24 @@ _LAYERS = {
 def default_workload(kind: str, quick: bool) -> dict:
     """The built-in check's workload for a device kind (``quick``: a smaller layer)."""
     layer, min_width = _LAYERS[(kind, quick)]
-    return {"layer": {**layer, "ffn": False, "causal": False, "attention": "flash"},
-            "architectures": [{**entry, "min_section_width": min_width} for entry in _ENTRIES]}
+    return {
+        "layer": {**layer, "ffn": False, "causal": False, "attention": "flash"},
+        "architectures": [{**entry, "min_section_width": min_width} for entry in _ENTRIES],
+    }
 
 
 def check_scenario(cluster: Cluster, workload: dict, name: str) -> Scenario:
     """A single-device scenario of ``workload`` on the calibrated device; one-line errors."""
     single = cluster.resized(1)
-    scenario = Scenario.model_validate({"schema_version": 1, "name": name, "description": "check-real: one device",
-                                        "hardware": single.model_dump(mode="json"), "workload": workload})
+    scenario = Scenario.model_validate(
+        {
+            "schema_version": 1,
+            "name": name,
+            "description": "check-real: one device",
+            "hardware": single.model_dump(mode="json"),
+            "workload": workload,
+        }
+    )
     entries = [a for a in scenario.workload.architectures if isinstance(a, SectionalMoEArchitecture)]
     if not entries:
         raise CalibrationError(f"scenario {name}: check-real needs at least one sectional_moe entry")
@@ -91,10 +120,19 @@ def measure_reference(device: Device, scenario: Scenario, warmup: int, repeats: 
             calls.append((lambda reference=reference, x=x: reference.forward(x), x.normal_))
     with torch.inference_mode():
         timings = interleaved_time_s(device, calls, warmup, repeats)
-    return pd.DataFrame([{"entry": entry, "E": num_experts, "measured_s": float(np.median(samples)),
-                          "measured_p10_s": float(np.percentile(samples, 10)), "measured_p90_s": float(np.percentile(samples, 90)),
-                          "measured_repeats": len(samples)}
-                         for (entry, num_experts), samples in zip(cases, timings)])
+    return pd.DataFrame(
+        [
+            {
+                "entry": entry,
+                "E": num_experts,
+                "measured_s": float(np.median(samples)),
+                "measured_p10_s": float(np.percentile(samples, 10)),
+                "measured_p90_s": float(np.percentile(samples, 90)),
+                "measured_repeats": len(samples),
+            }
+            for (entry, num_experts), samples in zip(cases, timings)
+        ]
+    )
 
 
 def predict(scenario: Scenario, trace: Trace, trace_path: Path) -> tuple[pd.DataFrame, ReplayReport]:
@@ -127,10 +165,17 @@ def compare(measured: pd.DataFrame, predicted: pd.DataFrame) -> CheckResult:
     for (entry, mode), group in table.groupby(["entry", "mode"], sort=False):
         measured_best = group.loc[group["measured_s"].idxmin()]
         predicted_best = group.loc[group["predicted_s"].idxmin()]
-        rows.append({"entry": entry, "mode": mode, "median_abs_error_pct": float(group["rel_error"].abs().median() * PERCENT),
-                     "worst_error_pct": float(group["rel_error"].iloc[group["rel_error"].abs().argmax()] * PERCENT),
-                     "measured_best_E": int(measured_best["E"]), "predicted_best_E": int(predicted_best["E"]),
-                     "regret_pct": float((predicted_best["measured_s"] / measured_best["measured_s"] - 1) * PERCENT)})
+        rows.append(
+            {
+                "entry": entry,
+                "mode": mode,
+                "median_abs_error_pct": float(group["rel_error"].abs().median() * PERCENT),
+                "worst_error_pct": float(group["rel_error"].iloc[group["rel_error"].abs().argmax()] * PERCENT),
+                "measured_best_E": int(measured_best["E"]),
+                "predicted_best_E": int(predicted_best["E"]),
+                "regret_pct": float((predicted_best["measured_s"] / measured_best["measured_s"] - 1) * PERCENT),
+            }
+        )
     return CheckResult(table=table, summary=pd.DataFrame(rows))
 
 

@@ -59,20 +59,48 @@ def measure_comm(device: Device, sizes_bytes: tuple[int, ...], dtype: str, warmu
         arguments = (device.kind, world_size, backend, free_port(), tuple(sizes_bytes), dtype, warmup, repeats, str(results))
         try:
             torch.multiprocessing.spawn(_worker, args=arguments, nprocs=world_size, join=True)
-        except Exception as error:  # a failed rank: report its last line, not a traceback
+        except Exception as error:  # noqa: BLE001 - a failed rank: report its last line, not a traceback
             lines = [line for line in str(error).strip().splitlines() if line.strip()]
-            raise CalibrationError(f"communication benchmark ({backend}, {world_size} processes) failed: "
-                                   f"{lines[-1] if lines else type(error).__name__}") from None
+            raise CalibrationError(
+                f"communication benchmark ({backend}, {world_size} processes) failed: "
+                f"{lines[-1] if lines else type(error).__name__}"
+            ) from None
         measured = json.loads(results.read_text(encoding="utf-8"))
-    rows = [make_row(entry["op"], "comm", dtype, device.kind, entry["stats"], "microbenchmark", path=path,
-                     bytes=entry["bytes"], world_size=world_size) for entry in measured["rows"]]
-    metadata = {"comm": f"{backend}, {world_size} processes", "comm_backend": backend, "comm_world_size": world_size,
-                "comm_threads_per_process": measured["threads"]}
+    rows = [
+        make_row(
+            entry["op"],
+            "comm",
+            dtype,
+            device.kind,
+            entry["stats"],
+            "microbenchmark",
+            path=path,
+            bytes=entry["bytes"],
+            world_size=world_size,
+        )
+        for entry in measured["rows"]
+    ]
+    metadata = {
+        "comm": f"{backend}, {world_size} processes",
+        "comm_backend": backend,
+        "comm_world_size": world_size,
+        "comm_threads_per_process": measured["threads"],
+    }
     return rows, metadata
 
 
-def _worker(rank: int, kind: str, world_size: int, backend: str, port: int, sizes_bytes: tuple[int, ...], dtype: str,
-            warmup: int, repeats: int, results_path: str) -> None:
+def _worker(
+    rank: int,
+    kind: str,
+    world_size: int,
+    backend: str,
+    port: int,
+    sizes_bytes: tuple[int, ...],
+    dtype: str,
+    warmup: int,
+    repeats: int,
+    results_path: str,
+) -> None:
     """One rank: time every collective at every size; rank 0 writes the slowest-rank statistics."""
     torch = require_torch()
     import torch.distributed as dist
@@ -83,8 +111,9 @@ def _worker(rank: int, kind: str, world_size: int, backend: str, port: int, size
     else:
         torch.cuda.set_device(rank)
     device = make_device(kind)
-    dist.init_process_group(backend, init_method=f"tcp://{LOOPBACK}:{port}", rank=rank, world_size=world_size,
-                            timeout=INIT_TIMEOUT)
+    dist.init_process_group(
+        backend, init_method=f"tcp://{LOOPBACK}:{port}", rank=rank, world_size=world_size, timeout=INIT_TIMEOUT
+    )
     try:
         rows = []
         element_bytes = DTYPE_BYTES[dtype]
@@ -98,8 +127,9 @@ def _worker(rank: int, kind: str, world_size: int, backend: str, port: int, size
                         tensor.normal_()
                     dist.barrier()
 
-                samples = torch.tensor(device.time_s(call, refresh, warmup, repeats), dtype=torch.float64,
-                                       device=device.torch_device)
+                samples = torch.tensor(
+                    device.time_s(call, refresh, warmup, repeats), dtype=torch.float64, device=device.torch_device
+                )
                 dist.all_reduce(samples, op=dist.ReduceOp.MAX)
                 rows.append({"op": op, "bytes": message_bytes, "stats": sample_statistics(samples.cpu().numpy())})
         if rank == 0:
@@ -120,8 +150,11 @@ def _collective(dist, torch, device: Device, op: str, chunk: int, rank: int, wor
         sends = [chunk if peer == rank else 2 * chunk for peer in range(world_size)]
         receives = [chunk if peer == rank else 2 * chunk for peer in range(world_size)]
         source, target = torch.randn(sum(sends), **options), torch.empty(sum(receives), **options)
-        return ((lambda: dist.all_to_all_single(target, source, output_split_sizes=receives, input_split_sizes=sends)),
-                (source,), 2 * chunk * element_bytes)
+        return (
+            (lambda: dist.all_to_all_single(target, source, output_split_sizes=receives, input_split_sizes=sends)),
+            (source,),
+            2 * chunk * element_bytes,
+        )
     if op == "all_gather":
         source, target = torch.randn(chunk, **options), torch.empty(world_size * chunk, **options)
         gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # the newer name, where torch has it

@@ -96,8 +96,9 @@ def _knots(flops: np.ndarray) -> np.ndarray:
     return np.logspace(low, high, count) if high > low else np.array([flops.min(), flops.min() * 10])
 
 
-def fit_rate_table(rows: pd.DataFrame, launch_s: float, bandwidth_bytes_per_s: float,
-                   dtype_scale: dict[str, float] | None = None) -> RateTable:
+def fit_rate_table(
+    rows: pd.DataFrame, launch_s: float, bandwidth_bytes_per_s: float, dtype_scale: dict[str, float] | None = None
+) -> RateTable:
     """Knot rates that make ``launch + max(F / rate(F), bytes / bandwidth)`` fit the rows' medians.
 
     ``dtype_scale`` fixes the rate of each dtype relative to the first; without it the scales of
@@ -112,7 +113,7 @@ def fit_rate_table(rows: pd.DataFrame, launch_s: float, bandwidth_bytes_per_s: f
     fixed_scale = dtype_scale or {}
 
     def unpack(theta):
-        scale = {ordered_dtypes[0]: 1.0, **fixed_scale, **dict(zip(fitted_dtypes, np.exp(theta[len(knots):])))}
+        scale = {ordered_dtypes[0]: 1.0, **fixed_scale, **dict(zip(fitted_dtypes, np.exp(theta[len(knots) :])))}
         return np.exp(theta[: len(knots)]), scale
 
     def residuals(theta):
@@ -124,8 +125,9 @@ def fit_rate_table(rows: pd.DataFrame, launch_s: float, bandwidth_bytes_per_s: f
 
     empirical = np.log(flops / np.maximum(measured - launch_s, measured * 0.05))
     nearest = np.abs(log_flops[None, :] - log_knots[:, None]).argmin(axis=0)
-    start = np.array([np.median(empirical[nearest == j]) if np.any(nearest == j) else np.median(empirical)
-                      for j in range(len(knots))])
+    start = np.array(
+        [np.median(empirical[nearest == j]) if np.any(nearest == j) else np.median(empirical) for j in range(len(knots))]
+    )
     theta = least_squares(residuals, np.concatenate([start, np.zeros(len(fitted_dtypes))]), **ROBUST).x
     knot_rates, scale = unpack(theta)
     return RateTable(knots, knot_rates, scale, len(rows))
@@ -187,8 +189,10 @@ def _fit_memory(trace: Trace, launch_s: float, base: Cluster | None, sources: di
     memory = trace.of("memory")
     memory_fit, _ = split_heldout(memory, "traffic_bytes")
     if not memory_fit.empty:
-        sources["gpu.memory_bandwidth"] = (f"fitted to {len(memory_fit)} memory-bound timings ({', '.join(sorted(set(memory['op'])))}): "
-                                           "t = launch + bytes / bandwidth")
+        sources["gpu.memory_bandwidth"] = (
+            f"fitted to {len(memory_fit)} memory-bound timings ({', '.join(sorted(set(memory['op'])))}): "
+            "t = launch + bytes / bandwidth"
+        )
         return fit_bandwidth(memory_fit, launch_s)
     if base is not None:
         sources["gpu.memory_bandwidth"] = "not measured (no memory rows): kept from the base hardware"
@@ -201,23 +205,33 @@ def _fit_gpu(trace: Trace, launch_s: float, bandwidth: float, base: Cluster | No
     gemm_fit, _ = split_heldout(trace.of("gemm"), "flops")
     gemm_table = fit_rate_table(gemm_fit, launch_s, bandwidth)
     attention_fit, _ = split_heldout(attention_rows(trace.rows), "flops")
-    attention_table = fit_rate_table(attention_fit, launch_s, bandwidth, gemm_table.dtype_scale) if len(attention_fit) >= 2 else None
+    attention_table = (
+        fit_rate_table(attention_fit, launch_s, bandwidth, gemm_table.dtype_scale) if len(attention_fit) >= 2 else None
+    )
     gemm_peak = gemm_table.rates_flops_per_s.max()
     peak = max(gemm_peak, attention_table.rates_flops_per_s.max() if attention_table else 0.0)
     memory_capacity = trace.metadata.get("device_memory_bytes") or (base.gpu.memory_capacity if base else None)
     if memory_capacity is None:
         raise CalibrationError("the trace does not record the device memory; pass --base to take it from a hardware file")
-    sources["gpu.peak_flops"] = (f"highest fitted rate ({'GEMM' if peak == gemm_peak else 'attention'}); "
-                                 "other dtypes scaled by their fitted GEMM rate ratio; the tables are rates over it")
-    sources["gpu.efficiency_table"] = (f"GEMM rate / peak at {len(gemm_table.knots_flops)} knots, least squares in log time over "
-                                       f"{gemm_table.rows_used} shapes ({', '.join(gemm_table.dtype_scale)})")
+    sources["gpu.peak_flops"] = (
+        f"highest fitted rate ({'GEMM' if peak == gemm_peak else 'attention'}); "
+        "other dtypes scaled by their fitted GEMM rate ratio; the tables are rates over it"
+    )
+    sources["gpu.efficiency_table"] = (
+        f"GEMM rate / peak at {len(gemm_table.knots_flops)} knots, least squares in log time over "
+        f"{gemm_table.rows_used} shapes ({', '.join(gemm_table.dtype_scale)})"
+    )
     sources["gpu.compute_efficiency"] = "the efficiency of the largest fitted GEMMs (unused while efficiency_table is given)"
     if attention_table:
         flags = set(attention_fit["causal"])
         kind = "causal and non-causal" if len(flags) > 1 else ("causal" if flags == {1.0} else "non-causal")
-        sources["gpu.attention_efficiency_table"] = (f"attention rate / peak at {len(attention_table.knots_flops)} knots over "
-                                                     f"{attention_table.rows_used} {kind} fused-attention shapes")
-    sources["gpu.memory_capacity"] = "device memory recorded in the trace" if trace.metadata.get("device_memory_bytes") else "base hardware"
+        sources["gpu.attention_efficiency_table"] = (
+            f"attention rate / peak at {len(attention_table.knots_flops)} knots over "
+            f"{attention_table.rows_used} {kind} fused-attention shapes"
+        )
+    sources["gpu.memory_capacity"] = (
+        "device memory recorded in the trace" if trace.metadata.get("device_memory_bytes") else "base hardware"
+    )
     return GPU(
         name=trace.metadata.get("device_name") or (base.gpu.name if base else "unknown"),
         peak_flops={dtype: peak * scale for dtype, scale in gemm_table.dtype_scale.items()},
@@ -243,8 +257,10 @@ def attention_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _table(table: RateTable, peak: float) -> tuple[EfficiencyPoint, ...]:
-    return tuple(EfficiencyPoint(flops=float(f), efficiency=float(min(1.0, r / peak)))
-                 for f, r in zip(table.knots_flops, table.rates_flops_per_s))
+    return tuple(
+        EfficiencyPoint(flops=float(f), efficiency=float(min(1.0, r / peak)))
+        for f, r in zip(table.knots_flops, table.rates_flops_per_s)
+    )
 
 
 def _fit_links(rows: pd.DataFrame) -> list[AlphaBeta]:
@@ -269,15 +285,23 @@ def _cluster(gpu: GPU, links: tuple[AlphaBeta, ...], trace: Trace, base: Cluster
     if base is None:
         device = trace.metadata.get("device", "device")
         world_size = int(trace.metadata.get("comm_world_size", 1))
-        sources["gpus_per_node"] = (f"the {world_size} GPUs the collectives ran on" if device != "cpu" else
-                                    "1: the CPU is one device; the fabric below is the loopback link between two processes "
-                                    "on it, used only if gpus_per_node is raised")
+        sources["gpus_per_node"] = (
+            f"the {world_size} GPUs the collectives ran on"
+            if device != "cpu"
+            else "1: the CPU is one device; the fabric below is the loopback link between two processes "
+            "on it, used only if gpus_per_node is raised"
+        )
         sources["intra_node.bandwidth_per_direction"] = f"1 / beta of the alpha-beta fit ({described})"
         sources["intra_node.latency"] = "0: the alpha-beta fit does not split alpha; all of it is per-message overhead"
         sources["message_overhead"] = f"alpha of the alpha-beta fit ({described})"
-        return Cluster(name=f"calibrated-{device}", gpu=gpu, nodes=1, gpus_per_node=1 if device == "cpu" else world_size,
-                       intra_node=NVSwitchFabric(kind="nvswitch", bandwidth_per_direction=fabric_link.beta_bytes_per_s, latency=0.0),
-                       message_overhead=fabric_link.alpha_s)
+        return Cluster(
+            name=f"calibrated-{device}",
+            gpu=gpu,
+            nodes=1,
+            gpus_per_node=1 if device == "cpu" else world_size,
+            intra_node=NVSwitchFabric(kind="nvswitch", bandwidth_per_direction=fabric_link.beta_bytes_per_s, latency=0.0),
+            message_overhead=fabric_link.alpha_s,
+        )
     fabric = base.intra_node
     field = "bandwidth_per_direction" if isinstance(fabric, NVSwitchFabric) else "link_bandwidth_per_direction"
     fabric = fabric.model_copy(update={field: fabric_link.beta_bytes_per_s})
@@ -302,8 +326,9 @@ def predicted_s(rows: pd.DataFrame, cluster: Cluster) -> np.ndarray:
             per_op = gpu.kernel_launch_overhead
             if not np.isnan(row["m"]):  # a loop of small section GEMMs: each one a launch and a kernel
                 counts = gemm_counts(row["m"], row["k"], row["n"], 1, row["dtype"])
-                per_op += timer.kernel_time_s(Kernel("section", "calibration", counts["flops"], counts["traffic_bytes"],
-                                                     primitive="gemm"))
+                per_op += timer.kernel_time_s(
+                    Kernel("section", "calibration", counts["flops"], counts["traffic_bytes"], primitive="gemm")
+                )
             times.append(row["count"] * per_op)
         else:
             kernel = row_kernel(row)
@@ -318,8 +343,15 @@ def _error_row(op_class: str, fitted: pd.DataFrame, held: pd.DataFrame, fitted_e
     def worst(errors):
         return float(errors[np.argmax(np.abs(errors))] * PERCENT) if len(errors) else np.nan
 
-    return {"op_class": op_class, "fitted_shapes": len(fitted), "heldout_shapes": len(held), "mape_fitted_pct": mape(fitted_error),
-            "mape_heldout_pct": mape(held_error), "worst_heldout_pct": worst(held_error), "worst_fitted_pct": worst(fitted_error)}
+    return {
+        "op_class": op_class,
+        "fitted_shapes": len(fitted),
+        "heldout_shapes": len(held),
+        "mape_fitted_pct": mape(fitted_error),
+        "mape_heldout_pct": mape(held_error),
+        "worst_heldout_pct": worst(held_error),
+        "worst_fitted_pct": worst(fitted_error),
+    }
 
 
 def error_table(trace: Trace, cluster: Cluster, links: tuple[AlphaBeta, ...]) -> pd.DataFrame:
@@ -333,8 +365,11 @@ def error_table(trace: Trace, cluster: Cluster, links: tuple[AlphaBeta, ...]) ->
     table = []
     attention = rows[rows["primitive"] == "attention"]
     fitted_attention = attention_rows(rows)
-    classes = [("gemm", rows[rows["primitive"] == "gemm"]), ("attention", fitted_attention),
-               ("memory", rows[rows["primitive"] == "memory"])]
+    classes = [
+        ("gemm", rows[rows["primitive"] == "gemm"]),
+        ("attention", fitted_attention),
+        ("memory", rows[rows["primitive"] == "memory"]),
+    ]
     for op_class, members in classes:
         fitted, held = split_heldout(members, "traffic_bytes" if op_class == "memory" else "flops")
         if len(fitted):
@@ -342,8 +377,15 @@ def error_table(trace: Trace, cluster: Cluster, links: tuple[AlphaBeta, ...]) ->
             table.append(_error_row(op_class, fitted, held, *errors))
     unfitted = attention.drop(fitted_attention.index)
     if len(unfitted):  # causal attention, checked against the table of full kernels
-        table.append(_error_row("attention:causal", unfitted.iloc[0:0], unfitted, np.array([]),
-                                predicted_s(unfitted, cluster) / unfitted["median_s"].to_numpy() - 1))
+        table.append(
+            _error_row(
+                "attention:causal",
+                unfitted.iloc[0:0],
+                unfitted,
+                np.array([]),
+                predicted_s(unfitted, cluster) / unfitted["median_s"].to_numpy() - 1,
+            )
+        )
     launch = rows[rows["primitive"] == "launch"]
     fitted, held = launch[launch["m"].isna()], launch[launch["m"].notna()]
     if len(launch):

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from secmoe_sim.version import __version__
 from secmoe_sim.calibrate.fit import FitResult
 from secmoe_sim.calibrate.trace import Trace, file_sha256
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.loading import load_cluster, load_scenario
+from secmoe_sim.version import __version__
 
 INDENT = "  "
 
@@ -72,21 +72,32 @@ def _emit(node: dict, comments: dict[str, str], prefix: str = "", depth: int = 0
 def hardware_yaml(result: FitResult, trace: Trace, trace_path: Path) -> str:
     """The YAML text of the fitted cluster with its provenance."""
     meta = trace.metadata
-    measured = (f"{meta.get('created_at', 'unknown date')} on {meta.get('device_name', 'unknown')} ({meta.get('device', '?')}), "
-                f"torch {meta.get('torch_version', 'unknown')}, {meta.get('threads', '?')} threads, source {meta.get('source', '?')}"
-                f"{', grid ' + meta['grid'] if 'grid' in meta else ''}")
+    measured = (
+        f"{meta.get('created_at', 'unknown date')} on {meta.get('device_name', 'unknown')} ({meta.get('device', '?')}), "
+        f"torch {meta.get('torch_version', 'unknown')}, {meta.get('threads', '?')} threads, source {meta.get('source', '?')}"
+        f"{', grid ' + meta['grid'] if 'grid' in meta else ''}"
+    )
     header = [
-        f"Hardware fitted by `secmoe-sim fit` (secmoe-sim {__version__}) on "
-        f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+        (
+            f"Hardware fitted by `secmoe-sim fit` (secmoe-sim {__version__}) on "
+            f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}"
+        ),
         f"  trace: {trace_path} (sha256 {file_sha256(trace_path)})",
         f"  measured: {measured}",
         "Numbers are SI base units: seconds, bytes, bytes/s, FLOP/s. Dtypes the trace did not measure have no peak.",
         "Fit error per op class, predicted / measured - 1 through the simulator's own op timing:",
     ]
     for row in result.errors.itertuples(index=False):
-        fitted = f"fitted MAPE {row.mape_fitted_pct:.1f}% ({row.fitted_shapes} shapes)" if row.fitted_shapes else "not fitted (a check)"
-        held = (f"held-out MAPE {row.mape_heldout_pct:.1f}% (worst {row.worst_heldout_pct:+.1f}%, {row.heldout_shapes} shapes)"
-                if row.heldout_shapes else "no held-out shapes")
+        fitted = (
+            f"fitted MAPE {row.mape_fitted_pct:.1f}% ({row.fitted_shapes} shapes)"
+            if row.fitted_shapes
+            else "not fitted (a check)"
+        )
+        held = (
+            f"held-out MAPE {row.mape_heldout_pct:.1f}% (worst {row.worst_heldout_pct:+.1f}%, {row.heldout_shapes} shapes)"
+            if row.heldout_shapes
+            else "no held-out shapes"
+        )
         header.append(f"  {row.op_class:<18} {fitted}; {held}")
     for link in result.links:
         header.append(f"  link {link.path} {link.op}: alpha {link.alpha_s:.4g} s, beta {link.beta_bytes_per_s:.4g} B/s")

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from secmoe_sim.calibrate import require_torch
 from secmoe_sim.calibrate.timing import Device, environment, stable_time_s, torch_dtype
-from secmoe_sim.calibrate.trace import Trace, frame, gemm_counts, attention_counts, make_row, sample_statistics
+from secmoe_sim.calibrate.trace import Trace, attention_counts, frame, gemm_counts, make_row, sample_statistics
 
 SECTION_FAMILIES = ((1, 1), (1, 3), (1, 4), (4, 1))  # (K, N) as multiples of the section width: w->w, w->3w, w->4w, 4w->w
 SOFTMAX_ROW = 1024  # elements per softmax row
@@ -53,7 +53,13 @@ class Grid:
 
     def size(self) -> int:
         """Number of timed benchmarks in the grid (per dtype for the compute ones)."""
-        return len(self.gemm_shapes) + len(self.attention_shapes) + 3 * len(self.memory_elements) + 3 + len(self.section_loop_lengths)
+        return (
+            len(self.gemm_shapes)
+            + len(self.attention_shapes)
+            + 3 * len(self.memory_elements)
+            + 3
+            + len(self.section_loop_lengths)
+        )
 
 
 def gemm_shapes(widths, rows, max_flops: float) -> tuple[tuple[int, int, int], ...]:
@@ -96,27 +102,51 @@ def grid_for(kind: str, quick: bool) -> Grid:
     """
     if kind == "cuda":
         if quick:
-            return Grid("quick",
-                        gemm_shapes(widths=powers(6, 12, 2), rows=powers(8, 14, 3), max_flops=1e12),
-                        attention_shapes(tokens=powers(9, 12, 3), head_dims=(64, 128), instances=(8, 64), max_flops=1e12),
-                        memory_elements=powers(16, 26, 5), tiny_loop_ops=50, section_loop_lengths=(1, 8, 64),
-                        comm_bytes=powers(10, 26, 8), warmup=5, repeats=20)
-        return Grid("default",
-                    gemm_shapes(widths=powers(6, 13, 1), rows=powers(8, 16, 2), max_flops=4e12),
-                    attention_shapes(tokens=powers(8, 14, 1), head_dims=(64, 128), instances=(8, 32, 128), max_flops=4e12),
-                    memory_elements=powers(12, 28, 2), tiny_loop_ops=200, section_loop_lengths=powers(0, 7, 1),
-                    comm_bytes=powers(4, 28, 2), warmup=10, repeats=30)
+            return Grid(
+                "quick",
+                gemm_shapes(widths=powers(6, 12, 2), rows=powers(8, 14, 3), max_flops=1e12),
+                attention_shapes(tokens=powers(9, 12, 3), head_dims=(64, 128), instances=(8, 64), max_flops=1e12),
+                memory_elements=powers(16, 26, 5),
+                tiny_loop_ops=50,
+                section_loop_lengths=(1, 8, 64),
+                comm_bytes=powers(10, 26, 8),
+                warmup=5,
+                repeats=20,
+            )
+        return Grid(
+            "default",
+            gemm_shapes(widths=powers(6, 13, 1), rows=powers(8, 16, 2), max_flops=4e12),
+            attention_shapes(tokens=powers(8, 14, 1), head_dims=(64, 128), instances=(8, 32, 128), max_flops=4e12),
+            memory_elements=powers(12, 28, 2),
+            tiny_loop_ops=200,
+            section_loop_lengths=powers(0, 7, 1),
+            comm_bytes=powers(4, 28, 2),
+            warmup=10,
+            repeats=30,
+        )
     if quick:
-        return Grid("quick",
-                    gemm_shapes(widths=(16, 64, 256), rows=(64, 512, 2048), max_flops=2.5e8),
-                    attention_shapes(tokens=(64, 256), head_dims=(16, 64), instances=(1, 8), max_flops=2e8),
-                    memory_elements=powers(10, 22, 4), tiny_loop_ops=20, section_loop_lengths=(1, 8, 32),
-                    comm_bytes=powers(4, 20, 8), warmup=2, repeats=20)
-    return Grid("default",
-                gemm_shapes(widths=powers(4, 10, 1), rows=powers(6, 13, 1), max_flops=8e9),
-                attention_shapes(tokens=powers(6, 10, 1), head_dims=(16, 32, 64, 128), instances=(1, 4, 16, 64), max_flops=8e9),
-                memory_elements=powers(10, 24, 2), tiny_loop_ops=100, section_loop_lengths=powers(0, 6, 1),
-                comm_bytes=powers(4, 24, 2), warmup=3, repeats=25)
+        return Grid(
+            "quick",
+            gemm_shapes(widths=(16, 64, 256), rows=(64, 512, 2048), max_flops=2.5e8),
+            attention_shapes(tokens=(64, 256), head_dims=(16, 64), instances=(1, 8), max_flops=2e8),
+            memory_elements=powers(10, 22, 4),
+            tiny_loop_ops=20,
+            section_loop_lengths=(1, 8, 32),
+            comm_bytes=powers(4, 20, 8),
+            warmup=2,
+            repeats=20,
+        )
+    return Grid(
+        "default",
+        gemm_shapes(widths=powers(4, 10, 1), rows=powers(6, 13, 1), max_flops=8e9),
+        attention_shapes(tokens=powers(6, 10, 1), head_dims=(16, 32, 64, 128), instances=(1, 4, 16, 64), max_flops=8e9),
+        memory_elements=powers(10, 24, 2),
+        tiny_loop_ops=100,
+        section_loop_lengths=powers(0, 6, 1),
+        comm_bytes=powers(4, 24, 2),
+        warmup=3,
+        repeats=25,
+    )
 
 
 def measure(device: Device, grid: Grid, dtypes: tuple[str, ...], threads: int) -> Trace:
@@ -128,9 +158,16 @@ def measure(device: Device, grid: Grid, dtypes: tuple[str, ...], threads: int) -
             bench = _Bench(device, grid, dtype, progress)
             rows += bench.gemms() + bench.attention() + bench.memory() + bench.launch()
     disturbed = sum(1 for row in rows if row["attempts"] > 1)
-    metadata = {**started, "grid": grid.name, "dtypes": list(dtypes), "warmup": grid.warmup,
-                "repeats": grid.repeats, "source": "microbenchmarks", "shapes_measured_again": disturbed,
-                "load_average_1min_after": os.getloadavg()[0]}
+    metadata = {
+        **started,
+        "grid": grid.name,
+        "dtypes": list(dtypes),
+        "warmup": grid.warmup,
+        "repeats": grid.repeats,
+        "source": "microbenchmarks",
+        "shapes_measured_again": disturbed,
+        "load_average_1min_after": os.getloadavg()[0],
+    }
     if grid.comm_bytes:
         from secmoe_sim.calibrate.comm_bench import measure_comm
 
@@ -167,7 +204,7 @@ class _Bench:
         rows = []
         for m, k, n in self.grid.gemm_shapes:
             a, b = self._tensor(m, k), self._tensor(k, n)
-            stats = self._time(lambda: self.torch.mm(a, b), (a, b))
+            stats = self._time(lambda a=a, b=b: self.torch.mm(a, b), (a, b))
             rows.append(self._row("mm", "gemm", stats, m=m, k=k, n=n, count=1))
         return rows
 
@@ -182,8 +219,18 @@ class _Bench:
                 return sdpa(q, k, v, is_causal=bool(causal))
 
             stats = self._time(attend, (packed,))
-            rows.append(self._row("scaled_dot_product_attention", "attention", stats, batch=batch, heads=heads,
-                                  tokens=tokens, head_dim=head_dim, causal=causal))
+            rows.append(
+                self._row(
+                    "scaled_dot_product_attention",
+                    "attention",
+                    stats,
+                    batch=batch,
+                    heads=heads,
+                    tokens=tokens,
+                    head_dim=head_dim,
+                    causal=causal,
+                )
+            )
         return rows
 
     def memory(self) -> list[dict]:
@@ -192,11 +239,11 @@ class _Bench:
         for elements in self.grid.memory_elements:
             source, other, target = self._tensor(elements), self._tensor(elements), self._tensor(elements)
             matrix = source.view(-1, min(SOFTMAX_ROW, elements))
-            stats = self._time(lambda: target.copy_(source), (source,))
+            stats = self._time(lambda target=target, source=source: target.copy_(source), (source,))
             rows.append(self._row("copy", "memory", stats, bytes=2 * elements * element_bytes))
-            stats = self._time(lambda: self.torch.softmax(matrix, dim=-1), (source,))
+            stats = self._time(lambda matrix=matrix: self.torch.softmax(matrix, dim=-1), (source,))
             rows.append(self._row("softmax", "memory", stats, bytes=2 * elements * element_bytes))
-            stats = self._time(lambda: self.torch.add(source, other), (source, other))
+            stats = self._time(lambda source=source, other=other: self.torch.add(source, other), (source, other))
             rows.append(self._row("add", "memory", stats, bytes=3 * elements * element_bytes))
         return rows
 
@@ -217,7 +264,7 @@ class _Bench:
             weights = self._tensor(sections, width, width)
 
             def section_loop(sections=sections, inputs=inputs, weights=weights):
-                return [self.torch.mm(inputs[:, e * width:(e + 1) * width], weights[e]) for e in range(sections)]
+                return [self.torch.mm(inputs[:, e * width : (e + 1) * width], weights[e]) for e in range(sections)]
 
             stats = self._time(section_loop, (inputs, weights))
             rows.append(self._row("section_loop", "launch", stats, count=sections, m=rows_per_section, k=width, n=width))

@@ -37,8 +37,13 @@ CPU_OP_CATEGORIES = ("cpu_op", "Operator")
 KERNEL_CATEGORY = "kernel"
 RUNTIME_CATEGORIES = ("cuda_runtime", "cuda_driver")
 LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
-PROFILER_DTYPES = {"float": "fp32", "c10::BFloat16": "bf16", "c10::Half": "fp16", "c10::Float8_e4m3fn": "fp8",
-                   "c10::Float8_e5m2": "fp8"}
+PROFILER_DTYPES = {
+    "float": "fp32",
+    "c10::BFloat16": "bf16",
+    "c10::Half": "fp16",
+    "c10::Float8_e4m3fn": "fp8",
+    "c10::Float8_e5m2": "fp8",
+}
 
 GEMM_OPERANDS = {"aten::mm": (0, 1), "aten::addmm": (1, 2), "aten::bmm": (0, 1), "aten::baddbmm": (1, 2)}
 ATTENTION_CAUSAL_ARGUMENT = {  # position of is_causal among the op's inputs
@@ -90,13 +95,23 @@ def import_profile(path: str | Path) -> Trace:
         if event.get("cat") in RUNTIME_CATEGORIES and event.get("name") in LAUNCH_CALLS:
             samples[(event["name"], "launch", "", (("count", 1.0),))].append(event["dur"] * SECOND_FACTORS["us"])
     if not any(key[1] != "launch" for key in samples):
-        raise TraceError(f"{path}: no GEMM, attention or memory op with input shapes found "
-                         "(record the profile with record_shapes=True)")
+        raise TraceError(
+            f"{path}: no GEMM, attention or memory op with input shapes found (record the profile with record_shapes=True)"
+        )
 
     rows = []
     for (op, primitive, dtype, shape), values in sorted(samples.items()):
-        rows.append(make_row(op, primitive, dtype or _main_dtype(samples), device, sample_statistics(np.array(values)),
-                             "profile", **dict(shape)))
+        rows.append(
+            make_row(
+                op,
+                primitive,
+                dtype or _main_dtype(samples),
+                device,
+                sample_statistics(np.array(values)),
+                "profile",
+                **dict(shape),
+            )
+        )
     properties = document.get("deviceProperties") or [{}]
     metadata = {
         "source": "profile",
@@ -196,8 +211,13 @@ def describe_op(op: dict) -> tuple | None:
         concrete = args.get("Concrete Inputs") or []
         position = ATTENTION_CAUSAL_ARGUMENT[name]
         causal = 1.0 if len(concrete) > position and concrete[position] == "True" else 0.0
-        shape = (("batch", float(batch)), ("heads", float(heads)), ("tokens", float(tokens)), ("head_dim", float(head_dim)),
-                 ("causal", causal))
+        shape = (
+            ("batch", float(batch)),
+            ("heads", float(heads)),
+            ("tokens", float(tokens)),
+            ("head_dim", float(head_dim)),
+            ("causal", causal),
+        )
         return short, "attention", dtype, shape
     tensors = _tensor_inputs(dims, types)
     if not tensors or any(dtype not in DTYPE_BYTES for dtype, _ in tensors):

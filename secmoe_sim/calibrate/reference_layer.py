@@ -56,9 +56,13 @@ class SectionalLayer:
 
     def _block(self, width: int, heads: int, with_ffn: bool) -> _Block:
         hidden = int(self.layer.ffn_multiplier * width)
-        return _Block(qkv=self._weight(width, 3 * width), out=self._weight(width, width), heads=heads,
-                      ffn_in=self._weight(width, hidden) if with_ffn else None,
-                      ffn_out=self._weight(hidden, width) if with_ffn else None)
+        return _Block(
+            qkv=self._weight(width, 3 * width),
+            out=self._weight(width, width),
+            heads=heads,
+            ffn_in=self._weight(width, hidden) if with_ffn else None,
+            ffn_out=self._weight(hidden, width) if with_ffn else None,
+        )
 
     def input(self):
         """A batch of the layer's input: ``(batch, seq_len, d_model)``."""
@@ -84,7 +88,7 @@ class SectionalLayer:
                 batch, tokens, width = x.shape
                 x = x.view(batch, tokens // self.reduction, self.reduction, width).mean(dim=2)
         w = self.width
-        sections = [self._attention_block(x[..., e * w:(e + 1) * w], block) for e, block in enumerate(self.experts)]
+        sections = [self._attention_block(x[..., e * w : (e + 1) * w], block) for e, block in enumerate(self.experts)]
         y = self.torch.cat(sections, dim=-1)
         if self.mix is not None:
             y = self.torch.matmul(y, self.mix)

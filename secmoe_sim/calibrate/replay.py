@@ -63,7 +63,7 @@ class _Curve:
     log_time: np.ndarray
 
     @classmethod
-    def of(cls, sizes: np.ndarray, times_s: np.ndarray) -> "_Curve":
+    def of(cls, sizes: np.ndarray, times_s: np.ndarray) -> _Curve:
         points = pd.DataFrame({"size": np.log(sizes), "time": np.log(times_s)}).groupby("size")["time"].mean()
         return cls(points.index.to_numpy(), isotonic_regression(points.to_numpy()).x)
 
@@ -102,7 +102,9 @@ def _size(primitive: str, shape: dict, dtype: str) -> float:
     if primitive == "gemm":
         return gemm_counts(shape["m"], shape["k"], shape["n"], shape["count"], dtype)["flops"]
     if primitive == "attention":
-        return attention_counts(shape["batch"], shape["heads"], shape["tokens"], shape["head_dim"], bool(shape["causal"]), dtype)["flops"]
+        return attention_counts(shape["batch"], shape["heads"], shape["tokens"], shape["head_dim"], bool(shape["causal"]), dtype)[
+            "flops"
+        ]
     return shape["bytes"]
 
 
@@ -155,7 +157,9 @@ class ReplayTimer:
         measured = sorted(set(rows["primitive"]) & set(REPLAYED))
         if not measured:
             dtypes = sorted(set(trace.rows.loc[trace.rows["primitive"].isin(REPLAYED), "dtype"]))
-            raise CalibrationError(f"the trace has no GEMM, attention or memory timings in {dtype} (it has: {', '.join(dtypes) or 'none'})")
+            raise CalibrationError(
+                f"the trace has no GEMM, attention or memory timings in {dtype} (it has: {', '.join(dtypes) or 'none'})"
+            )
         self.fallback = fallback
         self.launch_s = launch_overhead_s(trace)
         launch_s = self.launch_s or 0.0
@@ -163,7 +167,7 @@ class ReplayTimer:
         self._found: dict[tuple, Lookup] = {}
 
     @classmethod
-    def for_scenario(cls, trace: Trace, scenario: Scenario) -> "ReplayTimer":
+    def for_scenario(cls, trace: Trace, scenario: Scenario) -> ReplayTimer:
         layer = scenario.workload.layer
         return cls(trace, layer.dtype, RooflineTimer(scenario.hardware.gpu, layer.dtype))
 
@@ -212,9 +216,12 @@ class ReplayReport:
 
     def metadata(self) -> dict:
         totals = self.counts[[f"replay_{kind}_ops" for kind in KINDS]].sum()
-        return {"trace": str(self.trace_path), "trace_sha256": file_sha256(self.trace_path),
-                **{name: int(value) for name, value in totals.items()},
-                "flagged_ops_file": "replay_flagged_ops.csv" if len(self.flagged) else None}
+        return {
+            "trace": str(self.trace_path),
+            "trace_sha256": file_sha256(self.trace_path),
+            **{name: int(value) for name, value in totals.items()},
+            "flagged_ops_file": "replay_flagged_ops.csv" if len(self.flagged) else None,
+        }
 
 
 def census(plans: list[LayerPlan], timer: ReplayTimer, trace_path: Path) -> ReplayReport:
@@ -232,11 +239,20 @@ def census(plans: list[LayerPlan], timer: ReplayTimer, trace_path: Path) -> Repl
                 key = (step.name, step.shape, step.launches, step.is_backward)
                 if kind in ("extrapolated", "roofline") and key not in seen:
                     seen.add(key)
-                    flagged.append({"label": plan.label, "num_experts": plan.num_experts, "op": step.name, "kind": kind,
-                                    "primitive": step.primitive, "launches": step.launches,
-                                    "shape": " ".join(f"{k}={v:g}" for k, v in step.shape)})
-        counts.append({"label": plan.label, "num_experts": plan.num_experts,
-                       **{f"replay_{kind}_ops": tally[kind] for kind in KINDS}})
+                    flagged.append(
+                        {
+                            "label": plan.label,
+                            "num_experts": plan.num_experts,
+                            "op": step.name,
+                            "kind": kind,
+                            "primitive": step.primitive,
+                            "launches": step.launches,
+                            "shape": " ".join(f"{k}={v:g}" for k, v in step.shape),
+                        }
+                    )
+        counts.append(
+            {"label": plan.label, "num_experts": plan.num_experts, **{f"replay_{kind}_ops": tally[kind] for kind in KINDS}}
+        )
     return ReplayReport(trace_path, pd.DataFrame(counts), pd.DataFrame(flagged))
 
 

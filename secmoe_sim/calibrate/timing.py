@@ -25,8 +25,8 @@ import os
 import platform
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -129,8 +129,9 @@ def stable_time_s(device: Device, fn, refresh, warmup: int, repeats: int) -> tup
     return best, attempt
 
 
-def interleaved_time_s(device: Device, calls: list[tuple[Callable, Callable]], warmup: int, repeats: int,
-                       rounds: int = INTERLEAVED_ROUNDS) -> list[np.ndarray]:
+def interleaved_time_s(
+    device: Device, calls: list[tuple[Callable, Callable]], warmup: int, repeats: int, rounds: int = INTERLEAVED_ROUNDS
+) -> list[np.ndarray]:
     """Timings of several ``(fn, refresh)`` calls to be compared with each other, taken round-robin:
     ``rounds`` rounds, each timing every call ``ceil(repeats / rounds)`` times (after ``warmup``
     calls in the first round, one in the others). A slow spell of the machine then spreads over
@@ -153,16 +154,30 @@ def make_device(kind: str) -> Device:
     """The device of ``kind`` (``cpu`` or ``cuda``); a one-line error if it is not available."""
     torch = require_torch()
     if kind == "cpu":
-        return CpuDevice(kind="cpu", torch_device=torch.device("cpu"), name=cpu_name(), memory_bytes=host_memory_bytes(),
-                         default_dtypes=("fp32",), comm_backend="gloo")
+        return CpuDevice(
+            kind="cpu",
+            torch_device=torch.device("cpu"),
+            name=cpu_name(),
+            memory_bytes=host_memory_bytes(),
+            default_dtypes=("fp32",),
+            comm_backend="gloo",
+        )
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise CalibrationError("--device cuda: torch sees no CUDA device (torch "
-                                   f"{torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)")
+            raise CalibrationError(
+                "--device cuda: torch sees no CUDA device (torch "
+                f"{torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)"
+            )
         index = torch.cuda.current_device()
         properties = torch.cuda.get_device_properties(index)
-        return CudaDevice(kind="cuda", torch_device=torch.device("cuda", index), name=properties.name,
-                          memory_bytes=float(properties.total_memory), default_dtypes=("bf16", "fp16"), comm_backend="nccl")
+        return CudaDevice(
+            kind="cuda",
+            torch_device=torch.device("cuda", index),
+            name=properties.name,
+            memory_bytes=float(properties.total_memory),
+            default_dtypes=("bf16", "fp16"),
+            comm_backend="nccl",
+        )
     raise CalibrationError(f"unknown device {kind!r} (choose from {', '.join(DEVICE_KINDS)})")
 
 
@@ -218,5 +233,5 @@ def environment(device: Device, threads: int) -> dict:
         "load_average_1min": os.getloadavg()[0],
         "nice": os.nice(0),  # scheduling priority of the measuring process (negative: favoured over other processes)
         "scheduler_group": scheduler_group(),
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

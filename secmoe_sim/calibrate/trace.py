@@ -55,8 +55,21 @@ SHAPE_COLUMNS = {
     "comm": ("bytes", "world_size"),
 }
 TEXT_COLUMNS = ("op", "primitive", "dtype", "device", "path", "source")
-NUMBER_COLUMNS = ("m", "k", "n", "count", "batch", "heads", "tokens", "head_dim", "causal", "bytes", "world_size",
-                  "flops", "traffic_bytes")
+NUMBER_COLUMNS = (
+    "m",
+    "k",
+    "n",
+    "count",
+    "batch",
+    "heads",
+    "tokens",
+    "head_dim",
+    "causal",
+    "bytes",
+    "world_size",
+    "flops",
+    "traffic_bytes",
+)
 STAT_COLUMNS = ("repeats", "attempts", "median_s", "p10_s", "p90_s", "mean_s", "min_s", "max_s")
 COLUMNS = TEXT_COLUMNS + NUMBER_COLUMNS + STAT_COLUMNS
 SPREAD_PERCENTILES = (10, 90)
@@ -87,7 +100,7 @@ def sample_statistics(samples_s: np.ndarray, attempts: int = 1) -> dict:
     samples_s = np.asarray(samples_s, dtype=float)
     low, high = np.percentile(samples_s, SPREAD_PERCENTILES)
     return {
-        "repeats": int(len(samples_s)),
+        "repeats": len(samples_s),
         "attempts": int(attempts),
         "median_s": float(np.median(samples_s)),
         "p10_s": float(low),
@@ -120,7 +133,9 @@ def make_row(op: str, primitive: str, dtype: str, device: str, stats: dict, sour
     if primitive == "gemm":
         row.update(gemm_counts(shape["m"], shape["k"], shape["n"], shape["count"], dtype))
     elif primitive == "attention":
-        row.update(attention_counts(shape["batch"], shape["heads"], shape["tokens"], shape["head_dim"], bool(shape["causal"]), dtype))
+        row.update(
+            attention_counts(shape["batch"], shape["heads"], shape["tokens"], shape["head_dim"], bool(shape["causal"]), dtype)
+        )
     elif primitive in ("memory", "comm"):
         row.update({"flops": 0.0, "traffic_bytes": float(shape["bytes"])})
     elif "m" in shape:  # a launch loop of small GEMMs
@@ -148,8 +163,14 @@ def row_kernel(row) -> Kernel:
     """The simulator's kernel for a gemm, attention or memory row (one launch)."""
     primitive = row["primitive"]
     shape = tuple((name, float(row[name])) for name in SHAPE_COLUMNS[primitive])
-    return Kernel(name=str(row["op"]), group="calibration", flops=float(row["flops"]),
-                  traffic_bytes=float(row["traffic_bytes"]), primitive=primitive, shape=shape)
+    return Kernel(
+        name=str(row["op"]),
+        group="calibration",
+        flops=float(row["flops"]),
+        traffic_bytes=float(row["traffic_bytes"]),
+        primitive=primitive,
+        shape=shape,
+    )
 
 
 def launch_overhead_s(trace: Trace) -> float | None:

@@ -125,15 +125,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from secmoe_sim.sweep.spec import load_sweep
     from secmoe_sim.sweep.run import ExecutorChoice, report_lines, run_sweep
+    from secmoe_sim.sweep.spec import load_sweep
 
     try:
         sweep = load_sweep(args.sweep)
         choice = ExecutorChoice.from_options(args.workers, args.dask_local, args.scheduler)
         out_dir = Path(args.out) if args.out else Path("reports") / "sweeps" / sweep.spec.name
         if not args.quiet:
-            print(f"sweep {sweep.spec.name}: {len(sweep.points)} points over {sweep.base.name}, on {choice.describe()}", flush=True)
+            print(
+                f"sweep {sweep.spec.name}: {len(sweep.points)} points over {sweep.base.name}, on {choice.describe()}", flush=True
+            )
         report = run_sweep(sweep, out_dir, choice, progress=not args.quiet and sys.stderr.isatty(), csv=args.csv)
     except KeyboardInterrupt:
         print("secmoe-sim: interrupted", file=sys.stderr)
@@ -195,9 +197,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else Path("reports") / "calibration" / args.device
     path = write_trace(trace, out_dir / DEFAULT_TRACE_NAME)
     counts = trace.rows.groupby("primitive").size()
-    print(f"measured {len(trace.rows)} shapes ({', '.join(f'{n} {p}' for p, n in counts.items())}) on "
-          f"{trace.metadata['device_name']} ({args.device}, threads: {trace.metadata['threads']}, "
-          f"{', '.join(trace.metadata['dtypes'])}) in {time.perf_counter() - started_at:.0f} s")
+    print(
+        f"measured {len(trace.rows)} shapes ({', '.join(f'{n} {p}' for p, n in counts.items())}) on "
+        f"{trace.metadata['device_name']} ({args.device}, threads: {trace.metadata['threads']}, "
+        f"{', '.join(trace.metadata['dtypes'])}) in {time.perf_counter() - started_at:.0f} s"
+    )
     print(f"wrote {path}; next: secmoe-sim fit {path}")
     return 0
 
@@ -212,9 +216,11 @@ def cmd_import_profile(args: argparse.Namespace) -> int:
     write_trace(trace, out)
     counts = trace.rows.groupby("primitive").size()
     meta = trace.metadata
-    print(f"imported {meta['ops_imported']} ops as {len(trace.rows)} shapes ({', '.join(f'{n} {p}' for p, n in counts.items())}) "
-          f"from a {meta['device']} profile; skipped {meta['ops_skipped_unsupported_dtype']} ops of unsupported dtypes, "
-          f"{meta['kernels_unattributed']} kernels outside recognised ops")
+    print(
+        f"imported {meta['ops_imported']} ops as {len(trace.rows)} shapes ({', '.join(f'{n} {p}' for p, n in counts.items())}) "
+        f"from a {meta['device']} profile; skipped {meta['ops_skipped_unsupported_dtype']} ops of unsupported dtypes, "
+        f"{meta['kernels_unattributed']} kernels outside recognised ops"
+    )
     print(f"wrote {out}")
     return 0
 
@@ -249,7 +255,9 @@ def _check_inputs(args: argparse.Namespace, out_dir: Path):
         trace_path, trace = Path(args.trace), read_trace(args.trace)
         device, threads = make_device(args.device), set_threads(args.threads)
         if trace.metadata.get("device", device.kind) != device.kind:
-            raise CalibrationError(f"{trace_path} was measured on {trace.metadata['device']}, but check-real runs on {device.kind}")
+            raise CalibrationError(
+                f"{trace_path} was measured on {trace.metadata['device']}, but check-real runs on {device.kind}"
+            )
         _warn_if_busy()
     else:
         print("calibrating (no --trace given)", flush=True)
@@ -274,8 +282,11 @@ def cmd_check_real(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else Path("reports") / "calibration" / args.device
     out_dir.mkdir(parents=True, exist_ok=True)
     device, threads, trace, trace_path, cluster, hardware_path = _check_inputs(args, out_dir)
-    workload = (load_scenario(args.scenario).workload.model_dump(mode="json") if args.scenario
-                else check_real.default_workload(device.kind, args.quick))
+    workload = (
+        load_scenario(args.scenario).workload.model_dump(mode="json")
+        if args.scenario
+        else check_real.default_workload(device.kind, args.quick)
+    )
     scenario = check_real.check_scenario(cluster, workload, f"check-real-{device.kind}{'-quick' if args.quick else ''}")
 
     print(f"timing the reference layer on {device.name} (threads: {threads}), every E in turn", flush=True)
@@ -290,13 +301,26 @@ def cmd_check_real(args: argparse.Namespace) -> int:
     figure.savefig(out_dir / "check_real.png", dpi=120)
     include = os.path.relpath(hardware_path, out_dir) if cluster.num_gpus == 1 else None
     (out_dir / "scenario.yaml").write_text(check_real.scenario_yaml(scenario, include), encoding="utf-8")
-    write_json(out_dir / "check_real_metadata.json", {
-        "command": "check-real", **started, "load_average_1min_after": os.getloadavg()[0], "warmup": REFERENCE_WARMUP,
-        "repeats": args.repeats, "trace": str(trace_path), "trace_sha256": file_sha256(trace_path),
-        "hardware": str(hardware_path), "hardware_sha256": file_sha256(hardware_path),
-        "scenario": scenario.name, "scenario_sha256": scenario.content_hash(), "replay": replay.metadata(),
-        "results": result.summary.to_dict("records"),
-    })
+    write_json(
+        out_dir / "check_real_metadata.json",
+        {
+            "command": "check-real",
+            **started,
+            "load_average_1min_after": os.getloadavg()[0],
+            "warmup": REFERENCE_WARMUP,
+            "repeats": args.repeats,
+            "trace": str(trace_path),
+            "trace_sha256": file_sha256(trace_path),
+            "hardware": str(hardware_path),
+            "hardware_sha256": file_sha256(hardware_path),
+            "scenario": scenario.name,
+            "scenario_sha256": scenario.content_hash(),
+            "replay": replay.metadata(),
+            "results": result.summary.to_dict("records"),
+        },
+    )
     print("\n" + check_real_text(result))
-    print(f"\nwrote check_real.csv, check_real_summary.csv, check_real.png, scenario.yaml, check_real_metadata.json to {out_dir}/")
+    print(
+        f"\nwrote check_real.csv, check_real_summary.csv, check_real.png, scenario.yaml, check_real_metadata.json to {out_dir}/"
+    )
     return 0

@@ -60,14 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("scenario", help="scenario file, or the name of a shipped scenario (see `list`)")
     run.add_argument("--out", help="output directory (default reports/<scenario name>/)")
     run.add_argument("--seed", type=int, help="random seed; overrides the scenario's")
-    run.add_argument("--replay", metavar="TRACE", help="take op times from a calibration trace instead of the roofline "
-                     "(interpolated between measured shapes; extrapolated ops flagged)")
+    run.add_argument(
+        "--replay",
+        metavar="TRACE",
+        help="take op times from a calibration trace instead of the roofline "
+        "(interpolated between measured shapes; extrapolated ops flagged)",
+    )
     run.set_defaults(handler=commands.cmd_run)
 
     analyze = subcommands.add_parser("analyze", help="the analytical model: parameters, FLOPs, S(E) and E_opt, no simulation")
     analyze.add_argument("scenario", help="scenario file, or the name of a shipped scenario")
-    analyze.add_argument("--alpha", type=_duration, help="overhead coefficient alpha as a duration (e.g. '20 us'); "
-                         "default: estimated from the hardware")
+    analyze.add_argument(
+        "--alpha",
+        type=_duration,
+        help="overhead coefficient alpha as a duration (e.g. '20 us'); default: estimated from the hardware",
+    )
     analyze.set_defaults(handler=commands.cmd_analyze)
 
     schema = subcommands.add_parser("schema", help="print the JSON Schema of scenario files")
@@ -104,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = subcommands.add_parser("sweep", help="simulate a grid of what-if scenarios (resumable; local processes or Dask)")
     sweep.add_argument("sweep", metavar="SWEEP", help="sweep file, or the name of a shipped sweep (see docs/sweeps.md)")
-    sweep.add_argument("--out", metavar="DIR", help="output directory (default reports/sweeps/<sweep name>/); re-running into it resumes")
+    sweep.add_argument(
+        "--out", metavar="DIR", help="output directory (default reports/sweeps/<sweep name>/); re-running into it resumes"
+    )
     where = sweep.add_mutually_exclusive_group()
     where.add_argument("--workers", type=_positive_int, metavar="N", help="local worker processes (default: one per core)")
     where.add_argument("--dask-local", type=_positive_int, metavar="N", help="start a Dask LocalCluster of N worker processes")
@@ -114,12 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler=commands.cmd_sweep)
 
     plot = subcommands.add_parser("plot", help="heatmaps of best E and of speedup over token MoE, analytical vs simulated E_opt")
-    plot.add_argument("sweep_dir", metavar="SWEEP_DIR", help="output directory of `sweep` (holds results.parquet and metadata.json)")
+    plot.add_argument(
+        "sweep_dir", metavar="SWEEP_DIR", help="output directory of `sweep` (holds results.parquet and metadata.json)"
+    )
     plot.add_argument("--out", metavar="DIR", help="where to write the PNG files (default: SWEEP_DIR)")
     plot.add_argument("--x", metavar="AXIS", help="axis path across the heatmaps (default: the first grid dimension)")
     plot.add_argument("--y", metavar="AXIS", help="axis path up the heatmaps (default: the next grid dimension)")
-    plot.add_argument("--at", action="append", default=[], metavar="AXIS=VALUE",
-                      help="fix another grid dimension at a value as written in the sweep file (default: its first value)")
+    plot.add_argument(
+        "--at",
+        action="append",
+        default=[],
+        metavar="AXIS=VALUE",
+        help="fix another grid dimension at a value as written in the sweep file (default: its first value)",
+    )
     plot.set_defaults(handler=commands.cmd_plot)
 
     _add_calibration_commands(subcommands)
@@ -136,19 +152,28 @@ def _add_calibration_commands(subcommands) -> None:
     calibrate.add_argument("--dtypes", help="comma-separated dtypes (default: fp32 on cpu; bf16,fp16 on cuda)")
     calibrate.set_defaults(handler=commands.cmd_calibrate)
 
-    importer = subcommands.add_parser("import-profile", help="a torch.profiler Chrome trace (record_shapes=True) as a calibration trace")
+    importer = subcommands.add_parser(
+        "import-profile", help="a torch.profiler Chrome trace (record_shapes=True) as a calibration trace"
+    )
     importer.add_argument("profile", help="the profiler's export_chrome_trace JSON (.json or .json.gz)")
     importer.add_argument("--out", help="trace file to write, .csv or .parquet (default: beside the profile, .trace.csv)")
     importer.set_defaults(handler=commands.cmd_import_profile)
 
-    fit = subcommands.add_parser("fit", help="fit a hardware file to a calibration trace; fit error per op class on held-out shapes")
+    fit = subcommands.add_parser(
+        "fit", help="fit a hardware file to a calibration trace; fit error per op class on held-out shapes"
+    )
     fit.add_argument("trace", help="calibration trace (.csv or .parquet)")
     fit.add_argument("--out", help="hardware file to write (default hardware.yaml beside the trace)")
-    fit.add_argument("--base", metavar="SCENARIO_OR_HARDWARE",
-                     help="take what the trace does not measure (node shape, fabrics) from this scenario or hardware file")
+    fit.add_argument(
+        "--base",
+        metavar="SCENARIO_OR_HARDWARE",
+        help="take what the trace does not measure (node shape, fabrics) from this scenario or hardware file",
+    )
     fit.set_defaults(handler=commands.cmd_fit)
 
-    check = subcommands.add_parser("check-real", help="time a real torch sectional layer across E against the calibrated simulator")
+    check = subcommands.add_parser(
+        "check-real", help="time a real torch sectional layer across E against the calibrated simulator"
+    )
     check.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run the layer (default cpu)")
     check.add_argument("--quick", action="store_true", help="a smaller layer (and the quick grid if it calibrates)")
     check.add_argument("--out", help="output directory (default reports/calibration/<device>/)")

@@ -28,8 +28,8 @@ import numpy as np
 import simpy
 
 from secmoe_sim.engine.network import Network
-from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.plan.steps import AllToAll, Messages
+from secmoe_sim.spec.hardware import Cluster
 
 
 class Exchange:
@@ -165,7 +165,10 @@ def start_all_to_all(
         return AllToAllRun(rounds)
     if algorithm == "hierarchical":
         phases = hierarchical_phases(collective, cluster)
-        return AllToAllRun([
-            Exchange(env, network, label, phase, _shift(collective, phase), (ordinal, index)) for index, phase in enumerate(phases)
-        ])
+        return AllToAllRun(
+            [
+                Exchange(env, network, label, phase, _shift(collective, phase), (ordinal, index))
+                for index, phase in enumerate(phases)
+            ]
+        )
     raise ValueError(f"unknown all-to-all algorithm {algorithm!r}")

@@ -14,8 +14,8 @@ import simpy
 from secmoe_sim.engine.all_to_all import AllToAllRun, start_all_to_all
 from secmoe_sim.engine.network import Network
 from secmoe_sim.engine.rings import RingRun
-from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.plan.steps import AllToAll, Collective
+from secmoe_sim.spec.hardware import Cluster
 
 
 def start_collective(

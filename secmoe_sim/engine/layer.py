@@ -7,22 +7,22 @@ while the GPU takes part in a collective. The layer ends when the last GPU finis
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import pandas as pd
 import simpy
 
-from secmoe_sim.plan.costs import Kernel, KernelTimer, RooflineTimer
 from secmoe_sim.engine.collectives import start_collective
-from secmoe_sim.engine.network.flow_table import RateObserver
 from secmoe_sim.engine.network import build_network
+from secmoe_sim.engine.network.flow_table import RateObserver
 from secmoe_sim.engine.recorder import Recorder, Row
-from secmoe_sim.spec.faults import compute_slowdown, link_capacity_factors
-from secmoe_sim.plan.steps import LayerPlan
+from secmoe_sim.plan.costs import Kernel, KernelTimer, RooflineTimer
 from secmoe_sim.plan.pipeline import Pipeline
-from secmoe_sim.spec.network import NetworkOptions
+from secmoe_sim.plan.steps import LayerPlan
 from secmoe_sim.plan.topology import Topology
+from secmoe_sim.spec.faults import compute_slowdown, link_capacity_factors
+from secmoe_sim.spec.network import NetworkOptions
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,18 @@ def run_plan(
         launch_s = timer.launch_time_s(kernel) * slowdown[gpu]
         yield env.timeout(launch_s + timer.kernel_time_s(kernel) * slowdown[gpu])
         recorder.record(
-            Row(gpu=gpu, stream="compute", kind="kernel", label=kernel.name, started_at=started_at,
-                finished_at=env.now, launch_s=launch_s, flops=kernel.flops, bytes=kernel.traffic_bytes, group=kernel.group)
+            Row(
+                gpu=gpu,
+                stream="compute",
+                kind="kernel",
+                label=kernel.name,
+                started_at=started_at,
+                finished_at=env.now,
+                launch_s=launch_s,
+                flops=kernel.flops,
+                bytes=kernel.traffic_bytes,
+                group=kernel.group,
+            )
         )
 
     def run_collective(gpu: int, collective):
@@ -129,6 +139,9 @@ def run_plan(
         env.step()
         num_events += 1
     return SimulationRun(
-        plan=plan, timeline=recorder.frame(), finished_at=tuple(finished_at), num_events=num_events,
+        plan=plan,
+        timeline=recorder.frame(),
+        finished_at=tuple(finished_at),
+        num_events=num_events,
         network_statistics=links.statistics(),
     )

@@ -57,7 +57,9 @@ class Recorder:
         self._row_sequence.append(self._next)
         self._next += 1
 
-    def record_transfer(self, src: int, dst: int, label: str, started_at: float, finished_at: float, payload_bytes: float) -> None:
+    def record_transfer(
+        self, src: int, dst: int, label: str, started_at: float, finished_at: float, payload_bytes: float
+    ) -> None:
         """One message from ``src`` to ``dst``: a transfer row on the sender's ``comm`` stream."""
         columns = self._transfers
         columns["src"].append(src)
@@ -72,20 +74,22 @@ class Recorder:
     def frame(self) -> pd.DataFrame:
         ops = pd.DataFrame([tuple(getattr(r, c) for c in ROW_COLUMNS) for r in self.rows], columns=ROW_COLUMNS)
         count = len(self._transfer_sequence)
-        transfers = pd.DataFrame({
-            "gpu": np.asarray(self._transfers["src"], dtype=np.int64),
-            "stream": ["comm"] * count,
-            "kind": ["transfer"] * count,
-            "label": self._transfers["label"],
-            "started_at": np.asarray(self._transfers["started_at"], dtype=float),
-            "finished_at": np.asarray(self._transfers["finished_at"], dtype=float),
-            "launch_s": np.zeros(count),
-            "flops": np.zeros(count),
-            "bytes": np.asarray(self._transfers["bytes"], dtype=float),
-            "src": np.asarray(self._transfers["src"], dtype=np.int64),
-            "dst": np.asarray(self._transfers["dst"], dtype=np.int64),
-            "group": [""] * count,
-        })
+        transfers = pd.DataFrame(
+            {
+                "gpu": np.asarray(self._transfers["src"], dtype=np.int64),
+                "stream": ["comm"] * count,
+                "kind": ["transfer"] * count,
+                "label": self._transfers["label"],
+                "started_at": np.asarray(self._transfers["started_at"], dtype=float),
+                "finished_at": np.asarray(self._transfers["finished_at"], dtype=float),
+                "launch_s": np.zeros(count),
+                "flops": np.zeros(count),
+                "bytes": np.asarray(self._transfers["bytes"], dtype=float),
+                "src": np.asarray(self._transfers["src"], dtype=np.int64),
+                "dst": np.asarray(self._transfers["dst"], dtype=np.int64),
+                "group": [""] * count,
+            }
+        )
         if count == 0:
             return ops
         if ops.empty:

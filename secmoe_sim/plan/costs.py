@@ -59,7 +59,7 @@ class Kernel:
     shape: tuple[tuple[str, float], ...] = ()
     is_backward: bool = False
 
-    def scaled(self, factor: float) -> "Kernel":
+    def scaled(self, factor: float) -> Kernel:
         """The same op over ``factor`` times as much data (e.g. more sequences in one kernel)."""
         shape = self.shape
         if shape:
@@ -74,7 +74,7 @@ class Kernel:
             shape=shape,
         )
 
-    def sharded(self, parts: int) -> "Kernel":
+    def sharded(self, parts: int) -> Kernel:
         """One of ``parts`` tensor-parallel shards: GEMM columns, attention heads or bytes split."""
         split = {"gemm": "n", "attention": "heads", "memory": "bytes"}[self.primitive]
         return replace(
@@ -86,7 +86,7 @@ class Kernel:
             shape=tuple((key, value / parts if key == split else value) for key, value in self.shape),
         )
 
-    def backward(self) -> "Kernel":
+    def backward(self) -> Kernel:
         """The backward op: twice the FLOPs and traffic of the forward op."""
         return replace(
             self,
@@ -156,8 +156,12 @@ def _memory(traffic_bytes: float) -> dict:
 
 def qkv_projection(tokens: float, width: float, b: int) -> Kernel:
     return Kernel(
-        "qkv", "projection", 2 * 3 * tokens * width**2, (tokens * width + 3 * width**2 + 3 * tokens * width) * b,
-        activation_bytes=3 * tokens * width * b, **_gemm(tokens, width, 3 * width),
+        "qkv",
+        "projection",
+        2 * 3 * tokens * width**2,
+        (tokens * width + 3 * width**2 + 3 * tokens * width) * b,
+        activation_bytes=3 * tokens * width * b,
+        **_gemm(tokens, width, 3 * width),
     )
 
 
@@ -174,22 +178,38 @@ def attention_scores(tokens: float, width: float, heads: int, layer: Layer, b: i
         workspace = scores_bytes
         activation += scores_bytes
     shape = (("batch", 1), ("heads", heads), ("tokens", tokens), ("head_dim", width / heads), ("causal", int(layer.causal)))
-    return Kernel("attention", "scores", flops, traffic, activation_bytes=activation, workspace_bytes=workspace,
-                  primitive="attention", shape=shape)
+    return Kernel(
+        "attention",
+        "scores",
+        flops,
+        traffic,
+        activation_bytes=activation,
+        workspace_bytes=workspace,
+        primitive="attention",
+        shape=shape,
+    )
 
 
 def out_projection(tokens: float, width: float, b: int) -> Kernel:
     return Kernel(
-        "out_proj", "projection", 2 * tokens * width**2, (2 * tokens * width + width**2) * b,
-        activation_bytes=tokens * width * b, **_gemm(tokens, width, width),
+        "out_proj",
+        "projection",
+        2 * tokens * width**2,
+        (2 * tokens * width + width**2) * b,
+        activation_bytes=tokens * width * b,
+        **_gemm(tokens, width, width),
     )
 
 
 def ffn(tokens: float, width: float, multiplier: float, b: int, group: str = "ffn") -> Kernel:
     hidden = multiplier * width
     return Kernel(
-        "ffn", group, 2 * 2 * tokens * width * hidden, (2 * tokens * width + 2 * width * hidden + 2 * tokens * hidden) * b,
-        activation_bytes=(tokens * hidden + tokens * width) * b, workspace_bytes=tokens * hidden * b,
+        "ffn",
+        group,
+        2 * 2 * tokens * width * hidden,
+        (2 * tokens * width + 2 * width * hidden + 2 * tokens * hidden) * b,
+        activation_bytes=(tokens * hidden + tokens * width) * b,
+        workspace_bytes=tokens * hidden * b,
         **_gemm(tokens, width, hidden, count=2),
     )
 
@@ -203,15 +223,23 @@ def sequence_reduction(tokens: float, reduction: int, width: float, b: int) -> K
 
 def mixing_projection(tokens: float, width: float, b: int) -> Kernel:
     return Kernel(
-        "mix", "mix", 2 * tokens * width**2, (2 * tokens * width + width**2) * b, activation_bytes=tokens * width * b,
+        "mix",
+        "mix",
+        2 * tokens * width**2,
+        (2 * tokens * width + width**2) * b,
+        activation_bytes=tokens * width * b,
         **_gemm(tokens, width, width),
     )
 
 
 def router(tokens: float, width: float, num_experts: int, b: int) -> Kernel:
     return Kernel(
-        "router", "router", 2 * tokens * width * num_experts, (tokens * width + width * num_experts + tokens * num_experts) * b,
-        activation_bytes=tokens * num_experts * b, **_gemm(tokens, width, num_experts),
+        "router",
+        "router",
+        2 * tokens * width * num_experts,
+        (tokens * width + width * num_experts + tokens * num_experts) * b,
+        activation_bytes=tokens * num_experts * b,
+        **_gemm(tokens, width, num_experts),
     )
 
 
@@ -228,7 +256,11 @@ def combine(tokens: float, k: int, width: float, b: int) -> Kernel:
 def attention_block(tokens: float, width: float, heads: int, layer: Layer, with_ffn: bool) -> list[Kernel]:
     """Full-width transformer block on one sequence: QKV, attention, out-projection, optional FFN."""
     b = DTYPE_BYTES[layer.dtype]
-    kernels = [qkv_projection(tokens, width, b), attention_scores(tokens, width, heads, layer, b), out_projection(tokens, width, b)]
+    kernels = [
+        qkv_projection(tokens, width, b),
+        attention_scores(tokens, width, heads, layer, b),
+        out_projection(tokens, width, b),
+    ]
     if with_ffn:
         kernels.append(ffn(tokens, width, layer.ffn_multiplier, b))
     return kernels
@@ -237,7 +269,11 @@ def attention_block(tokens: float, width: float, heads: int, layer: Layer, with_
 def expert_section(tokens: float, width: float, heads: int, layer: Layer, section_ffn: bool) -> list[Kernel]:
     """One expert on one sequence's section: narrow QKV, attention, out-projection, optional FFN."""
     b = DTYPE_BYTES[layer.dtype]
-    kernels = [qkv_projection(tokens, width, b), attention_scores(tokens, width, heads, layer, b), out_projection(tokens, width, b)]
+    kernels = [
+        qkv_projection(tokens, width, b),
+        attention_scores(tokens, width, heads, layer, b),
+        out_projection(tokens, width, b),
+    ]
     if section_ffn:
         kernels.append(ffn(tokens, width, layer.ffn_multiplier, b, group="projection"))
     return [replace(k, name=f"expert.{k.name}") for k in kernels]

@@ -7,7 +7,7 @@ when ``tensor_parallel > 1``.
 from __future__ import annotations
 
 from secmoe_sim.plan import costs
-from secmoe_sim.plan.steps import AllReduce, LayerPlan, nonzero, Step, with_backward
+from secmoe_sim.plan.steps import AllReduce, LayerPlan, Step, nonzero, with_backward
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.placement import sequences_per_gpu
 from secmoe_sim.spec.units import DTYPE_BYTES
@@ -31,11 +31,15 @@ def dense_plan(layer: Layer, arch: DenseArchitecture, cluster: Cluster) -> Layer
         for gpu in group:
             forward[gpu] += nonzero(shard[:3])
             if tp > 1:
-                forward[gpu].append(AllReduce(key=f"allreduce.attn[{index}]", name="allreduce.attn", gpus=group, payload_bytes=reduce_bytes))
+                forward[gpu].append(
+                    AllReduce(key=f"allreduce.attn[{index}]", name="allreduce.attn", gpus=group, payload_bytes=reduce_bytes)
+                )
             if layer.ffn:
                 forward[gpu] += nonzero(shard[3:])
                 if tp > 1:
-                    forward[gpu].append(AllReduce(key=f"allreduce.ffn[{index}]", name="allreduce.ffn", gpus=group, payload_bytes=reduce_bytes))
+                    forward[gpu].append(
+                        AllReduce(key=f"allreduce.ffn[{index}]", name="allreduce.ffn", gpus=group, payload_bytes=reduce_bytes)
+                    )
 
     weights = costs.dense_params(layer) / tp * DTYPE_BYTES[layer.dtype]
     return LayerPlan(

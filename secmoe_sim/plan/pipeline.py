@@ -52,7 +52,7 @@ class Pipeline:
     def kernels(self) -> list[Kernel]:
         return [kernel for chunk in self.chunks for kernel in chunk.kernels]
 
-    def transposed(self) -> "Pipeline":
+    def transposed(self) -> Pipeline:
         """The backward phase: gradients travel combine -> experts (backward) -> dispatch, in chunks."""
         return Pipeline(
             name=f"{self.name}.backward",

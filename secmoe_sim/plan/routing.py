@@ -94,9 +94,9 @@ def route(
         return np.column_stack([largest_remainder(tokens, int(load)) for load in loads])
     if isinstance(routing, GroupedRouting):
         group_count = routing.groups or groups
-        return np.array([
-            grouped_top_k_counts(t, num_experts, group_count, routing.top_groups, top_k, rng) for t in tokens_per_source
-        ])
+        return np.array(
+            [grouped_top_k_counts(t, num_experts, group_count, routing.top_groups, top_k, rng) for t in tokens_per_source]
+        )
     log_weights = np.log(popularity(routing, num_experts, rng))
     return np.array([top_k_counts(t, log_weights, top_k, rng) for t in tokens_per_source])
 

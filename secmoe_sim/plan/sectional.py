@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import replace
 
 from secmoe_sim.plan import costs
-from secmoe_sim.plan.steps import AllToAll, LayerPlan, Message, nonzero, Step, with_backward
+from secmoe_sim.plan.steps import AllToAll, LayerPlan, Message, Step, nonzero, with_backward
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.placement import place_experts, sectional_cluster, sequences_per_gpu
 from secmoe_sim.spec.units import DTYPE_BYTES

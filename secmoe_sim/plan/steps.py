@@ -11,10 +11,11 @@ forward steps in reverse order: each kernel's backward, each all-to-all transpos
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Iterable, Iterator, Union
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class Messages:
     payload_bytes: np.ndarray
 
     @classmethod
-    def of(cls, messages: Iterable[Message]) -> "Messages":
+    def of(cls, messages: Iterable[Message]) -> Messages:
         listed = list(messages)
         return cls(
             src=np.array([m.src for m in listed], dtype=np.int64),
@@ -59,7 +60,7 @@ class Messages:
         for src, dst, size in zip(self.src.tolist(), self.dst.tolist(), self.payload_bytes.tolist()):
             yield Message(src, dst, size)
 
-    def reversed(self) -> "Messages":
+    def reversed(self) -> Messages:
         """Every message in the opposite direction."""
         return Messages(src=self.dst, dst=self.src, payload_bytes=self.payload_bytes)
 
@@ -83,7 +84,7 @@ class AllToAll:
             object.__setattr__(self, "messages", Messages.of(self.messages))
 
     @classmethod
-    def from_matrix(cls, key: str, name: str, gpus: tuple[int, ...], byte_matrix: np.ndarray) -> "AllToAll":
+    def from_matrix(cls, key: str, name: str, gpus: tuple[int, ...], byte_matrix: np.ndarray) -> AllToAll:
         """All-to-all-v: ``byte_matrix[i, j]`` bytes from ``gpus[i]`` to ``gpus[j]``; zeros and the diagonal send nothing."""
         matrix = np.asarray(byte_matrix, dtype=float)
         sending = (matrix > 0) & ~np.eye(len(gpus), dtype=bool)
@@ -91,9 +92,11 @@ class AllToAll:
         members = np.asarray(gpus, dtype=np.int64)
         return cls(key, name, tuple(gpus), Messages(src=members[rows], dst=members[columns], payload_bytes=matrix[rows, columns]))
 
-    def transposed(self) -> "AllToAll":
+    def transposed(self) -> AllToAll:
         """The same exchange in the opposite direction (a backward pass, a gather after a scatter)."""
-        return AllToAll(key=f"{self.key}.backward", name=f"{self.name}.backward", gpus=self.gpus, messages=self.messages.reversed())
+        return AllToAll(
+            key=f"{self.key}.backward", name=f"{self.name}.backward", gpus=self.gpus, messages=self.messages.reversed()
+        )
 
     @cached_property
     def buffer_bytes_by_gpu(self) -> dict[int, float]:
@@ -115,7 +118,7 @@ class AllReduce:
     gpus: tuple[int, ...]
     payload_bytes: float
 
-    def transposed(self) -> "AllReduce":
+    def transposed(self) -> AllReduce:
         return replace(self, key=f"{self.key}.backward", name=f"{self.name}.backward")
 
 
@@ -128,9 +131,11 @@ class AllGather:
     gpus: tuple[int, ...]
     payload_bytes: float
 
-    def transposed(self) -> "ReduceScatter":
+    def transposed(self) -> ReduceScatter:
         """The backward of an all-gather is a reduce-scatter of the gradients."""
-        return ReduceScatter(key=f"{self.key}.backward", name=f"{self.name}.backward", gpus=self.gpus, payload_bytes=self.payload_bytes)
+        return ReduceScatter(
+            key=f"{self.key}.backward", name=f"{self.name}.backward", gpus=self.gpus, payload_bytes=self.payload_bytes
+        )
 
 
 @dataclass(frozen=True)
@@ -144,12 +149,14 @@ class ReduceScatter:
 
     def transposed(self) -> AllGather:
         """The backward of a reduce-scatter is an all-gather of the gradient shards."""
-        return AllGather(key=f"{self.key}.backward", name=f"{self.name}.backward", gpus=self.gpus, payload_bytes=self.payload_bytes)
+        return AllGather(
+            key=f"{self.key}.backward", name=f"{self.name}.backward", gpus=self.gpus, payload_bytes=self.payload_bytes
+        )
 
 
-RingCollective = Union[AllReduce, AllGather, ReduceScatter]
-Collective = Union[AllToAll, AllReduce, AllGather, ReduceScatter]
-Step = Union[Kernel, AllToAll, AllReduce, AllGather, ReduceScatter, Pipeline]
+RingCollective = AllReduce | AllGather | ReduceScatter
+Collective = AllToAll | AllReduce | AllGather | ReduceScatter
+Step = Kernel | AllToAll | AllReduce | AllGather | ReduceScatter | Pipeline
 
 
 def flat_steps(program: tuple[Step, ...]) -> list[Step]:
@@ -207,7 +214,7 @@ class LayerPlan:
                 peaks.append(2 * weights + saved + workspace + buffers)
             else:
                 window = max(
-                    (a.activation_bytes + b.activation_bytes + b.workspace_bytes for a, b in zip(kernels, kernels[1:])),
+                    (a.activation_bytes + b.activation_bytes + b.workspace_bytes for a, b in itertools.pairwise(kernels)),
                     default=sum(k.activation_bytes + k.workspace_bytes for k in kernels),
                 )
                 peaks.append(weights + window + buffers)

@@ -16,7 +16,7 @@ from secmoe_sim.plan import costs
 from secmoe_sim.plan.costs import Kernel
 from secmoe_sim.plan.pipeline import Chunk, Pipeline, chunk_kernel
 from secmoe_sim.plan.routing import capacity_limited_counts, route
-from secmoe_sim.plan.steps import AllToAll, as_group, LayerPlan, Message, Messages, nonzero, Step, with_backward
+from secmoe_sim.plan.steps import AllToAll, LayerPlan, Message, Messages, Step, as_group, nonzero, with_backward
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.placement import place_experts, sequences_per_gpu
 from secmoe_sim.spec.units import DTYPE_BYTES

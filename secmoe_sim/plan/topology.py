@@ -29,7 +29,8 @@ every link); stages follow each other store-and-forward. Every stage has the lat
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -141,7 +142,11 @@ class Topology:
             return (into_host, out_of_host)
         if self._socket[src] == self._socket[dst] and self._switch[src] == self._switch[dst]:
             return (self._stage((self._up[src], self._down[dst]), latency_s),)
-        links = (self._up[src], self._bridge_up[self._socket[src]]) + crossing + (self._bridge_down[self._socket[dst]], self._down[dst])
+        links = (
+            (self._up[src], self._bridge_up[self._socket[src]])
+            + crossing
+            + (self._bridge_down[self._socket[dst]], self._down[dst])
+        )
         return (self._stage(links, latency_s),)
 
     def _crossing(self, src: int, dst: int) -> tuple[int, ...]:

@@ -27,9 +27,17 @@ def check_real_figure(result: CheckResult, title: str) -> Figure:
     for axis, entry in zip(axes[0], entries):
         rows = result.table[result.table["entry"] == entry]
         measured = rows[rows["mode"] == MODES[0]].sort_values("E")
-        axis.errorbar(measured["E"], measured["measured_s"] * to_ms, fmt="ko-", capsize=3, label="measured (median, p10-p90)",
-                      yerr=[(measured["measured_s"] - measured["measured_p10_s"]) * to_ms,
-                            (measured["measured_p90_s"] - measured["measured_s"]) * to_ms])
+        axis.errorbar(
+            measured["E"],
+            measured["measured_s"] * to_ms,
+            fmt="ko-",
+            capsize=3,
+            label="measured (median, p10-p90)",
+            yerr=[
+                (measured["measured_s"] - measured["measured_p10_s"]) * to_ms,
+                (measured["measured_p90_s"] - measured["measured_s"]) * to_ms,
+            ],
+        )
         for mode, style in zip(MODES, ("s--", "^:")):
             modeled = rows[rows["mode"] == mode].sort_values("E")
             axis.plot(modeled["E"], modeled["predicted_s"] * to_ms, style, label=f"predicted ({mode})")

@@ -19,8 +19,10 @@ def write_fidelity(table: pd.DataFrame, efficiency: Efficiency, out_dir: Path) -
     shown = table.assign(rel_error=table["rel_error"].map(lambda v: f"{v:.1%}"))
     (out_dir / "fidelity.md").write_text(shown.to_markdown(index=False, floatfmt=".4g") + "\n", encoding="utf-8")
     document = {
-        "tool": "secmoe-sim", "version": __version__, "command": "fidelity",
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "tool": "secmoe-sim",
+        "version": __version__,
+        "command": "fidelity",
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "efficiency": {"nvlink": efficiency.nvlink, "rdma": efficiency.rdma},
         "line_rates_bytes_per_s": LINE_RATES_BYTES_PER_S,
         "within_15_percent": bool((table["rel_error"] <= FIDELITY_TARGET).all()),

@@ -10,12 +10,12 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from secmoe_sim.version import __version__
 from secmoe_sim.analysis.analytical import analytical_curves
-from secmoe_sim.report.plots import wall_clock_vs_experts
-from secmoe_sim.spec.scenario import Scenario
-from secmoe_sim.simulation import Results
 from secmoe_sim.report.chrome_trace import chrome_trace
+from secmoe_sim.report.plots import wall_clock_vs_experts
+from secmoe_sim.simulation import Results
+from secmoe_sim.spec.scenario import Scenario
+from secmoe_sim.version import __version__
 
 
 def metadata(scenario: Scenario, seed: int, **extra) -> dict:
@@ -28,7 +28,7 @@ def metadata(scenario: Scenario, seed: int, **extra) -> dict:
         "scenario_sha256": scenario.content_hash(),
         "seed": seed,
         "sweep_modes": sweep_modes,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **extra,
     }
 
@@ -40,8 +40,10 @@ def write_json(path: Path, document: dict) -> None:
 def write_run_outputs(results: Results, out_dir: Path) -> list[Path]:
     """Write summary.csv, timeline.csv, trace.json, wall_clock_vs_experts.png and metadata.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: out_dir / name for name in
-             ("summary.csv", "timeline.csv", "trace.json", "wall_clock_vs_experts.png", "metadata.json")}
+    paths = {
+        name: out_dir / name
+        for name in ("summary.csv", "timeline.csv", "trace.json", "wall_clock_vs_experts.png", "metadata.json")
+    }
     results.summary.to_csv(paths["summary.csv"], index=False)
     results.timeline.to_csv(paths["timeline.csv"], index=False)
     best = results.best()

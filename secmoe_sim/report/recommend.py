@@ -9,8 +9,10 @@ from secmoe_sim.spec.units import format_duration, format_flops
 
 
 def _describe(row: pd.Series) -> str:
-    return (f"{format_duration(row['wall_clock_s'])} ({row['params']:.3g} parameters, "
-            f"{format_flops(row['flops_per_token'])} per token, {int(row['num_gpus'])} GPUs)")
+    return (
+        f"{format_duration(row['wall_clock_s'])} ({row['params']:.3g} parameters, "
+        f"{format_flops(row['flops_per_token'])} per token, {int(row['num_gpus'])} GPUs)"
+    )
 
 
 def recommendation_text(found: Recommendation) -> str:
@@ -21,13 +23,17 @@ def recommendation_text(found: Recommendation) -> str:
     row = best.loc[found.chosen]
     lines = [
         f"Recommendation for {scenario.name} ({scenario.hardware.num_gpus} x {scenario.hardware.gpu.name}):",
-        f"- Use E = {int(row['num_experts'])} experts ({row['sweep_mode']}, entry '{found.chosen}'): "
-        f"one layer takes {_describe(row)}.",
+        (
+            f"- Use E = {int(row['num_experts'])} experts ({row['sweep_mode']}, entry '{found.chosen}'): "
+            f"one layer takes {_describe(row)}."
+        ),
     ]
     for label, other in best.iterrows():
         if other["architecture"] == "sectional_moe":
             if label != found.chosen:
-                lines.append(f"- Entry '{label}' ({other['sweep_mode']}): best E = {int(other['num_experts'])}, {_describe(other)}.")
+                lines.append(
+                    f"- Entry '{label}' ({other['sweep_mode']}): best E = {int(other['num_experts'])}, {_describe(other)}."
+                )
             continue
         ratio = other["wall_clock_s"] / row["wall_clock_s"]
         verdict = f"{ratio:.2f}x faster than" if ratio >= 1 else f"{1 / ratio:.2f}x slower than"
@@ -42,6 +48,8 @@ def recommendation_text(found: Recommendation) -> str:
     )
     lines.append("- What would move the answer most (one change at a time, sectional entry re-simulated):")
     for study in sorted(found.sensitivity, key=lambda s: s.relative_change):
-        lines.append(f"    {study.change:32s} best E = {study.best_e:4d}, {format_duration(study.wall_clock_s):>9s} "
-                     f"({study.relative_change:+.1%})")
+        lines.append(
+            f"    {study.change:32s} best E = {study.best_e:4d}, {format_duration(study.wall_clock_s):>9s} "
+            f"({study.relative_change:+.1%})"
+        )
     return "\n".join(lines)

@@ -52,12 +52,16 @@ def write_validation(validation: Validation, out_dir: Path, scenarios: list[Scen
         results = validation.simulations[name]["fixed_cluster"]
         best = int(results.summary.loc[results.summary["wall_clock_s"].idxmin(), "num_experts"])
         timeline = results.timeline[results.timeline["num_experts"] == best]
-        figures[f"gantt_{name}.png"] = validation_plots.gantt(timeline, f"{name}: one layer at the simulated best E = {best} (fixed_cluster)")
+        figures[f"gantt_{name}.png"] = validation_plots.gantt(
+            timeline, f"{name}: one layer at the simulated best E = {best} (fixed_cluster)"
+        )
     for file_name, figure in figures.items():
         figure.savefig(out_dir / file_name, dpi=110)
         written.append(out_dir / file_name)
     meta = {s.name: metadata(s, s.seed) for s in scenarios}
-    write_json(out_dir / "metadata.json", {"command": "validate", "scenarios": meta, "variation_factors": list(VARIATION_FACTORS)})
+    write_json(
+        out_dir / "metadata.json", {"command": "validate", "scenarios": meta, "variation_factors": list(VARIATION_FACTORS)}
+    )
     written.append(out_dir / "metadata.json")
     return written
 

@@ -1,31 +1,28 @@
-"""Figures of the alpha measurement and the E_opt validation (Agg backend, DataFrames in, Figures out)."""
+"""Figures of the alpha measurement and the E_opt validation (DataFrames in, matplotlib Figures out, no pyplot)."""
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from secmoe_sim.analysis.analytical import Overhead  # noqa: E402
-from secmoe_sim.analysis.alpha import AlphaMeasurement  # noqa: E402
-from secmoe_sim.spec.units import MICROSECONDS_PER_MILLISECOND, MILLISECONDS_PER_SECOND  # noqa: E402
+from secmoe_sim.analysis.alpha import AlphaMeasurement
+from secmoe_sim.analysis.analytical import Overhead
+from secmoe_sim.spec.units import MICROSECONDS_PER_MILLISECOND, MILLISECONDS_PER_SECOND
 
 
 def _log2_axis(axes, experts) -> None:
     axes.set_xscale("log", base=2)
-    ticks = sorted(set(int(e) for e in experts))
+    ticks = sorted({int(e) for e in experts})
     axes.set_xticks(ticks, [str(e) for e in ticks])
 
 
 def s_of_e(measurements: list[AlphaMeasurement], title: str) -> Figure:
     """Per-device S(E): simulated wall-clock against the analytical S(E) (fitted alpha) and the best form."""
     per_device = [m for m in measurements if m.view == "per_device"]
-    figure, axes_row = plt.subplots(1, len(per_device), figsize=(6 * len(per_device), 4.5), squeeze=False)
+    figure = Figure(figsize=(6 * len(per_device), 4.5))
+    axes_row = figure.subplots(1, len(per_device), squeeze=False)
     for axes, m in zip(axes_row[0], per_device):
         experts = np.array(m.experts, dtype=float)
         dense = np.geomspace(experts.min(), experts.max(), 200)
@@ -49,8 +46,8 @@ def s_of_e(measurements: list[AlphaMeasurement], title: str) -> Figure:
 
 def overhead_fits(measurements: list[AlphaMeasurement], title: str) -> Figure:
     """Overhead against E with every fitted form, and the residuals of each form below."""
-    figure, grid = plt.subplots(2, len(measurements), figsize=(4.5 * len(measurements), 6.5), squeeze=False,
-                                gridspec_kw={"height_ratios": [2, 1]})
+    figure = Figure(figsize=(4.5 * len(measurements), 6.5))
+    grid = figure.subplots(2, len(measurements), squeeze=False, gridspec_kw={"height_ratios": [2, 1]})
     for column, m in enumerate(measurements):
         top, bottom = grid[0][column], grid[1][column]
         experts = np.array(m.experts, dtype=float)
@@ -60,8 +57,13 @@ def overhead_fits(measurements: list[AlphaMeasurement], title: str) -> Figure:
         for name, fit in m.fits.items():
             width = 2.5 if name == m.best_form else 1.0
             top.plot(dense, fit(dense) * MILLISECONDS_PER_SECOND, linewidth=width, label=f"{fit.formula} (R2 {fit.r2:.3f})")
-            bottom.plot(experts, (np.array(m.overhead_s) - fit(experts)) * MILLISECONDS_PER_SECOND * MICROSECONDS_PER_MILLISECOND,
-                        "o-", linewidth=width, markersize=3)
+            bottom.plot(
+                experts,
+                (np.array(m.overhead_s) - fit(experts)) * MILLISECONDS_PER_SECOND * MICROSECONDS_PER_MILLISECOND,
+                "o-",
+                linewidth=width,
+                markersize=3,
+            )
         for axes in (top, bottom):
             _log2_axis(axes, experts)
             axes.grid(True, alpha=0.3)
@@ -77,7 +79,8 @@ def overhead_fits(measurements: list[AlphaMeasurement], title: str) -> Figure:
 
 def e_opt_scatter(table: pd.DataFrame) -> Figure:
     """Analytical (feasible) against simulated E_opt, one marker per case, with the y = x line."""
-    figure, axes = plt.subplots(figsize=(6, 6))
+    figure = Figure(figsize=(6, 6))
+    axes = figure.subplots()
     for index, ((mode, view), rows) in enumerate(table.groupby(["sweep_mode", "view"])):
         jitter = 1.0 + 0.04 * (index - 1.5)  # side by side, so equal points stay visible
         axes.plot(rows["e_opt_simulated"] * jitter, rows["e_opt_feasible"], "o", alpha=0.7, label=f"{mode}, {view}")
@@ -98,11 +101,12 @@ def e_opt_trend(table: pd.DataFrame, axis: str) -> Figure:
     """E_opt against one swept layer dimension (``seq_len`` or ``d_model``), per scenario and mode."""
     rows = table[(table["varied"] == axis) | (table["varied"] == "base")]
     rows = rows[rows["view"] == "per_device"]
-    figure, axes_row = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    figure = Figure(figsize=(12, 4.5))
+    axes_row = figure.subplots(1, 2, sharey=True)
     for axes, mode in zip(axes_row, ("fixed_cluster", "expert_per_gpu")):
         for scenario, group in rows[rows["sweep_mode"] == mode].groupby("base_scenario"):
             group = group.sort_values(axis)
-            line, = axes.plot(group[axis], group["e_opt_simulated"], "o-", label=f"{scenario} simulated")
+            (line,) = axes.plot(group[axis], group["e_opt_simulated"], "o-", label=f"{scenario} simulated")
             axes.plot(group[axis], group["e_opt_analytical"], "x--", color=line.get_color(), label=f"{scenario} analytical")
         axes.set_xscale("log", base=2)
         axes.set_yscale("log", base=2)
@@ -119,13 +123,18 @@ def e_opt_trend(table: pd.DataFrame, axis: str) -> Figure:
 def gantt(timeline: pd.DataFrame, title: str) -> Figure:
     """Per-GPU Gantt chart of one layer: kernels on the compute stream, collectives on the comm stream."""
     gpus = sorted(timeline["gpu"].unique())
-    figure, axes = plt.subplots(figsize=(10, 0.35 * len(gpus) + 1.5))
+    figure = Figure(figsize=(10, 0.35 * len(gpus) + 1.5))
+    axes = figure.subplots()
     colours = {"compute": "tab:blue", "comm": "tab:orange"}
     for stream, offset in (("compute", -0.18), ("comm", 0.18)):
         rows = timeline[(timeline["stream"] == stream) & (timeline["kind"] != "transfer")]
         for gpu, group in rows.groupby("gpu"):
-            spans = list(zip(group["started_at"] * MILLISECONDS_PER_SECOND,
-                             (group["finished_at"] - group["started_at"]) * MILLISECONDS_PER_SECOND))
+            spans = list(
+                zip(
+                    group["started_at"] * MILLISECONDS_PER_SECOND,
+                    (group["finished_at"] - group["started_at"]) * MILLISECONDS_PER_SECOND,
+                )
+            )
             axes.broken_barh(spans, (gpu + offset - 0.15, 0.3), facecolors=colours[stream], edgecolor="white", linewidth=0.3)
     axes.set_yticks(gpus, [f"GPU {g}" for g in gpus])
     axes.invert_yaxis()

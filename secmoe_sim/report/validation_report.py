@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from secmoe_sim.version import __version__
-from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.analysis.validation import run_validation
 from secmoe_sim.report.validation import markdown_table, write_validation
+from secmoe_sim.spec.scenario import Scenario
+from secmoe_sim.version import __version__
 
 
 def _trend(values: pd.Series) -> str:
@@ -52,9 +52,11 @@ def shape_findings(table: pd.DataFrame) -> list[str]:
     base = table[table["varied"] == "base"]
     held = base[base["paper_form_holds"]]
     lines = [
-        f"- The paper's quadratic overhead (`alpha E^2` or `alpha E^2 + beta E + gamma`) is the AICc-best form in "
-        f"{len(held)} of {len(base)} (scenario, sweep mode, view) cases of the shipped scenarios; "
-        f"across all {len(table)} cases with the variants, in {int(table['paper_form_holds'].sum())}."
+        (
+            f"- The paper's quadratic overhead (`alpha E^2` or `alpha E^2 + beta E + gamma`) is the AICc-best form in "
+            f"{len(held)} of {len(base)} (scenario, sweep mode, view) cases of the shipped scenarios; "
+            f"across all {len(table)} cases with the variants, in {int(table['paper_form_holds'].sum())}."
+        )
     ]
     for form, count in base["best_form"].value_counts().items():
         lines.append(f"- best form `{form}`: {count} of the shipped cases.")
@@ -103,11 +105,13 @@ def write_validation_report(scenarios: list[Scenario], out_dir: Path, progress: 
         "",
         markdown_table(base),
         "",
-        "Columns: `alpha_s` is the fit of the paper's form `alpha E^2` (seconds), `alpha_hardware_s` the estimate "
-        "from the hardware description before any simulation; `e_opt_analytical` the closed form (or stationary "
-        "root) with the fitted alpha, `e_opt_feasible` its best feasible neighbour, `e_opt_best_form` the numeric "
-        "optimum of the cost model plus the AICc-best form, `e_opt_simulated` the E with the lowest simulated "
-        "wall-clock; `regret` = wall-clock at `e_opt_feasible` / the simulated minimum - 1.",
+        (
+            "Columns: `alpha_s` is the fit of the paper's form `alpha E^2` (seconds), `alpha_hardware_s` the estimate "
+            "from the hardware description before any simulation; `e_opt_analytical` the closed form (or stationary "
+            "root) with the fitted alpha, `e_opt_feasible` its best feasible neighbour, `e_opt_best_form` the numeric "
+            "optimum of the cost model plus the AICc-best form, `e_opt_simulated` the E with the lowest simulated "
+            "wall-clock; `regret` = wall-clock at `e_opt_feasible` / the simulated minimum - 1."
+        ),
         "",
         "## Figures",
         "",

@@ -13,7 +13,7 @@ the cluster grows and shrinks with E, a fault applies whenever its GPU or node e
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -40,7 +40,7 @@ class DegradedLink(StrictModel):
     bandwidth_factor: float = Field(gt=0, le=1, description="capacity multiplied by this factor")
 
 
-Fault = Annotated[Union[Straggler, SlowNode, DegradedLink], Field(discriminator="kind")]
+Fault = Annotated[Straggler | SlowNode | DegradedLink, Field(discriminator="kind")]
 
 LINK_PREFIXES = {"intra_node": ("nvlink", "pcie"), "nic": ("nic",)}
 

@@ -7,13 +7,12 @@ per direction: a datasheet's "900 GB/s total" NVLink figure is 450 GB/s per dire
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from secmoe_sim.spec.base import FieldIssue, StrictModel
-
 from secmoe_sim.spec.units import Bandwidth, Duration, FlopRate, Size
 
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8"]
@@ -51,7 +50,7 @@ class GPU(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _table_sorted(self) -> "GPU":
+    def _table_sorted(self) -> GPU:
         if not self.peak_flops:
             raise FieldIssue(("peak_flops",), "peak_flops needs at least one dtype")
         for name in ("efficiency_table", "attention_efficiency_table"):
@@ -115,13 +114,13 @@ class PCIeFabric(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _sockets_need_link(self) -> "PCIeFabric":
+    def _sockets_need_link(self) -> PCIeFabric:
         if self.sockets == 2 and self.inter_socket_bandwidth_per_direction is None:
             raise FieldIssue(("inter_socket_bandwidth_per_direction",), "required when sockets is 2")
         return self
 
 
-IntraNodeFabric = Annotated[Union[NVSwitchFabric, PCIeFabric], Field(discriminator="kind")]
+IntraNodeFabric = Annotated[NVSwitchFabric | PCIeFabric, Field(discriminator="kind")]
 
 
 class InterNodeFabric(StrictModel):
@@ -153,23 +152,24 @@ class Cluster(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _multi_node_needs_fabric(self) -> "Cluster":
+    def _multi_node_needs_fabric(self) -> Cluster:
         if self.nodes > 1 and self.inter_node is None:
             raise FieldIssue(("inter_node",), "inter_node is required when nodes > 1")
         fabric = self.intra_node
-        if isinstance(fabric, PCIeFabric):
-            if self.gpus_per_node % fabric.sockets:
-                raise FieldIssue(("gpus_per_node",), f"gpus_per_node ({self.gpus_per_node}) must split evenly over {fabric.sockets} sockets")
+        if isinstance(fabric, PCIeFabric) and self.gpus_per_node % fabric.sockets:
+            raise FieldIssue(
+                ("gpus_per_node",), f"gpus_per_node ({self.gpus_per_node}) must split evenly over {fabric.sockets} sockets"
+            )
         return self
 
     @model_validator(mode="after")
-    def _nic_pcie_hop_on_nvswitch_only(self) -> "Cluster":
-        if self.inter_node is not None and self.inter_node.gpu_nic_pcie_bandwidth_per_direction is not None:
-            if isinstance(self.intra_node, PCIeFabric):
-                raise FieldIssue(
-                    ("inter_node", "gpu_nic_pcie_bandwidth_per_direction"),
-                    "only for nvswitch nodes: on a PCIe node the GPU's own PCIe link is the hop to its NIC",
-                )
+    def _nic_pcie_hop_on_nvswitch_only(self) -> Cluster:
+        nic_hop = self.inter_node is not None and self.inter_node.gpu_nic_pcie_bandwidth_per_direction is not None
+        if nic_hop and isinstance(self.intra_node, PCIeFabric):
+            raise FieldIssue(
+                ("inter_node", "gpu_nic_pcie_bandwidth_per_direction"),
+                "only for nvswitch nodes: on a PCIe node the GPU's own PCIe link is the hop to its NIC",
+            )
         return self
 
     @property
@@ -179,7 +179,7 @@ class Cluster(StrictModel):
     def node_of(self, gpu: int) -> int:
         return gpu // self.gpus_per_node
 
-    def resized(self, num_gpus: int) -> "Cluster":
+    def resized(self, num_gpus: int) -> Cluster:
         """The same hardware with ``num_gpus`` GPUs, adding nodes of this node shape.
 
         ``num_gpus`` must fill whole nodes, or fit inside one node (a partly populated node).

@@ -47,7 +47,9 @@ def resolve_scenario_path(path_or_name: str | Path) -> Path:
     if found is not None:
         return found
     raise ScenarioError(
-        str(path_or_name), "", f"no such file, and no shipped scenario of that name (shipped: {', '.join(shipped_scenario_names())})"
+        str(path_or_name),
+        "",
+        f"no such file, and no shipped scenario of that name (shipped: {', '.join(shipped_scenario_names())})",
     )
 
 
@@ -101,7 +103,9 @@ def _read_counts(scenario_path: Path, name: object, field: str, line: int | None
     try:
         text = counts_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise ScenarioError(str(scenario_path), field, f"cannot read token counts file {name!r}: {error.__class__.__name__}", line) from None
+        raise ScenarioError(
+            str(scenario_path), field, f"cannot read token counts file {name!r}: {error.__class__.__name__}", line
+        ) from None
     tokens = " ".join(row.split("#")[0] for row in text.splitlines()).replace(",", " ").split()
     try:
         return [float(token) for token in tokens]
@@ -157,13 +161,15 @@ def data_path(loc: tuple, data: Any) -> list[str | int]:
     path: list[str | int] = []
     node = data
     for item in loc:
-        if isinstance(node, dict) and item in node:
+        if isinstance(node, dict) and item in node or isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node):
             path.append(item)
             node = node[item]
-        elif isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node):
-            path.append(item)
-            node = node[item]
-        elif isinstance(node, dict) and isinstance(item, str) and not item.startswith(("function-", "union")) and node.get("kind") != item:
+        elif (
+            isinstance(node, dict)
+            and isinstance(item, str)
+            and not item.startswith(("function-", "union"))
+            and node.get("kind") != item
+        ):
             path.append(item)  # a missing or unknown field: name it
             node = None
     return path

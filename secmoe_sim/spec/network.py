@@ -26,7 +26,9 @@ class NetworkOptions(StrictModel):
         "batched: only once `tolerance` of the active flows have started or finished (large clusters)",
     )
     tolerance: float = Field(
-        default=0.05, ge=0, lt=1,
+        default=0.05,
+        ge=0,
+        lt=1,
         description="batched mode: fraction of the active flows that start or finish before rates are recomputed (0 is exact)",
     )
     all_to_all: Literal["direct", "pairwise", "hierarchical"] = Field(

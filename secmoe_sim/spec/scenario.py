@@ -42,7 +42,7 @@ class Scenario(StrictModel):
     faults: list[Fault] = Field(default_factory=list, description="what-if faults: stragglers, slow nodes, degraded links")
 
     @model_validator(mode="after")
-    def _fits_cluster(self) -> "Scenario":
+    def _fits_cluster(self) -> Scenario:
         layer, cluster = self.workload.layer, self.hardware
         for index, arch in enumerate(self.workload.architectures):
             path: FieldPath = ("workload", "architectures", index)
@@ -73,7 +73,7 @@ class Scenario(StrictModel):
         return self
 
     @model_validator(mode="after")
-    def _faults_exist(self) -> "Scenario":
+    def _faults_exist(self) -> Scenario:
         cluster = self.hardware
         for index, fault in enumerate(self.faults):
             if isinstance(fault, (Straggler, DegradedLink)) and fault.gpu >= cluster.num_gpus:
@@ -101,7 +101,9 @@ def _check_grouped_routing(arch: TokenMoEArchitecture, path: FieldPath, cluster:
     groups = routing.groups or cluster.nodes
     where = path + ("routing",)
     if arch.num_experts % groups:
-        raise FieldIssue(where, f"{arch.num_experts} experts do not split into {groups} groups (one per node unless 'groups' is set)")
+        raise FieldIssue(
+            where, f"{arch.num_experts} experts do not split into {groups} groups (one per node unless 'groups' is set)"
+        )
     if routing.top_groups > groups:
         raise FieldIssue(where + ("top_groups",), f"top_groups ({routing.top_groups}) exceeds the {groups} groups")
     if arch.top_k > routing.top_groups * (arch.num_experts // groups):

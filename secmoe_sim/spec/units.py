@@ -138,7 +138,9 @@ def _schema(dimension: Dimension, description: str) -> WithJsonSchema:
 
 _AS_FLOAT = PlainSerializer(float, return_type=float)
 
-Bandwidth = Annotated[float, BeforeValidator(_positive("bandwidth")), _schema("bandwidth", "bandwidth per direction, bytes/s"), _AS_FLOAT]
+Bandwidth = Annotated[
+    float, BeforeValidator(_positive("bandwidth")), _schema("bandwidth", "bandwidth per direction, bytes/s"), _AS_FLOAT
+]
 Duration = Annotated[float, BeforeValidator(_non_negative("duration")), _schema("duration", "duration, seconds"), _AS_FLOAT]
 Size = Annotated[float, BeforeValidator(_positive("size")), _schema("size", "size, bytes"), _AS_FLOAT]
 FlopRate = Annotated[float, BeforeValidator(_positive("flop_rate")), _schema("flop_rate", "FLOP rate, FLOP/s"), _AS_FLOAT]

@@ -7,7 +7,7 @@ rules of placement (which expert counts fit which cluster) live in :mod:`secmoe_
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -39,7 +39,7 @@ class Layer(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> "Layer":
+    def _heads_divide_width(self) -> Layer:
         if self.d_model % self.heads:
             raise FieldIssue(("heads",), f"heads ({self.heads}) must divide d_model ({self.d_model})")
         return self
@@ -54,7 +54,9 @@ class DenseArchitecture(StrictModel):
 
     kind: Literal["dense"]
     label: str | None = None
-    tensor_parallel: int = Field(default=1, ge=1, le=MAX_EXPERTS, description="GPUs sharing one sequence's layer (Megatron-style)")
+    tensor_parallel: int = Field(
+        default=1, ge=1, le=MAX_EXPERTS, description="GPUs sharing one sequence's layer (Megatron-style)"
+    )
 
     @property
     def name(self) -> str:
@@ -92,7 +94,7 @@ class CountsRouting(StrictModel):
     counts: list[float] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _loads_valid(self) -> "CountsRouting":
+    def _loads_valid(self) -> CountsRouting:
         for position, count in enumerate(self.counts):
             if not (count >= 0 and count < float("inf")):
                 raise FieldIssue(("counts", position), f"a token count must be a finite number >= 0, got {count}")
@@ -101,7 +103,7 @@ class CountsRouting(StrictModel):
         return self
 
 
-Routing = Annotated[Union[UniformRouting, ZipfRouting, GroupedRouting, CountsRouting], Field(discriminator="kind")]
+Routing = Annotated[UniformRouting | ZipfRouting | GroupedRouting | CountsRouting, Field(discriminator="kind")]
 
 
 class TokenMoEArchitecture(StrictModel):
@@ -111,16 +113,20 @@ class TokenMoEArchitecture(StrictModel):
     label: str | None = None
     num_experts: int = Field(ge=1, le=MAX_EXPERTS)
     top_k: int = Field(default=2, ge=1, le=MAX_EXPERTS)
-    capacity_factor: float = Field(default=1.25, gt=0, description="expert capacity = capacity_factor * top_k * tokens / num_experts")
+    capacity_factor: float = Field(
+        default=1.25, gt=0, description="expert capacity = capacity_factor * top_k * tokens / num_experts"
+    )
     routing: Routing = Field(default=UniformRouting(kind="uniform"), description="how tokens choose experts")
     overlap_degree: int = Field(
-        default=1, ge=1, le=64,
+        default=1,
+        ge=1,
+        le=64,
         description="chunks of dispatch -> expert FFN -> combine overlapped on the compute and communication streams "
         "(Tutel's a2a_ffn_overlap_degree); 1 is no overlap",
     )
 
     @model_validator(mode="after")
-    def _top_k_fits(self) -> "TokenMoEArchitecture":
+    def _top_k_fits(self) -> TokenMoEArchitecture:
         if self.top_k > self.num_experts:
             raise FieldIssue(("top_k",), f"top_k ({self.top_k}) exceeds num_experts ({self.num_experts})")
         routing = self.routing
@@ -167,7 +173,7 @@ class SectionalMoEArchitecture(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _experts_listed_once(self) -> "SectionalMoEArchitecture":
+    def _experts_listed_once(self) -> SectionalMoEArchitecture:
         if isinstance(self.experts, list):
             if not self.experts:
                 raise FieldIssue(("experts",), "experts must list at least one expert count, or be 'all_feasible'")
@@ -183,9 +189,7 @@ class SectionalMoEArchitecture(StrictModel):
         return self.label or self.kind
 
 
-Architecture = Annotated[
-    Union[DenseArchitecture, TokenMoEArchitecture, SectionalMoEArchitecture], Field(discriminator="kind")
-]
+Architecture = Annotated[DenseArchitecture | TokenMoEArchitecture | SectionalMoEArchitecture, Field(discriminator="kind")]
 
 
 class Workload(StrictModel):
@@ -195,7 +199,7 @@ class Workload(StrictModel):
     architectures: list[Architecture] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _names_unique(self) -> "Workload":
+    def _names_unique(self) -> Workload:
         names = [arch.name for arch in self.architectures]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

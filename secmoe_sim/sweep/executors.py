@@ -26,20 +26,28 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from secmoe_sim.version import __version__
-from secmoe_sim.analysis.analytical import PER_DEVICE_VIEW, Overhead, cost_model, hardware_alpha_s, nearest_feasible, sectional_terms
-from secmoe_sim.spec.scenario import Scenario
+from secmoe_sim.analysis.analytical import (
+    PER_DEVICE_VIEW,
+    Overhead,
+    cost_model,
+    hardware_alpha_s,
+    nearest_feasible,
+    sectional_terms,
+)
 from secmoe_sim.simulation import simulate
+from secmoe_sim.spec.scenario import Scenario
+from secmoe_sim.spec.workload import SectionalMoEArchitecture
 from secmoe_sim.sweep.spec import SweepError, SweepPoint
 from secmoe_sim.sweep.store import POINT_KEY
-from secmoe_sim.spec.workload import SectionalMoEArchitecture
+from secmoe_sim.version import __version__
 
 DASK_INSTALL_HINT = "pip install -e '.[dask]'"
 PARENT_WATCH_INTERVAL_S = 0.5  # how often a pool worker checks that the sweep process is still alive
@@ -66,9 +74,10 @@ def simulate_point(key: str, scenario: Scenario) -> PointOutcome:
         summary = simulate(scenario).summary
         rows = pd.concat([summary, analytical_columns(scenario, summary)], axis=1)
         return PointOutcome(key=key, version=__version__, rows=rows.assign(**{POINT_KEY: key}))
-    except Exception as error:  # a point's failure is data to record; the sweep goes on
-        return PointOutcome(key=key, version=__version__, error=f"{type(error).__name__}: {error}",
-                            traceback=traceback.format_exc())
+    except Exception as error:  # noqa: BLE001 - a point's failure is data to record; the sweep goes on
+        return PointOutcome(
+            key=key, version=__version__, error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()
+        )
 
 
 def analytical_columns(scenario: Scenario, summary: pd.DataFrame) -> pd.DataFrame:
@@ -97,7 +106,9 @@ def analytical_columns(scenario: Scenario, summary: pd.DataFrame) -> pd.DataFram
         rows = summary["label"] == arch.name
         columns.loc[rows, "analytical_s"] = [float(model.total_s(e, overhead)) for e in summary.loc[rows, "num_experts"]]
         columns.loc[rows, "e_opt_analytical"] = e_opt
-        columns.loc[rows, "e_opt_analytical_feasible"] = nearest_feasible(e_opt, scenario.expert_counts(arch), model, overhead).best
+        columns.loc[rows, "e_opt_analytical_feasible"] = nearest_feasible(
+            e_opt, scenario.expert_counts(arch), model, overhead
+        ).best
     return columns
 
 
@@ -113,7 +124,7 @@ class ExecutorChoice:
     scheduler: str | None = None  # address of a running Dask scheduler
 
     @classmethod
-    def from_options(cls, workers: int | None, dask_local: int | None, scheduler: str | None) -> "ExecutorChoice":
+    def from_options(cls, workers: int | None, dask_local: int | None, scheduler: str | None) -> ExecutorChoice:
         if scheduler is not None:
             return cls("dask", scheduler=scheduler)
         if dask_local is not None:
@@ -204,7 +215,10 @@ class LocalPool:
                     if not isinstance(outcome, BrokenProcessPool):
                         yield point, outcome
                     elif alone:
-                        yield point, WorkerDied("the worker process died while simulating this point alone (killed, or out of memory)")
+                        yield (
+                            point,
+                            WorkerDied("the worker process died while simulating this point alone (killed, or out of memory)"),
+                        )
                     else:
                         suspects.append(point)
                 in_flight.clear()
@@ -256,7 +270,10 @@ class DaskExecutor:
             # per cent of a pure-Python simulation's time; nothing here reads the profiles.
             with dask.config.set({"distributed.worker.profile.enabled": False}):
                 self.cluster = distributed.LocalCluster(
-                    n_workers=choice.workers, processes=True, threads_per_worker=1, dashboard_address=None,
+                    n_workers=choice.workers,
+                    processes=True,
+                    threads_per_worker=1,
+                    dashboard_address=None,
                     silence_logs=logging.ERROR,
                 )
         self.futures: dict = {}
@@ -277,17 +294,23 @@ class DaskExecutor:
         """
         try:
             versions = self.client.run(worker_version)
-        except Exception as error:  # whatever a worker raised while importing secmoe_sim
+        except Exception as error:  # noqa: BLE001 - whatever a worker raised while importing secmoe_sim
             self.close(now=True)
-            raise SweepError(str(choice.scheduler or "--dask-local"), "",
-                             f"a Dask worker cannot load secmoe_sim: {type(error).__name__}: {error}") from None
+            raise SweepError(
+                str(choice.scheduler or "--dask-local"),
+                "",
+                f"a Dask worker cannot load secmoe_sim: {type(error).__name__}: {error}",
+            ) from None
         mismatched = {worker: version for worker, version in versions.items() if version != __version__}
         if mismatched:
             self.close(now=True)
             worker, version = next(iter(mismatched.items()))
-            raise SweepError(str(choice.scheduler or "--dask-local"), "",
-                             f"{len(mismatched)} Dask worker(s) run another secmoe-sim (e.g. {worker}: {version}; "
-                             f"this process: {__version__}): install the same version everywhere")
+            raise SweepError(
+                str(choice.scheduler or "--dask-local"),
+                "",
+                f"{len(mismatched)} Dask worker(s) run another secmoe-sim (e.g. {worker}: {version}; "
+                f"this process: {__version__}): install the same version everywhere",
+            )
 
     def run(self, points: list[SweepPoint]) -> Iterator[Result]:
         self.futures = {

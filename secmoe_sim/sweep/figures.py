@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
-from secmoe_sim.sweep.spec import SweepError
 from secmoe_sim.sweep.plots import best_experts_heatmap, e_opt_across_sweep, speedup_heatmap
+from secmoe_sim.sweep.spec import SweepError
 from secmoe_sim.sweep.store import read_results
 from secmoe_sim.sweep.tables import (
     axis_columns,
@@ -25,8 +23,9 @@ SPEEDUP_PNG = "speedup_vs_token_moe.png"
 E_OPT_PNG = "analytical_vs_simulated_e_opt.png"
 
 
-def write_sweep_figures(sweep_dir: Path, out_dir: Path | None = None, x: str | None = None, y: str | None = None,
-                        at: list[str] | None = None) -> tuple[list[Path], list[str]]:
+def write_sweep_figures(
+    sweep_dir: Path, out_dir: Path | None = None, x: str | None = None, y: str | None = None, at: list[str] | None = None
+) -> tuple[list[Path], list[str]]:
     """Draw the sweep's figures into ``out_dir`` (default: the sweep directory).
 
     ``x`` and ``y`` pick the heatmap axes (default: the first two grid dimensions); ``at`` fixes
@@ -49,8 +48,10 @@ def write_sweep_figures(sweep_dir: Path, out_dir: Path | None = None, x: str | N
     if best_plane.empty:
         raise SweepError(str(sweep_dir), "", f"no completed point lies on the plane of {x} and {y} at {caption}")
     written, notes = [], []
-    figures = {BEST_EXPERTS_PNG: best_experts_heatmap(best_plane, x, y, labels, caption),
-               E_OPT_PNG: e_opt_across_sweep(best_all, axes, labels)}
+    figures = {
+        BEST_EXPERTS_PNG: best_experts_heatmap(best_plane, x, y, labels, caption),
+        E_OPT_PNG: e_opt_across_sweep(best_all, axes, labels),
+    }
     speedup = speedup_over_token_moe(plane, axes)
     if speedup.empty:
         notes.append(f"no {SPEEDUP_PNG}: the sweep has no token_moe entry to compare with")
@@ -58,6 +59,5 @@ def write_sweep_figures(sweep_dir: Path, out_dir: Path | None = None, x: str | N
         figures[SPEEDUP_PNG] = speedup_heatmap(speedup, x, y, labels, caption)
     for name, figure in figures.items():
         figure.savefig(out_dir / name, dpi=FIGURE_DPI)
-        plt.close(figure)
         written.append(out_dir / name)
     return written, notes

@@ -1,4 +1,4 @@
-"""Figures of a sweep (Agg backend, DataFrames in, Figures out; never simpy).
+"""Figures of a sweep (DataFrames in, matplotlib Figures out, built without pyplot; never simpy).
 
 * :func:`best_experts_heatmap`: the simulated best E of each sectional entry over two swept axes;
 * :func:`speedup_heatmap`: token-MoE wall-clock over the best sectional wall-clock;
@@ -11,15 +11,11 @@ The tables come from :mod:`secmoe_sim.sweep.tables`. ``labels`` maps an axis pat
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 MAX_POINT_TICKS = 40  # beyond this many points, ticks give point ids rather than every point's values
 PANEL_WIDTH_IN, PANEL_HEIGHT_IN = 6.5, 4.8
@@ -61,7 +57,8 @@ def best_experts_heatmap(best: pd.DataFrame, x: str, y: str | None, labels: dict
     the edge of the feasible range), and "OOM" where that configuration exceeds GPU memory.
     """
     entries = _ordered(best["label"])
-    figure, panels = plt.subplots(1, len(entries), figsize=(PANEL_WIDTH_IN * len(entries), PANEL_HEIGHT_IN), squeeze=False)
+    figure = Figure(figsize=(PANEL_WIDTH_IN * len(entries), PANEL_HEIGHT_IN))
+    panels = figure.subplots(1, len(entries), squeeze=False)
     all_experts = np.sort(best["best_experts"].unique())
     low, high = np.log2(all_experts.min()), max(np.log2(all_experts.max()), np.log2(all_experts.min()) + 1)
     for axes, entry in zip(panels[0], entries):
@@ -83,8 +80,13 @@ def best_experts_heatmap(best: pd.DataFrame, x: str, y: str | None, labels: dict
         bar.ax.set_yticklabels([str(int(e)) for e in all_experts])
         bar.set_label("best E (lowest simulated wall-clock)")
     figure.suptitle("Simulated best expert count E" + (f"  [{caption}]" if caption else ""), fontsize=11)
-    figure.text(0.01, 0.01, "* the largest E simulated at that point: the optimum may lie beyond the feasible range",
-                fontsize=8, color="dimgrey")
+    figure.text(
+        0.01,
+        0.01,
+        "* the largest E simulated at that point: the optimum may lie beyond the feasible range",
+        fontsize=8,
+        color="dimgrey",
+    )
     figure.tight_layout(rect=(0, 0.03, 1, 1))
     return figure
 
@@ -95,7 +97,8 @@ def speedup_heatmap(speedup: pd.DataFrame, x: str, y: str | None, labels: dict[s
     The colour scale is logarithmic and symmetric about 1. Each cell shows the ratio and the
     sectional E that achieves it.
     """
-    figure, axes = plt.subplots(figsize=(PANEL_WIDTH_IN + 1.5, PANEL_HEIGHT_IN))
+    figure = Figure(figsize=(PANEL_WIDTH_IN + 1.5, PANEL_HEIGHT_IN))
+    axes = figure.subplots()
     matrix, xs, ys = _matrix(speedup, x, y, "speedup")
     experts = _matrix(speedup, x, y, "sectional_experts")[0]
     finite = matrix[np.isfinite(matrix)]
@@ -105,8 +108,15 @@ def speedup_heatmap(speedup: pd.DataFrame, x: str, y: str | None, labels: dict[s
     for (i, j), ratio in np.ndenumerate(matrix):
         if np.isfinite(ratio):
             strong = abs(norm(ratio) - 0.5) > 0.3
-            axes.text(j, i, f"{ratio:.2f}x\nE={int(experts[i, j])}", ha="center", va="center", fontsize=8,
-                      color="white" if strong else "black")
+            axes.text(
+                j,
+                i,
+                f"{ratio:.2f}x\nE={int(experts[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if strong else "black",
+            )
     _axis_ticks(axes, x, y, xs, ys, labels)
     powers_of_two = [2.0**k for k in range(-10, 11) if 1 / widest <= 2.0**k <= widest]
     bar = figure.colorbar(image, ax=axes, ticks=powers_of_two)
@@ -116,8 +126,11 @@ def speedup_heatmap(speedup: pd.DataFrame, x: str, y: str | None, labels: dict[s
     sectional = ", ".join(_ordered(speedup["sectional_label"]))
     token = ", ".join(_ordered(speedup["token_label"]))
     modes = ", ".join(_ordered(speedup["sectional_sweep_mode"]))
-    axes.set_title(f"Speedup of the best sectional entry ({sectional}; {modes}) over token MoE ({token})"
-                   + (f"\n[{caption}]" if caption else ""), fontsize=10)
+    axes.set_title(
+        f"Speedup of the best sectional entry ({sectional}; {modes}) over token MoE ({token})"
+        + (f"\n[{caption}]" if caption else ""),
+        fontsize=10,
+    )
     figure.tight_layout()
     return figure
 
@@ -130,18 +143,33 @@ def e_opt_across_sweep(best: pd.DataFrame, axes_columns: list[str], labels: dict
     the simulated best E.
     """
     entries = _ordered(best["label"])
-    figure, panels = plt.subplots(len(entries), 1, figsize=(13, 3.6 * len(entries)), squeeze=False)
+    figure = Figure(figsize=(13, 3.6 * len(entries)))
+    panels = figure.subplots(len(entries), 1, squeeze=False)
     for axes, entry in zip(panels[:, 0], entries):
         rows = best[best["label"] == entry].sort_values("point_id")
         position = np.arange(len(rows))
         axes.plot(position, rows["best_experts"], "o", color="C0", label="simulated best E")
-        axes.plot(position, rows["e_opt_analytical"], "x--", color="C1", linewidth=0.8,
-                  label="analytical E_opt (per device, hardware alpha)")
-        axes.plot(position, rows["e_opt_analytical_feasible"].astype(float), "s", mfc="none", color="C1", markersize=9,
-                  label="analytical E_opt, nearest feasible E")
+        axes.plot(
+            position,
+            rows["e_opt_analytical"],
+            "x--",
+            color="C1",
+            linewidth=0.8,
+            label="analytical E_opt (per device, hardware alpha)",
+        )
+        axes.plot(
+            position,
+            rows["e_opt_analytical_feasible"].astype(float),
+            "s",
+            mfc="none",
+            color="C1",
+            markersize=9,
+            label="analytical E_opt, nearest feasible E",
+        )
         axes.set_yscale("log", base=2)
-        shown = np.unique(np.concatenate([rows["best_experts"].to_numpy(float),
-                                          rows["e_opt_analytical_feasible"].dropna().to_numpy(float)]))
+        shown = np.unique(
+            np.concatenate([rows["best_experts"].to_numpy(float), rows["e_opt_analytical_feasible"].dropna().to_numpy(float)])
+        )
         axes.set_yticks(shown, [str(int(e)) for e in shown])
         if len(rows) <= MAX_POINT_TICKS:
             names = [", ".join(labels.get(c, {}).get(r[c], str(r[c])) for c in axes_columns) for r in _records(rows)]
@@ -149,8 +177,10 @@ def e_opt_across_sweep(best: pd.DataFrame, axes_columns: list[str], labels: dict
         else:
             axes.set_xlabel("point (in sweep order)")
         agree = int((rows["e_opt_analytical_feasible"].astype(float) == rows["best_experts"]).sum())
-        axes.set_title(f"{entry} ({rows['sweep_mode'].iloc[0]}): feasible analytical E = simulated best E "
-                       f"at {agree} of {len(rows)} points", fontsize=10)
+        axes.set_title(
+            f"{entry} ({rows['sweep_mode'].iloc[0]}): feasible analytical E = simulated best E at {agree} of {len(rows)} points",
+            fontsize=10,
+        )
         axes.set_ylabel("experts E")
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: the points fill the panel

@@ -11,14 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from tqdm import tqdm
 
-from secmoe_sim.version import __version__
-from secmoe_sim.sweep.spec import Sweep, SweepPoint
 from secmoe_sim.sweep.executors import (
     DaskExecutor,
     ExecutorChoice,
@@ -28,7 +26,10 @@ from secmoe_sim.sweep.executors import (
     require_dask,
     run_serial,
 )
+from secmoe_sim.sweep.spec import Sweep, SweepPoint
 from secmoe_sim.sweep.store import SweepStore
+from secmoe_sim.version import __version__
+
 
 @dataclass
 class SweepReport:
@@ -70,8 +71,9 @@ def run_sweep(sweep: Sweep, out_dir: Path, choice: ExecutorChoice, progress: boo
         completed = store.completed_keys()
         unique = list({point.key: point for point in sweep.points}.values())
         pending = [point for point in unique if point.key not in completed]
-        report = SweepReport(sweep=sweep, out_dir=Path(out_dir), executor=choice.describe(), total=len(unique),
-                             reused=len(unique) - len(pending))
+        report = SweepReport(
+            sweep=sweep, out_dir=Path(out_dir), executor=choice.describe(), total=len(unique), reused=len(unique) - len(pending)
+        )
         if pending:
             _compute(pending, store, choice, report, progress)
         completed = store.completed_keys()
@@ -88,8 +90,15 @@ def run_sweep(sweep: Sweep, out_dir: Path, choice: ExecutorChoice, progress: boo
 def _compute(pending: list[SweepPoint], store: SweepStore, choice: ExecutorChoice, report: SweepReport, progress: bool) -> None:
     started_at = time.perf_counter()
     executor = None
-    bar = tqdm(total=report.total, initial=report.reused, unit="point", desc=report.sweep.spec.name,
-               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        total=report.total,
+        initial=report.reused,
+        unit="point",
+        desc=report.sweep.spec.name,
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     try:
         if choice.kind == "dask":
             executor = DaskExecutor(choice)
@@ -114,9 +123,12 @@ def _compute(pending: list[SweepPoint], store: SweepStore, choice: ExecutorChoic
 
 def _record(store: SweepStore, point: SweepPoint, outcome: PointOutcome | BaseException, report: SweepReport) -> None:
     if isinstance(outcome, PointOutcome) and outcome.version != __version__:
-        outcome = PointOutcome(key=point.key, version=outcome.version,
-                               error=f"the worker runs secmoe-sim {outcome.version}, this process {__version__}: "
-                                     "install the same version everywhere")
+        outcome = PointOutcome(
+            key=point.key,
+            version=outcome.version,
+            error=f"the worker runs secmoe-sim {outcome.version}, this process {__version__}: "
+            "install the same version everywhere",
+        )
     if isinstance(outcome, PointOutcome) and outcome.rows is not None:
         store.write_point(point.key, outcome.rows)
         report.computed += 1
@@ -125,16 +137,19 @@ def _record(store: SweepStore, point: SweepPoint, outcome: PointOutcome | BaseEx
         error, details = outcome.error, outcome.traceback
     else:
         error, details = f"{type(outcome).__name__}: {outcome}", None
-    store.write_failure(point.key, {
-        "point_key": point.key,
-        "point_id": point.point_id,
-        "values": point.written,
-        "error": error,
-        "traceback": details,
-        "version": __version__,
-        "scenario_sha256": point.scenario.content_hash(),
-        "failed_at": _now(),
-    })
+    store.write_failure(
+        point.key,
+        {
+            "point_key": point.key,
+            "point_id": point.point_id,
+            "values": point.written,
+            "error": error,
+            "traceback": details,
+            "version": __version__,
+            "scenario_sha256": point.scenario.content_hash(),
+            "failed_at": _now(),
+        },
+    )
 
 
 def sweep_metadata(report: SweepReport) -> dict:
@@ -157,7 +172,8 @@ def sweep_metadata(report: SweepReport) -> dict:
         "overrides": sweep.spec.overrides,
         "axes": [
             {"path": axis.path, "values": axis.values, "resolved": sweep.resolved[axis.path]}
-            for entry in sweep.spec.axes for axis in entry.axes
+            for entry in sweep.spec.axes
+            for axis in entry.axes
         ],
         "grid": sweep.grid,
         "points": len(sweep.points),
@@ -180,26 +196,31 @@ def _shown_path(path: Path) -> str:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def report_lines(report: SweepReport, max_failures: int = 10) -> list[str]:
     """What the command line prints after a sweep: counts, rate, failures, written files, how to resume."""
     computed_rate = f", {report.computed / report.run_s:.3g} points/s" if report.computed and report.run_s > 0 else ""
     lines = [
-        f"{report.total} distinct points: {report.computed} computed, {report.reused} already done, {len(report.failed)} failed"
-        f" ({report.executor}, {report.startup_s + report.run_s:.1f} s{computed_rate})"
+        (
+            f"{report.total} distinct points: {report.computed} computed, {report.reused} already done, {len(report.failed)} failed"
+            f" ({report.executor}, {report.startup_s + report.run_s:.1f} s{computed_rate})"
+        )
     ]
     by_key = {point.key: point for point in report.sweep.points}
     for key, error in list(report.failed.items())[:max_failures]:
         point = by_key[key]
-        lines.append(f"failed: point {point.point_id} ({point.describe()}): {error} [see {report.out_dir / 'failures' / key}.json]")
+        lines.append(
+            f"failed: point {point.point_id} ({point.describe()}): {error} [see {report.out_dir / 'failures' / key}.json]"
+        )
     if len(report.failed) > max_failures:
         lines.append(f"... and {len(report.failed) - max_failures} more failed points in {report.out_dir / 'failures'}/")
     lines.append(f"wrote {', '.join(path.name for path in report.written)} to {report.out_dir}/")
     if report.interrupted:
-        lines.append(f"interrupted: {report.completed} of {report.total} points done and saved; "
-                     "run the same command again to resume")
+        lines.append(
+            f"interrupted: {report.completed} of {report.total} points done and saved; run the same command again to resume"
+        )
     elif report.failed:
         lines.append("failed points are retried when the same command runs again")
     return lines

@@ -25,18 +25,27 @@ import itertools
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from secmoe_sim.version import __version__
-from secmoe_sim.spec.base import FieldIssue, StrictModel
-from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.errors import ScenarioError, SweepError
-from secmoe_sim.spec.loading import file_or_shipped, format_path, load_scenario, read_yaml, resolve_scenario_path, validation_error, yaml_line
+from secmoe_sim.spec.base import FieldIssue, StrictModel
+from secmoe_sim.spec.loading import (
+    file_or_shipped,
+    format_path,
+    load_scenario,
+    read_yaml,
+    resolve_scenario_path,
+    validation_error,
+    yaml_line,
+)
+from secmoe_sim.spec.scenario import Scenario
+from secmoe_sim.version import __version__
 
 SHIPPED_SWEEPS = ("scenarios", "sweeps")  # the folder of shipped sweep files inside the package
 PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+))*$"
@@ -59,7 +68,7 @@ class GridEntry(StrictModel):
     zip: list[Axis] | None = Field(default=None, min_length=1, description="axes whose values go together, position by position")
 
     @model_validator(mode="after")
-    def _one_form(self) -> "GridEntry":
+    def _one_form(self) -> GridEntry:
         single = self.path is not None or self.values is not None
         if single == (self.zip is not None):
             raise ValueError("give either 'path' and 'values' (one axis) or 'zip' (a list of axes), not both or neither")
@@ -98,7 +107,7 @@ class SweepSpec(StrictModel):
     axes: list[GridEntry] = Field(min_length=1, description="grid dimensions; the points are their cartesian product")
 
     @model_validator(mode="after")
-    def _paths_distinct(self) -> "SweepSpec":
+    def _paths_distinct(self) -> SweepSpec:
         for path in self.overrides:
             if re.fullmatch(PATH_PATTERN, path) is None:
                 raise FieldIssue(("overrides", path), "not a dotted path (names and list positions joined by '.')")
@@ -111,7 +120,9 @@ class SweepSpec(StrictModel):
                         raise FieldIssue(where, f"{axis.path} overlaps the axis {other}; each field may be swept once")
                 for override in self.overrides:
                     if _inside(override, axis.path):
-                        raise FieldIssue(where, f"the override {override} lies inside this axis and would be replaced by its values")
+                        raise FieldIssue(
+                            where, f"the override {override} lies inside this axis and would be replaced by its values"
+                        )
                 seen.append(axis.path)
         return self
 
@@ -196,16 +207,22 @@ def load_sweep(path_or_name: str | Path) -> Sweep:
     try:
         base = load_scenario(base_path)
     except ScenarioError as error:
-        raise SweepError(str(path), "base", f"base scenario {spec.base!r} is invalid: {error}", yaml_line(tree, ["base"])) from None
+        raise SweepError(
+            str(path), "base", f"base scenario {spec.base!r} is invalid: {error}", yaml_line(tree, ["base"])
+        ) from None
     base = _apply_overrides(path, tree, spec, base)
     for index, entry in enumerate(spec.axes):
         for position, axis in enumerate(entry.axes):
             reason = path_error(base, axis.path)
             if reason:
                 location = _axis_location(entry, index, position)
-                raise SweepError(str(path), _axis_field(entry, index, position, axis.path), reason, yaml_line(tree, location + ["path"]))
+                raise SweepError(
+                    str(path), _axis_field(entry, index, position, axis.path), reason, yaml_line(tree, location + ["path"])
+                )
     points = _expand(path, tree, spec, base)
-    return Sweep(path=path, spec=spec, base_path=base_path, base=base, points=tuple(points), resolved=_resolved_axes(spec, points))
+    return Sweep(
+        path=path, spec=spec, base_path=base_path, base=base, points=tuple(points), resolved=_resolved_axes(spec, points)
+    )
 
 
 def _read_yaml_as_sweep(path: Path):
@@ -246,10 +263,15 @@ def _apply_overrides(path: Path, tree, spec: SweepSpec, base: Scenario) -> Scena
         problem = validation_error(str(path), error, data, None)
         owner = _owning_path(problem.field, applied)
         if owner is None:
-            raise SweepError(str(path), "overrides", f"the base with the overrides is not a valid scenario: "
-                             f"{problem.field}: {problem.reason}", yaml_line(tree, ["overrides"])) from None
-        raise SweepError(str(path), f"overrides.{owner}", f"{problem.field}: {problem.reason}",
-                         yaml_line(tree, ["overrides", owner])) from None
+            raise SweepError(
+                str(path),
+                "overrides",
+                f"the base with the overrides is not a valid scenario: {problem.field}: {problem.reason}",
+                yaml_line(tree, ["overrides"]),
+            ) from None
+        raise SweepError(
+            str(path), f"overrides.{owner}", f"{problem.field}: {problem.reason}", yaml_line(tree, ["overrides", owner])
+        ) from None
 
 
 def _owning_path(field: str, paths: list[str]) -> str | None:
@@ -386,11 +408,19 @@ def _point_error(path: Path, tree, spec: SweepSpec, combination, written: dict, 
         for member, axis in enumerate(entry.axes):
             if axis.path == owner:
                 location = _axis_location(entry, index, member) + ["values", position]
-                return SweepError(str(path), _axis_field(entry, index, member, axis.path),
-                                  f"value {axis.values[position]!r}: {problem.reason}", yaml_line(tree, location))
+                return SweepError(
+                    str(path),
+                    _axis_field(entry, index, member, axis.path),
+                    f"value {axis.values[position]!r}: {problem.reason}",
+                    yaml_line(tree, location),
+                )
     point = ", ".join(f"{p}={v!r}" for p, v in written.items())
-    return SweepError(str(path), "axes", f"the point ({point}) is not a valid scenario: {problem.field}: {problem.reason}",
-                      yaml_line(tree, ["axes"]))
+    return SweepError(
+        str(path),
+        "axes",
+        f"the point ({point}) is not a valid scenario: {problem.field}: {problem.reason}",
+        yaml_line(tree, ["axes"]),
+    )
 
 
 def _axis_location(entry: GridEntry, index: int, member: int) -> list[str | int]:

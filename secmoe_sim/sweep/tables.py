@@ -20,8 +20,10 @@ def axis_columns(metadata: dict) -> list[str]:
 
 def written_labels(metadata: dict) -> dict[str, dict]:
     """Axis path -> {value in the results: value as written in the sweep file}, for tick labels."""
-    return {axis["path"]: {resolved: str(written) for written, resolved in zip(axis["values"], axis["resolved"])}
-            for axis in metadata["axes"]}
+    return {
+        axis["path"]: {resolved: str(written) for written, resolved in zip(axis["values"], axis["resolved"])}
+        for axis in metadata["axes"]
+    }
 
 
 def best_experts(results: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
@@ -34,8 +36,19 @@ def best_experts(results: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
     by_entry = sectional.groupby(["point_id", "label"], sort=False)
     best = sectional.loc[by_entry["wall_clock_s"].idxmin()]
     best = best.assign(largest_experts=by_entry["num_experts"].max().loc[list(zip(best["point_id"], best["label"]))].to_numpy())
-    columns = ["point_id", *axes, "label", "sweep_mode", "num_gpus", "num_experts", "largest_experts", "wall_clock_s", "oom",
-               "e_opt_analytical", "e_opt_analytical_feasible"]
+    columns = [
+        "point_id",
+        *axes,
+        "label",
+        "sweep_mode",
+        "num_gpus",
+        "num_experts",
+        "largest_experts",
+        "wall_clock_s",
+        "oom",
+        "e_opt_analytical",
+        "e_opt_analytical_feasible",
+    ]
     return best[[c for c in columns if c in best.columns]].rename(columns={"num_experts": "best_experts"}).reset_index(drop=True)
 
 
@@ -55,10 +68,19 @@ def speedup_over_token_moe(results: pd.DataFrame, axes: list[str]) -> pd.DataFra
     best_sectional = sectional.loc[sectional.groupby("point_id", sort=False)["wall_clock_s"].idxmin()]
     best_token = token.loc[token.groupby("point_id", sort=False)["wall_clock_s"].idxmin()]
     table = best_sectional[["point_id", *axes, "label", "sweep_mode", "num_experts", "wall_clock_s"]].rename(
-        columns={"label": "sectional_label", "sweep_mode": "sectional_sweep_mode", "num_experts": "sectional_experts",
-                 "wall_clock_s": "sectional_wall_clock_s"})
-    table = table.merge(best_token[["point_id", "label", "wall_clock_s"]].rename(
-        columns={"label": "token_label", "wall_clock_s": "token_wall_clock_s"}), on="point_id")
+        columns={
+            "label": "sectional_label",
+            "sweep_mode": "sectional_sweep_mode",
+            "num_experts": "sectional_experts",
+            "wall_clock_s": "sectional_wall_clock_s",
+        }
+    )
+    table = table.merge(
+        best_token[["point_id", "label", "wall_clock_s"]].rename(
+            columns={"label": "token_label", "wall_clock_s": "token_wall_clock_s"}
+        ),
+        on="point_id",
+    )
     table["speedup"] = table["token_wall_clock_s"] / table["sectional_wall_clock_s"]
     return table.reset_index(drop=True)
 

@@ -10,7 +10,8 @@ runs is a scenario option (``network.model``): ``flows`` (max-min fair sharing o
 
 from __future__ import annotations
 
-from typing import Hashable, Protocol
+from collections.abc import Hashable
+from typing import Protocol
 
 import simpy
 
@@ -18,9 +19,9 @@ from secmoe_sim.engine.network.flow_table import RateObserver
 from secmoe_sim.engine.network.flows import FlowNetwork
 from secmoe_sim.engine.network.ports import PortNetwork
 from secmoe_sim.engine.recorder import Recorder
+from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.network import NetworkOptions
-from secmoe_sim.plan.topology import Topology
 
 OrderKey = tuple[Hashable, ...]
 
@@ -43,8 +44,12 @@ class Network(Protocol):
 
 
 def build_network(
-    env: simpy.Environment, cluster: Cluster, recorder: Recorder, options: NetworkOptions,
-    observer: RateObserver | None = None, topology: Topology | None = None,
+    env: simpy.Environment,
+    cluster: Cluster,
+    recorder: Recorder,
+    options: NetworkOptions,
+    observer: RateObserver | None = None,
+    topology: Topology | None = None,
 ) -> Network:
     """The network model ``options`` asks for, over ``topology`` (default: the cluster's, unchanged);
     ``observer`` sees every rate change of the flow model."""

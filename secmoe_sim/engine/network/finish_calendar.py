@@ -64,8 +64,8 @@ class FinishCalendar:
         if early.size > self._order.shape[0] - self._head + MIN_PREFIX:
             self._clear_prefix()  # cheaper to rebuild than to merge
             return
-        order = np.concatenate([self._order[self._head:], slots[early]])
-        current = self._version[order] == np.concatenate([self._versions[self._head:], self._version[slots[early]]])
+        order = np.concatenate([self._order[self._head :], slots[early]])
+        current = self._version[order] == np.concatenate([self._versions[self._head :], self._version[slots[early]]])
         order = order[current]
         times = self.finish_at[order]
         position = np.argsort(times, kind="stable")
@@ -120,7 +120,7 @@ class FinishCalendar:
         while self.next_at() <= instant:
             end = int(np.searchsorted(self._times, instant, side="right"))
             if end > self._head:
-                order, versions = self._order[self._head:end], self._versions[self._head:end]
+                order, versions = self._order[self._head : end], self._versions[self._head : end]
                 self._head = end
                 self._take(order[versions == self._version[order]], due)
             popped = []

@@ -33,7 +33,7 @@ could progress, rates are recomputed at once. ``tolerance`` 0 is exactly ``exact
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -306,7 +306,9 @@ class FlowTable:
         self.remaining_bytes[slots] = remaining
         self.updated_at[slots] = now
         self.rate_bytes_per_s[slots] = rates
-        _scatter_add(self.link_load_bytes_per_s, self.links[slots].ravel(), np.repeat((rates - old) * self.weights[slots], self.width))
+        _scatter_add(
+            self.link_load_bytes_per_s, self.links[slots].ravel(), np.repeat((rates - old) * self.weights[slots], self.width)
+        )
         moving = rates > 0
         finish_at = np.divide(remaining, rates, out=np.full(rates.shape[0], np.inf), where=moving)
         finish_at[moving] += now

@@ -27,21 +27,21 @@ bytes, starting at the same instant) are merged into one flow of that weight.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable, Hashable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 import simpy
 
 from secmoe_sim.engine.network.flow_table import FlowTable, RateObserver
 from secmoe_sim.engine.recorder import Recorder
-from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.plan.topology import Stage, Topology
+from secmoe_sim.spec.hardware import Cluster
 
 
 class _Message:
     """A message in flight: which stage it is at, and the event that fires on arrival."""
 
-    __slots__ = ("src", "dst", "payload_bytes", "label", "stages", "stage", "started_at", "arrived")
+    __slots__ = ("arrived", "dst", "label", "payload_bytes", "src", "stage", "stages", "started_at")
 
     def __init__(self, src: int, dst: int, payload_bytes: float, label: str, stages: tuple[Stage, ...], arrived: simpy.Event):
         self.src, self.dst, self.payload_bytes, self.label = src, dst, payload_bytes, label
@@ -55,8 +55,13 @@ class FlowNetwork:
     ordered = False  # rates are decided at run time: no order keys, no announcements
 
     def __init__(
-        self, env: simpy.Environment, cluster: Cluster, recorder: Recorder, tolerance: float,
-        observer: RateObserver | None = None, topology: Topology | None = None,
+        self,
+        env: simpy.Environment,
+        cluster: Cluster,
+        recorder: Recorder,
+        tolerance: float,
+        observer: RateObserver | None = None,
+        topology: Topology | None = None,
     ):
         self.env = env
         self.cluster = cluster

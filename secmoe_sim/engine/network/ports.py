@@ -18,13 +18,13 @@ link's bandwidth: that is what the flow network (:mod:`secmoe_sim.engine.network
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Hashable
+from collections.abc import Hashable
 
 import simpy
 
 from secmoe_sim.engine.recorder import Recorder
-from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.plan.topology import Topology
+from secmoe_sim.spec.hardware import Cluster
 
 OrderKey = tuple[Hashable, ...]
 
