@@ -42,7 +42,7 @@ def one_transfer_s(payload_bytes):
 
 def test_one_transfer():
     cluster = make_cluster(gpus_per_node=2, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD)
-    exchange = AllToAll("a2a", "a2a", (0, 1), (Message(0, 1, 1e6),))
+    exchange = AllToAll.of("a2a", "a2a", (0, 1), (Message(0, 1, 1e6),))
     run = run_plan(hand_plan(cluster, [[exchange], [exchange]]), network=PORTS)
     transfer = run.timeline[run.timeline["kind"] == "transfer"].iloc[0]
     assert (transfer.started_at, transfer.finished_at) == (0.0, pytest.approx(one_transfer_s(1e6), rel=1e-12))
@@ -51,7 +51,7 @@ def test_one_transfer():
 
 def test_two_transfers_queue_on_one_port():
     cluster = make_cluster(gpus_per_node=3, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD)
-    exchange = AllToAll("a2a", "a2a", (0, 1, 2), (Message(0, 1, 1e6), Message(0, 2, 3e6)))
+    exchange = AllToAll.of("a2a", "a2a", (0, 1, 2), (Message(0, 1, 1e6), Message(0, 2, 3e6)))
     run = run_plan(hand_plan(cluster, [[exchange]] * 3), network=PORTS)
     transfers = run.timeline[run.timeline["kind"] == "transfer"].sort_values("started_at")
     first, second = one_transfer_s(1e6), one_transfer_s(3e6)
@@ -104,7 +104,7 @@ def test_four_gpu_all_to_all_with_known_sizes():
     cluster = make_cluster(gpus_per_node=4, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD)
     size = {(s, d): 1e6 * (1 + (s + d) % 3) for s in range(4) for d in range(4) if s != d}
     messages = tuple(Message(s, d, size[(s, d)]) for (s, d) in size)
-    run = run_plan(hand_plan(cluster, [[AllToAll("a2a", "a2a", (0, 1, 2, 3), messages)]] * 4), network=PORTS)
+    run = run_plan(hand_plan(cluster, [[AllToAll.of("a2a", "a2a", (0, 1, 2, 3), messages)]] * 4), network=PORTS)
     expected_ms = {
         (0, 1): (0, 2.003),
         (1, 2): (0, 1.003),
@@ -130,7 +130,7 @@ def test_four_gpu_all_to_all_with_known_sizes():
 def test_uniform_four_gpu_all_to_all_takes_three_message_times():
     cluster = make_cluster(gpus_per_node=4, bandwidth=BANDWIDTH, latency=LATENCY, overhead=OVERHEAD)
     messages = tuple(Message(s, d, 1e6) for s in range(4) for d in range(4) if s != d)
-    run = run_plan(hand_plan(cluster, [[AllToAll("a2a", "a2a", (0, 1, 2, 3), messages)]] * 4), network=PORTS)
+    run = run_plan(hand_plan(cluster, [[AllToAll.of("a2a", "a2a", (0, 1, 2, 3), messages)]] * 4), network=PORTS)
     assert max(run.finished_at) == pytest.approx(3 * one_transfer_s(1e6), rel=1e-12)
 
 
@@ -146,7 +146,7 @@ def test_ring_all_reduce_steps():
 def test_pcie_without_peer_to_peer_stages_through_host():
     fabric = make_pcie(peer_to_peer=False, link=2e9, bridge=1e9, latency=LATENCY)
     cluster = make_cluster(gpus_per_node=2, overhead=OVERHEAD, fabric=fabric)
-    exchange = AllToAll("a2a", "a2a", (0, 1), (Message(0, 1, 1e6),))
+    exchange = AllToAll.of("a2a", "a2a", (0, 1), (Message(0, 1, 1e6),))
     run = run_plan(hand_plan(cluster, [[exchange], [exchange]]), network=PORTS)
     hop = LATENCY + 1e6 / 1e9
     assert max(run.finished_at) == pytest.approx(OVERHEAD + 2 * hop)
@@ -155,7 +155,7 @@ def test_pcie_without_peer_to_peer_stages_through_host():
 def test_pcie_host_bridge_serialises_cross_switch_messages():
     fabric = make_pcie(peer_to_peer=True, link=2e9, bridge=1e9, latency=LATENCY, gpus_per_switch=1)
     cluster = make_cluster(gpus_per_node=4, overhead=OVERHEAD, fabric=fabric)
-    exchange = AllToAll("a2a", "a2a", (0, 1, 2, 3), (Message(0, 1, 1e6), Message(2, 3, 1e6)))
+    exchange = AllToAll.of("a2a", "a2a", (0, 1, 2, 3), (Message(0, 1, 1e6), Message(2, 3, 1e6)))
     run = run_plan(hand_plan(cluster, [[exchange]] * 4), network=PORTS)
     one = OVERHEAD + LATENCY + 1e6 / 1e9
     assert max(run.finished_at) == pytest.approx(2 * one)  # disjoint GPUs, one shared bridge

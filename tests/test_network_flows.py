@@ -44,7 +44,7 @@ def transfers_of(run):
 
 
 def all_to_all(gpus, messages):
-    return AllToAll("a2a", "a2a", tuple(gpus), tuple(Message(s, d, size) for s, d, size in messages))
+    return AllToAll.of("a2a", "a2a", tuple(gpus), tuple(Message(s, d, size) for s, d, size in messages))
 
 
 # --- the solver ------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def exchange_times_s(cluster: Cluster, volume: dict[tuple[int, int], float]) -> 
     """Each rank's finish instant of one direct exchange of ``volume[(src, dst)]`` bytes."""
     messages = tuple(Message(src, dst, size) for (src, dst), size in sorted(volume.items()) if size > 0 and src != dst)
     ranks = tuple(range(cluster.num_gpus))
-    exchange = AllToAll(key="benchmark", name="benchmark", gpus=ranks, messages=messages)
+    exchange = AllToAll.of("benchmark", "benchmark", ranks, messages)
     plan = LayerPlan(
         architecture="benchmark",
         label="benchmark",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +48,8 @@ def _log(e, c, gamma):
     return c * np.log(e) + gamma
 
 
-FORMS = {
+OverheadForm = Callable[..., np.ndarray]
+FORMS: dict[str, tuple[OverheadForm, tuple[str, ...]]] = {
     "quadratic": (_quadratic, ("alpha",)),
     "quadratic_full": (_quadratic_full, ("alpha", "beta", "gamma")),
     "linear": (_linear, ("beta", "gamma")),
@@ -99,8 +101,8 @@ def fit_form(form: str, experts: np.ndarray, overhead_s: np.ndarray) -> FormFit:
             scaled, covariance = curve_fit(lambda e, *p: function(e, *p), x, y / scale, p0=start)
         errors = np.sqrt(np.clip(np.diag(covariance), 0.0, None)) * scale
     else:
-        scaled, errors = start, np.full(k, np.inf)
-    coefficients = np.asarray(scaled) * scale
+        scaled, errors = start, np.full(k, np.inf, dtype=float)
+    coefficients = np.asarray(scaled, dtype=float) * scale
     residuals = y - function(x, *coefficients)
     rss = float(np.sum(residuals**2))
     total = float(np.sum((y - y.mean()) ** 2))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from secmoe_sim.analysis.alpha import AlphaMeasurement, measure_alpha
@@ -83,7 +84,7 @@ def sensitivity(scenario: Scenario, label: str, baseline_s: float, seed: int) ->
             }
         )
         summary = simulate(changed, seed=seed).summary
-        best = summary.loc[summary["wall_clock_s"].idxmin()]
+        best = summary.iloc[int(np.argmin(summary["wall_clock_s"].to_numpy()))]
         studies.append(
             Sensitivity(
                 change, int(best["num_experts"]), float(best["wall_clock_s"]), float(best["wall_clock_s"] / baseline_s - 1.0)
@@ -117,9 +118,9 @@ def recommend(scenario: Scenario, seed: int | None = None) -> Recommendation:
     if not sectional:
         return Recommendation(scenario, best, "", None, ())
     fixed = [a for a in sectional if a.sweep_mode == "fixed_cluster"] or sectional
-    chosen = min(fixed, key=lambda a: best.loc[a.name, "wall_clock_s"])
-    row = best.loc[chosen.name]
+    wall_clock_s = best["wall_clock_s"].to_dict()
+    chosen = min(fixed, key=lambda a: float(wall_clock_s[a.name]))
     measurements, _ = measure_alpha(scenario, (chosen.sweep_mode,), seed=seed)
     per_device = next(m for m in measurements if m.view == "per_device")
-    studies = sensitivity(scenario, chosen.name, float(row["wall_clock_s"]), seed)
+    studies = sensitivity(scenario, chosen.name, float(wall_clock_s[chosen.name]), seed)
     return Recommendation(scenario, best, chosen.name, per_device, tuple(studies))

@@ -163,8 +163,8 @@ def compare(measured: pd.DataFrame, predicted: pd.DataFrame) -> CheckResult:
     table = table[CHECK_COLUMNS].sort_values(["entry", "mode", "E"], kind="stable").reset_index(drop=True)
     rows = []
     for (entry, mode), group in table.groupby(["entry", "mode"], sort=False):
-        measured_best = group.loc[group["measured_s"].idxmin()]
-        predicted_best = group.loc[group["predicted_s"].idxmin()]
+        measured_best = group.iloc[int(group["measured_s"].to_numpy().argmin())]
+        predicted_best = group.iloc[int(group["predicted_s"].to_numpy().argmin())]
         rows.append(
             {
                 "entry": entry,

@@ -27,7 +27,9 @@ error).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -36,13 +38,13 @@ from scipy.optimize import least_squares
 from secmoe_sim.calibrate import CalibrationError
 from secmoe_sim.calibrate.trace import Trace, gemm_counts, launch_overhead_s, row_kernel
 from secmoe_sim.plan.costs import Kernel, RooflineTimer
-from secmoe_sim.spec.hardware import GPU, Cluster, EfficiencyPoint, NVSwitchFabric, PCIeFabric
+from secmoe_sim.spec.hardware import GPU, Cluster, Dtype, EfficiencyPoint, NVSwitchFabric, PCIeFabric
 
 HOLDOUT_EVERY = 4  # every fourth shape of a class (ordered by size) is held out of the fit
 HOLDOUT_OFFSET = 1  # ... starting with the second, so held-out shapes lie inside the fitted range
 KNOTS_PER_DECADE = 2
 SMOOTHNESS = 0.02  # weight of the second difference of log rates against log-time residuals
-ROBUST = {"loss": "soft_l1", "f_scale": 0.1}  # log-time residuals beyond ~10% count less than squared (disturbed timings)
+ROBUST_F_SCALE = 0.1  # soft-L1 loss: log-time residuals beyond ~10% count less than squared (disturbed timings)
 PERCENT = 100.0
 COMM_FABRIC_OP = "all_to_all"
 
@@ -128,9 +130,14 @@ def fit_rate_table(
     start = np.array(
         [np.median(empirical[nearest == j]) if np.any(nearest == j) else np.median(empirical) for j in range(len(knots))]
     )
-    theta = least_squares(residuals, np.concatenate([start, np.zeros(len(fitted_dtypes))]), **ROBUST).x
+    theta = _robust_fit(residuals, np.concatenate([start, np.zeros(len(fitted_dtypes))]))
     knot_rates, scale = unpack(theta)
     return RateTable(knots, knot_rates, scale, len(rows))
+
+
+def _robust_fit(residuals: Callable[[np.ndarray], np.ndarray], start: np.ndarray) -> np.ndarray:
+    """Least squares with a soft-L1 loss (scipy), so a few disturbed timings do not pull the fit."""
+    return np.asarray(least_squares(residuals, start, loss="soft_l1", f_scale=ROBUST_F_SCALE).x, dtype=float)
 
 
 def fit_bandwidth(rows: pd.DataFrame, launch_s: float) -> float:
@@ -141,7 +148,7 @@ def fit_bandwidth(rows: pd.DataFrame, launch_s: float) -> float:
         return np.log((launch_s + traffic / np.exp(theta[0])) / measured)
 
     start = np.log(np.median(traffic / np.maximum(measured - launch_s, measured * 0.05)))
-    return float(np.exp(least_squares(residuals, [start], **ROBUST).x[0]))
+    return float(np.exp(_robust_fit(residuals, np.array([start]))[0]))
 
 
 def fit_alpha_beta(rows: pd.DataFrame) -> tuple[float, float]:
@@ -152,7 +159,7 @@ def fit_alpha_beta(rows: pd.DataFrame) -> tuple[float, float]:
         return np.log((np.exp(theta[0]) + size / np.exp(theta[1])) / measured)
 
     start = [np.log(measured.min()), np.log(size.max() / measured.max())]
-    alpha_log, beta_log = least_squares(residuals, start, **ROBUST).x
+    alpha_log, beta_log = _robust_fit(residuals, np.array(start))
     return float(np.exp(alpha_log)), float(np.exp(beta_log))
 
 
@@ -234,7 +241,7 @@ def _fit_gpu(trace: Trace, launch_s: float, bandwidth: float, base: Cluster | No
     )
     return GPU(
         name=trace.metadata.get("device_name") or (base.gpu.name if base else "unknown"),
-        peak_flops={dtype: peak * scale for dtype, scale in gemm_table.dtype_scale.items()},
+        peak_flops={cast(Dtype, dtype): peak * scale for dtype, scale in gemm_table.dtype_scale.items()},
         compute_efficiency=float(gemm_table.rates_flops_per_s[-1] / peak),
         efficiency_table=_table(gemm_table, peak),
         attention_efficiency_table=_table(attention_table, peak) if attention_table else None,
@@ -270,7 +277,7 @@ def _fit_links(rows: pd.DataFrame) -> list[AlphaBeta]:
         fitted, _ = split_heldout(group, "bytes")
         if len(fitted) >= 2:
             alpha_s, beta = fit_alpha_beta(fitted)
-            links.append(AlphaBeta(op, path, alpha_s, beta, len(fitted)))
+            links.append(AlphaBeta(str(op), str(path), alpha_s, beta, len(fitted)))
     return links
 
 
@@ -279,6 +286,7 @@ def _cluster(gpu: GPU, links: tuple[AlphaBeta, ...], trace: Trace, base: Cluster
     if base is None and fabric_link is None:
         raise CalibrationError("the trace has no all-to-all timings to fit a fabric; pass --base to take the fabric from it")
     if fabric_link is None:
+        assert base is not None
         sources["intra_node"] = "not measured (no all-to-all rows): kept from the base hardware"
         return base.model_copy(update={"gpu": gpu})
     described = f"{fabric_link.path} {fabric_link.op}, {fabric_link.rows_used} sizes"

@@ -87,18 +87,19 @@ def hardware_yaml(result: FitResult, trace: Trace, trace_path: Path) -> str:
         "Numbers are SI base units: seconds, bytes, bytes/s, FLOP/s. Dtypes the trace did not measure have no peak.",
         "Fit error per op class, predicted / measured - 1 through the simulator's own op timing:",
     ]
-    for row in result.errors.itertuples(index=False):
+    for row in result.errors.to_dict("records"):
         fitted = (
-            f"fitted MAPE {row.mape_fitted_pct:.1f}% ({row.fitted_shapes} shapes)"
-            if row.fitted_shapes
+            f"fitted MAPE {row['mape_fitted_pct']:.1f}% ({row['fitted_shapes']} shapes)"
+            if row["fitted_shapes"]
             else "not fitted (a check)"
         )
         held = (
-            f"held-out MAPE {row.mape_heldout_pct:.1f}% (worst {row.worst_heldout_pct:+.1f}%, {row.heldout_shapes} shapes)"
-            if row.heldout_shapes
+            f"held-out MAPE {row['mape_heldout_pct']:.1f}% (worst {row['worst_heldout_pct']:+.1f}%, "
+            f"{row['heldout_shapes']} shapes)"
+            if row["heldout_shapes"]
             else "no held-out shapes"
         )
-        header.append(f"  {row.op_class:<18} {fitted}; {held}")
+        header.append(f"  {row['op_class']:<18} {fitted}; {held}")
     for link in result.links:
         header.append(f"  link {link.path} {link.op}: alpha {link.alpha_s:.4g} s, beta {link.beta_bytes_per_s:.4g} B/s")
     document = result.cluster.model_dump(mode="json", exclude_none=True)

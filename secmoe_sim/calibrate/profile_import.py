@@ -132,7 +132,7 @@ def _main_dtype(samples: dict) -> str:
     for (_, primitive, dtype, _), values in samples.items():
         if primitive != "launch":
             counts[dtype] += len(values)
-    return max(counts, key=counts.get)
+    return max(counts, key=lambda dtype: counts[dtype])
 
 
 def _parents(ops: list[dict]) -> list[int | None]:
@@ -219,11 +219,13 @@ def describe_op(op: dict) -> tuple | None:
             ("causal", causal),
         )
         return short, "attention", dtype, shape
-    tensors = _tensor_inputs(dims, types)
-    if not tensors or any(dtype not in DTYPE_BYTES for dtype, _ in tensors):
+    inputs = _tensor_inputs(dims, types)
+    tensors = [(dtype, elements) for dtype, elements in inputs if dtype is not None and dtype in DTYPE_BYTES]
+    if not tensors or len(tensors) != len(inputs):
         return None
     dtype = tensors[0][0]
     input_bytes = sum(DTYPE_BYTES[d] * elements for d, elements in tensors)
+    moved: float
     if name == "aten::copy_":  # destination and source: one write, one read
         moved = input_bytes
     elif name in UNARY:
@@ -235,7 +237,7 @@ def describe_op(op: dict) -> tuple | None:
 
 def _tensor_inputs(dims: list, types: list) -> list[tuple[str | None, float]]:
     """``(dtype, elements)`` of every tensor input (scalars skipped; None: a dtype the simulator lacks)."""
-    tensors = []
+    tensors: list[tuple[str | None, float]] = []
     for shape, kind in zip(dims, types):
         if shape and kind in PROFILER_DTYPES:
             tensors.append((PROFILER_DTYPES[kind], float(np.prod(shape))))

@@ -126,6 +126,7 @@ def stable_time_s(device: Device, fn, refresh, warmup: int, repeats: int) -> tup
         low, high = np.percentile(samples, (10, 90))
         if high <= UNSTABLE_SPREAD * low:
             break
+    assert best is not None  # MAX_ATTEMPTS >= 1
     return best, attempt
 
 

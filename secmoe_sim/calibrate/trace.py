@@ -127,7 +127,7 @@ def attention_counts(batch: float, heads: float, tokens: float, head_dim: float,
 
 def make_row(op: str, primitive: str, dtype: str, device: str, stats: dict, source: str, path: str = "", **shape) -> dict:
     """One trace row: shape columns from ``shape``, FLOPs and traffic derived from them."""
-    row = {column: np.nan for column in NUMBER_COLUMNS}
+    row: dict[str, float | str] = {column: np.nan for column in NUMBER_COLUMNS}
     row.update({"op": op, "primitive": primitive, "dtype": dtype, "device": device, "path": path, "source": source})
     row.update({key: float(value) for key, value in shape.items()})
     if primitive == "gemm":

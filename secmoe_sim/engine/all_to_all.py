@@ -24,6 +24,8 @@ before the run with the order key ``(ordinal, exchange, shift, src, dst, chunk)`
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import simpy
 
@@ -83,7 +85,7 @@ class Exchange:
 
     def _delivered(self, arrival: simpy.Event) -> None:
         """A message arrived: the event's value is its ``(src, dst)``."""
-        for gpu in arrival.value:
+        for gpu in cast(tuple[int, int], arrival.value):
             self._outstanding[gpu] -= 1
             if self._outstanding[gpu] == 0 and gpu in self._waiting:
                 self._waiting.pop(gpu).succeed()
@@ -132,9 +134,9 @@ def hierarchical_phases(collective: AllToAll, cluster: Cluster) -> tuple[Message
     members = np.zeros((nodes.shape[0], int(sizes.max())), dtype=np.int64)
     local = np.zeros(gpus.shape[0], dtype=np.int64)
     filled = np.zeros(nodes.shape[0], dtype=np.int64)
-    for position, node in enumerate(node_index.tolist()):
-        members[node, filled[node]] = gpus[position]
-        local[position] = filled[node]
+    for index, node in enumerate(node_index.tolist()):
+        members[node, filled[node]] = gpus[index]
+        local[index] = filled[node]
         filled[node] += 1
     position = _positions(collective)
     messages = collective.messages

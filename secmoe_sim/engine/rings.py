@@ -9,6 +9,8 @@ network with the order key ``(ordinal, 0, step, src, dst, 0)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import simpy
 
 from secmoe_sim.engine.network import Network
@@ -33,9 +35,17 @@ class RingRun:
     def _order(self, gpu: int, step: int):
         return (self.ordinal, 0, step, gpu, self._right[gpu], 0)
 
+    def _arrival_callback(self, gpu: int, step: int) -> Callable[[simpy.Event], None]:
+        """Mark ``gpu``'s step-``step`` chunk as received when the transfer's event fires."""
+
+        def arrived(_event: simpy.Event) -> None:
+            self._received[(gpu, step)].succeed()
+
+        return arrived
+
     def participate(self, gpu: int):
         for step in range(self.steps):
             right = self._right[gpu]
             sent = self.network.transfer(gpu, right, self.chunk_bytes, self.collective.name, self._order(gpu, step))
-            sent.callbacks.append(lambda _event, key=(right, step): self._received[key].succeed())
+            sent.callbacks.append(self._arrival_callback(right, step))
             yield simpy.AllOf(self.env, [sent, self._received[(gpu, step)]])

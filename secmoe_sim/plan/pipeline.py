@@ -11,17 +11,21 @@ sequential layer: dispatch, experts, combine.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from secmoe_sim.plan.costs import Kernel
+
+if TYPE_CHECKING:
+    from secmoe_sim.plan.steps import AllToAll
 
 
 @dataclass(frozen=True)
 class Chunk:
     """One chunk of the overlapped phase on one GPU; ``None`` where the GPU has nothing to exchange."""
 
-    dispatch: object | None
+    dispatch: AllToAll | None
     kernels: tuple[Kernel, ...]
-    combine: object | None
+    combine: AllToAll | None
 
 
 @dataclass(frozen=True)
@@ -39,9 +43,9 @@ class Pipeline:
         order.append((len(self.chunks) - 1, "combine"))
         return order
 
-    def collectives(self) -> list:
+    def collectives(self) -> list[AllToAll]:
         """This GPU's collectives in issue order (those it takes part in)."""
-        found = []
+        found: list[AllToAll] = []
         for index, phase in self.communication_order():
             collective = getattr(self.chunks[index], phase)
             if collective is not None:

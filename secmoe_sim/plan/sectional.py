@@ -51,7 +51,7 @@ def sectional_plan(layer: Layer, arch: SectionalMoEArchitecture, cluster: Cluste
         for (src, dst), sizes in sorted(batched.items()):
             chunks = [sum(sizes)] if arch.coalesce_messages else sizes
             messages += [Message(src, dst, size) for size in chunks]
-        scatters.append(AllToAll(key=f"scatter[{index}]", name="scatter", gpus=group, messages=tuple(messages)))
+        scatters.append(AllToAll.of(f"scatter[{index}]", "scatter", group, messages))
 
     for gpu in range(num_gpus):
         group_index = gpu // len(placement.groups[0])

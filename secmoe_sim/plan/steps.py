@@ -69,9 +69,9 @@ class Messages:
 class AllToAll:
     """An all-to-all(-v) among ``gpus``: each message is one point-to-point transfer.
 
-    ``messages`` may be given as any iterable of :class:`Message` (kept as :class:`Messages`), or
-    built from a per-pair byte matrix with :meth:`from_matrix`. How the bytes travel (all pairs at
-    once, in rounds, or through node-level aggregation) is the engine's all-to-all algorithm.
+    Built from a list of :class:`Message` with :meth:`of`, or from a per-pair byte matrix with
+    :meth:`from_matrix`. How the bytes travel (all pairs at once, in rounds, or through node-level
+    aggregation) is the engine's all-to-all algorithm.
     """
 
     key: str
@@ -79,9 +79,10 @@ class AllToAll:
     gpus: tuple[int, ...]
     messages: Messages
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.messages, Messages):
-            object.__setattr__(self, "messages", Messages.of(self.messages))
+    @classmethod
+    def of(cls, key: str, name: str, gpus: tuple[int, ...], messages: Iterable[Message]) -> AllToAll:
+        """An all-to-all of the given point-to-point messages."""
+        return cls(key, name, gpus, Messages.of(messages))
 
     @classmethod
     def from_matrix(cls, key: str, name: str, gpus: tuple[int, ...], byte_matrix: np.ndarray) -> AllToAll:
@@ -159,12 +160,13 @@ Collective = AllToAll | AllReduce | AllGather | ReduceScatter
 Step = Kernel | AllToAll | AllReduce | AllGather | ReduceScatter | Pipeline
 
 
-def flat_steps(program: tuple[Step, ...]) -> list[Step]:
+def flat_steps(program: tuple[Step, ...]) -> list[Kernel | Collective]:
     """A program with every overlapped pipeline expanded into its kernels and collectives."""
-    flat: list[Step] = []
+    flat: list[Kernel | Collective] = []
     for step in program:
         if isinstance(step, Pipeline):
-            flat += step.kernels + step.collectives()
+            flat += step.kernels
+            flat += step.collectives()
         else:
             flat.append(step)
     return flat
@@ -204,9 +206,9 @@ class LayerPlan:
         """
         peaks = []
         for gpu, program in enumerate(self.programs):
-            program = flat_steps(program)
-            kernels = [s for s in program if isinstance(s, Kernel)]
-            buffers = max((_buffer_bytes(s, gpu) for s in program if not isinstance(s, Kernel)), default=0.0)
+            steps = flat_steps(program)
+            kernels = [s for s in steps if isinstance(s, Kernel)]
+            buffers = max((_buffer_bytes(s, gpu) for s in steps if not isinstance(s, Kernel)), default=0.0)
             workspace = max((k.workspace_bytes for k in kernels), default=0.0)
             weights = self.weight_bytes_per_gpu[gpu]
             if passes == "forward_backward":

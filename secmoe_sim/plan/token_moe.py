@@ -49,8 +49,8 @@ def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, r
     expert_tokens: dict[int, list[float]] = defaultdict(list)
     dispatches = []
     for index, group in enumerate(placement.groups):
-        tokens = [sequences[src] * n for src in group]
-        routed = route(arch.routing, tokens, num_experts, k, expert_groups(arch, cluster), rng)
+        group_tokens = [sequences[src] * n for src in group]
+        routed = route(arch.routing, group_tokens, num_experts, k, expert_groups(arch, cluster), rng)
         capacity = arch.capacity_factor * k * routed.sum() / num_experts
         kept = capacity_limited_counts(routed, capacity)
         dropped += int(routed.sum() - kept.sum())
@@ -63,7 +63,7 @@ def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, r
         for expert in range(num_experts):
             expert_tokens[placement.host_of(group[0], expert)].append(float(kept[:, expert].sum()))
         messages = tuple(Message(src, dst, size) for (src, dst), size in sorted(volume.items()))
-        dispatches.append(AllToAll(key=f"dispatch[{index}]", name="dispatch", gpus=group, messages=messages))
+        dispatches.append(AllToAll.of(f"dispatch[{index}]", "dispatch", group, messages))
 
     for gpu in range(num_gpus):
         group_index = gpu // len(placement.groups[0])

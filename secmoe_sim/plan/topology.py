@@ -62,7 +62,7 @@ class Topology:
         fabric = cluster.intra_node
         self._node = [cluster.node_of(g) for g in range(cluster.num_gpus)]
         self._nvswitch = isinstance(fabric, NVSwitchFabric)
-        self._peer_to_peer = self._nvswitch or fabric.peer_to_peer
+        self._peer_to_peer = isinstance(fabric, NVSwitchFabric) or fabric.peer_to_peer
         self._intra_latency_s = fabric.latency
         self._nic_latency_s = cluster.inter_node.latency if cluster.inter_node is not None else 0.0
         gpus = range(cluster.num_gpus)
@@ -110,6 +110,7 @@ class Topology:
 
     def _build_nics(self, cluster: Cluster) -> None:
         nic = cluster.inter_node
+        assert nic is not None  # called only for multi-node clusters, which need an inter_node fabric
         gpus = range(cluster.num_gpus)
         self._nic_out = [self._link(f"g{g}.nic.out", nic.nic_bandwidth_per_direction) for g in gpus]
         self._nic_in = [self._link(f"g{g}.nic.in", nic.nic_bandwidth_per_direction) for g in gpus]

@@ -35,36 +35,36 @@ def trace_events(timeline: pd.DataFrame, process_id: int, process_name: str, bud
                 }
             )
     ops = timeline[timeline["kind"] != "transfer"]
-    for row in ops.itertuples(index=False):
+    for row in ops.to_dict("records"):
         if len(events) >= budget:
             return events
         events.append(
             {
                 "ph": "X",
-                "name": row.label,
-                "cat": row.kind,
+                "name": row["label"],
+                "cat": row["kind"],
                 "pid": process_id,
-                "tid": _thread_id(row.gpu, row.stream),
-                "ts": to_microseconds(row.started_at),
-                "dur": to_microseconds(row.finished_at - row.started_at),
-                "args": {"flops": row.flops, "bytes": row.bytes, "launch_us": to_microseconds(row.launch_s)},
+                "tid": _thread_id(row["gpu"], row["stream"]),
+                "ts": to_microseconds(row["started_at"]),
+                "dur": to_microseconds(row["finished_at"] - row["started_at"]),
+                "args": {"flops": row["flops"], "bytes": row["bytes"], "launch_us": to_microseconds(row["launch_s"])},
             }
         )
-    for flow_id, row in enumerate(timeline[timeline["kind"] == "transfer"].itertuples(index=False)):
+    for flow_id, row in enumerate(timeline[timeline["kind"] == "transfer"].to_dict("records")):
         if len(events) + 2 > budget:
             break
-        common = {"name": row.label, "cat": "transfer", "pid": process_id, "id": flow_id}
+        common = {"name": row["label"], "cat": "transfer", "pid": process_id, "id": flow_id}
         events.append(
             {
                 **common,
                 "ph": "s",
-                "tid": _thread_id(row.src, "comm"),
-                "ts": to_microseconds(row.started_at),
-                "args": {"bytes": row.bytes, "dst": row.dst},
+                "tid": _thread_id(row["src"], "comm"),
+                "ts": to_microseconds(row["started_at"]),
+                "args": {"bytes": row["bytes"], "dst": row["dst"]},
             }
         )
         events.append(
-            {**common, "ph": "f", "bp": "e", "tid": _thread_id(row.dst, "comm"), "ts": to_microseconds(row.finished_at)}
+            {**common, "ph": "f", "bp": "e", "tid": _thread_id(row["dst"], "comm"), "ts": to_microseconds(row["finished_at"])}
         )
     return events
 

@@ -38,12 +38,12 @@ def run_table(results: Results) -> str:
         header,
         "-" * len(header),
     ]
-    for row in best.itertuples(index=False):
+    for row in best.to_dict("records"):
         lines.append(
-            f"{row.label:28s} {row.architecture:14s} {row.sweep_mode:15s} {row.num_experts:6d} {row.num_gpus:5d} "
-            f"{format_duration(row.wall_clock_s):>11s} {format_duration(row.compute_s):>10s} {format_duration(row.launch_s):>10s} "
-            f"{format_duration(row.exposed_communication_s):>13s} {format_bytes(row.peak_memory_bytes):>10s}"
-            + ("  OOM" if row.oom else "")
+            f"{row['label']:28s} {row['architecture']:14s} {row['sweep_mode']:15s} {row['num_experts']:6d} {row['num_gpus']:5d} "
+            f"{format_duration(row['wall_clock_s']):>11s} {format_duration(row['compute_s']):>10s} "
+            f"{format_duration(row['launch_s']):>10s} {format_duration(row['exposed_communication_s']):>13s} "
+            f"{format_bytes(row['peak_memory_bytes']):>10s}" + ("  OOM" if row["oom"] else "")
         )
     for fault in results.scenario.faults:
         lines.append(f"fault: {describe_fault(fault)}")

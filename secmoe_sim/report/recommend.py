@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from collections.abc import Mapping
+from typing import Any
 
 from secmoe_sim.analysis.recommend import Recommendation
 from secmoe_sim.spec.units import format_duration, format_flops
 
 
-def _describe(row: pd.Series) -> str:
+def _describe(row: Mapping[str, Any]) -> str:
     return (
         f"{format_duration(row['wall_clock_s'])} ({row['params']:.3g} parameters, "
         f"{format_flops(row['flops_per_token'])} per token, {int(row['num_gpus'])} GPUs)"
@@ -17,10 +18,11 @@ def _describe(row: pd.Series) -> str:
 
 def recommendation_text(found: Recommendation) -> str:
     """The recommendation as lines a person can act on."""
-    scenario, best = found.scenario, found.best
+    scenario = found.scenario
+    best = {str(label): {str(k): v for k, v in row.items()} for label, row in found.best.to_dict("index").items()}
     if not found.chosen or found.per_device is None:
         return f"{scenario.name}: no sectional_moe entry, nothing to recommend."
-    row = best.loc[found.chosen]
+    row = best[found.chosen]
     lines = [
         f"Recommendation for {scenario.name} ({scenario.hardware.num_gpus} x {scenario.hardware.gpu.name}):",
         (
@@ -28,7 +30,7 @@ def recommendation_text(found: Recommendation) -> str:
             f"one layer takes {_describe(row)}."
         ),
     ]
-    for label, other in best.iterrows():
+    for label, other in best.items():
         if other["architecture"] == "sectional_moe":
             if label != found.chosen:
                 lines.append(

@@ -50,7 +50,8 @@ def write_validation(validation: Validation, out_dir: Path, scenarios: list[Scen
         figures[f"s_of_e_{name}.png"] = validation_plots.s_of_e(found, f"{name}: S(E), per-device view")
         figures[f"overhead_fits_{name}.png"] = validation_plots.overhead_fits(found, f"{name}: overhead against E")
         results = validation.simulations[name]["fixed_cluster"]
-        best = int(results.summary.loc[results.summary["wall_clock_s"].idxmin(), "num_experts"])
+        summary = results.summary
+        best = int(summary["num_experts"].to_numpy()[summary["wall_clock_s"].to_numpy().argmin()])
         timeline = results.timeline[results.timeline["num_experts"] == best]
         figures[f"gantt_{name}.png"] = validation_plots.gantt(
             timeline, f"{name}: one layer at the simulated best E = {best} (fixed_cluster)"

@@ -128,14 +128,17 @@ def gantt(timeline: pd.DataFrame, title: str) -> Figure:
     colours = {"compute": "tab:blue", "comm": "tab:orange"}
     for stream, offset in (("compute", -0.18), ("comm", 0.18)):
         rows = timeline[(timeline["stream"] == stream) & (timeline["kind"] != "transfer")]
-        for gpu, group in rows.groupby("gpu"):
+        for gpu in gpus:
+            group = rows[rows["gpu"] == gpu]
             spans = list(
                 zip(
                     group["started_at"] * MILLISECONDS_PER_SECOND,
                     (group["finished_at"] - group["started_at"]) * MILLISECONDS_PER_SECOND,
                 )
             )
-            axes.broken_barh(spans, (gpu + offset - 0.15, 0.3), facecolors=colours[stream], edgecolor="white", linewidth=0.3)
+            axes.broken_barh(
+                spans, (float(gpu) + offset - 0.15, 0.3), facecolors=colours[stream], edgecolor="white", linewidth=0.3
+            )
     axes.set_yticks(gpus, [f"GPU {g}" for g in gpus])
     axes.invert_yaxis()
     axes.set_xlabel("time (ms)")

@@ -60,7 +60,7 @@ def shape_findings(table: pd.DataFrame) -> list[str]:
     ]
     for form, count in base["best_form"].value_counts().items():
         lines.append(f"- best form `{form}`: {count} of the shipped cases.")
-    worst = base.loc[base["regret"].idxmax()]
+    worst = base.iloc[int(base["regret"].to_numpy().argmax())]
     lines.append(
         f"- Regret of the analytical shortcut: median {base['regret'].median():.1%}, worst {worst['regret']:.1%} "
         f"({worst['case']}, {worst['sweep_mode']}, {worst['view']} view: analytical E = {int(worst['e_opt_feasible'])}, "

@@ -13,6 +13,7 @@ the cluster grows and shrinks with E, a fault applies whenever its GPU or node e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -45,7 +46,7 @@ Fault = Annotated[Straggler | SlowNode | DegradedLink, Field(discriminator="kind
 LINK_PREFIXES = {"intra_node": ("nvlink", "pcie"), "nic": ("nic",)}
 
 
-def compute_slowdown(faults: list, cluster: Cluster) -> tuple[float, ...]:
+def compute_slowdown(faults: Sequence[Fault], cluster: Cluster) -> tuple[float, ...]:
     """Per GPU of ``cluster``: the factor its kernel times are multiplied by (1 without a fault)."""
     slowdown = [1.0] * cluster.num_gpus
     for fault in faults:
@@ -57,7 +58,7 @@ def compute_slowdown(faults: list, cluster: Cluster) -> tuple[float, ...]:
     return tuple(slowdown)
 
 
-def link_capacity_factors(faults: list, cluster: Cluster) -> dict[str, float]:
+def link_capacity_factors(faults: Sequence[Fault], cluster: Cluster) -> dict[str, float]:
     """Link-name prefix (``g3.nvlink.``) -> capacity factor, for the degraded links that exist."""
     factors: dict[str, float] = {}
     for fault in faults:
@@ -68,7 +69,7 @@ def link_capacity_factors(faults: list, cluster: Cluster) -> dict[str, float]:
     return factors
 
 
-def describe(fault) -> str:
+def describe(fault: Fault) -> str:
     """One line for the printed table."""
     if isinstance(fault, Straggler):
         return f"straggler: GPU {fault.gpu} computes {fault.slowdown:g}x slower"

@@ -87,7 +87,7 @@ def _with_routing_counts_read(scenario_path: Path, data: dict, tree: yaml.Node |
     for index, arch in enumerate(architectures):
         routing = arch.get("routing") if isinstance(arch, dict) else None
         if isinstance(routing, dict) and routing.get("kind") == "counts" and "file" in routing:
-            where = ["workload", "architectures", index, "routing", "file"]
+            where: list[str | int] = ["workload", "architectures", index, "routing", "file"]
             counts = _read_counts(scenario_path, routing["file"], format_path(where), yaml_line(tree, where))
             routing = {key: value for key, value in routing.items() if key != "file"} | {"counts": counts}
             arch = {**arch, "routing": routing}

@@ -98,6 +98,7 @@ class Scenario(StrictModel):
 
 def _check_grouped_routing(arch: TokenMoEArchitecture, path: FieldPath, cluster: Cluster) -> None:
     routing = arch.routing
+    assert isinstance(routing, GroupedRouting)
     groups = routing.groups or cluster.nodes
     where = path + ("routing",)
     if arch.num_experts % groups:

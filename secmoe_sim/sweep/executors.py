@@ -193,7 +193,8 @@ class LocalPool:
 
     def run(self, points: list[SweepPoint]) -> Iterator[Result]:
         pool = self._start()
-        queue, suspects = deque(points), deque()
+        queue: deque[SweepPoint] = deque(points)
+        suspects: deque[SweepPoint] = deque()
         in_flight: dict[concurrent.futures.Future, SweepPoint] = {}
         while queue or suspects or in_flight:
             try:

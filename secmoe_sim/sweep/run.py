@@ -89,7 +89,7 @@ def run_sweep(sweep: Sweep, out_dir: Path, choice: ExecutorChoice, progress: boo
 
 def _compute(pending: list[SweepPoint], store: SweepStore, choice: ExecutorChoice, report: SweepReport, progress: bool) -> None:
     started_at = time.perf_counter()
-    executor = None
+    executor: DaskExecutor | LocalPool | None = None
     bar = tqdm(
         total=report.total,
         initial=report.reused,
@@ -100,12 +100,13 @@ def _compute(pending: list[SweepPoint], store: SweepStore, choice: ExecutorChoic
         dynamic_ncols=True,
     )
     try:
+        results: Iterable[Result]
         if choice.kind == "dask":
-            executor = DaskExecutor(choice)
-            results: Iterable[Result] = executor.run(pending)
+            dask = DaskExecutor(choice)
+            executor, results = dask, dask.run(pending)
         elif choice.kind == "local":
-            executor = LocalPool(choice.workers)
-            results = executor.run(pending)
+            pool = LocalPool(choice.workers or 1)
+            executor, results = pool, pool.run(pending)
         else:
             results = run_serial(pending)
         report.startup_s = time.perf_counter() - started_at

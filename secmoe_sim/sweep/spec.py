@@ -87,7 +87,11 @@ class GridEntry(StrictModel):
 
     @property
     def axes(self) -> list[Axis]:
-        return list(self.zip) if self.zip is not None else [Axis(path=self.path, values=self.values)]
+        """The axes of this grid dimension: the zipped ones, or the single one."""
+        if self.zip is not None:
+            return list(self.zip)
+        assert self.path is not None and self.values is not None  # checked by the validator
+        return [Axis(path=self.path, values=self.values)]
 
     @property
     def size(self) -> int:
@@ -322,12 +326,12 @@ def with_value(data: Any, path: str, value: Any) -> Any:
     """A copy of ``data`` with ``value`` at ``path``; only the containers along the path are copied."""
     head, _, rest = path.partition(".")
     if isinstance(data, list):
-        copy = list(data)
-        copy[int(head)] = with_value(copy[int(head)], rest, value) if rest else value
-        return copy
-    copy = dict(data)
-    copy[head] = with_value(copy.get(head, {}), rest, value) if rest else value
-    return copy
+        items = list(data)
+        items[int(head)] = with_value(items[int(head)], rest, value) if rest else value
+        return items
+    fields = dict(data)
+    fields[head] = with_value(fields.get(head, {}), rest, value) if rest else value
+    return fields
 
 
 def value_at(data: Any, path: str) -> Any:
@@ -424,7 +428,8 @@ def _point_error(path: Path, tree, spec: SweepSpec, combination, written: dict, 
 
 
 def _axis_location(entry: GridEntry, index: int, member: int) -> list[str | int]:
-    return ["axes", index] + (["zip", member] if entry.zip is not None else [])
+    location: list[str | int] = ["axes", index]
+    return location + ["zip", member] if entry.zip is not None else location
 
 
 def _axis_field(entry: GridEntry, index: int, member: int, axis_path: str) -> str:

@@ -65,7 +65,7 @@ class PortNetwork:
         return self.env.process(self._transfer(src, dst, payload_bytes, label, order))
 
     def _transfer(self, src: int, dst: int, payload_bytes: float, label: str, order: OrderKey):
-        started_at = None
+        started_at: float | None = None
         for index, stage in enumerate(self.topology.route(src, dst)):
             stage_key = order + (index,)
             yield self._issue(stage_key, stage.links)
@@ -74,6 +74,7 @@ class PortNetwork:
             overhead_s = self.cluster.message_overhead if index == 0 else 0.0
             yield self.env.timeout(overhead_s + stage.latency_s + payload_bytes / stage.bandwidth_bytes_per_s)
             self._release(stage.links)
+        assert started_at is not None  # every route has at least one stage
         self.recorder.record_transfer(src, dst, label, started_at, self.env.now, payload_bytes)
         return src, dst
 
