@@ -2,17 +2,21 @@
 
     python tests/regenerate_golden.py
 
-Run it when a change is meant to alter simulated numbers, and say why in the commit message.
+Run it when a change is meant to alter simulated numbers: bump ``secmoe_sim/version.py`` first and
+say in ``CHANGELOG.md`` which numbers moved and why. ``golden/metadata.json`` records the version
+and the scenario hashes the summaries were made with; the tests check both.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from secmoe_sim import load_scenario, simulate
+from secmoe_sim import __version__, load_scenario, simulate
 from secmoe_sim.spec.loading import shipped_scenario_names
 
 GOLDEN = Path(__file__).parent / "golden"
+METADATA = GOLDEN / "metadata.json"
 
 
 def golden_path(name: str) -> Path:
@@ -21,9 +25,14 @@ def golden_path(name: str) -> Path:
 
 def main() -> None:
     GOLDEN.mkdir(exist_ok=True)
+    hashes = {}
     for name in shipped_scenario_names():
-        simulate(load_scenario(name)).summary.to_csv(golden_path(name), index=False, float_format="%.17g")
+        scenario = load_scenario(name)
+        simulate(scenario).summary.to_csv(golden_path(name), index=False, float_format="%.17g")
+        hashes[name] = scenario.content_hash()
         print(f"wrote {golden_path(name)}")
+    METADATA.write_text(json.dumps({"version": __version__, "scenario_sha256": hashes}, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {METADATA}")
 
 
 if __name__ == "__main__":

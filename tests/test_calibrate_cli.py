@@ -58,6 +58,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv):
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_core_and_calibration_modules_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"

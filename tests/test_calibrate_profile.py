@@ -8,6 +8,8 @@ from secmoe_sim.calibrate.profile_import import import_profile
 from secmoe_sim.calibrate.trace import TraceError
 from secmoe_sim.cli import main
 
+pytestmark = pytest.mark.slow  # torch, Dask or subprocesses: the full suite runs it, `-m "not slow"` does not
+
 LOOPS = 3
 
 

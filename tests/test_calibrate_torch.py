@@ -18,6 +18,8 @@ from secmoe_sim.cli import main
 from secmoe_sim.spec.loading import load_scenario
 from secmoe_sim.spec.units import SECOND_FACTORS
 
+pytestmark = pytest.mark.slow  # torch, Dask or subprocesses: the full suite runs it, `-m "not slow"` does not
+
 TINY = Grid(
     name="tiny",
     gemm_shapes=gemm_shapes((16, 32, 64), (16, 32), 1e9),

@@ -147,6 +147,7 @@ def test_cli_analyze_bad_scenario_exits_2_with_one_line(name: str, capsys):
     assert captured.out == ""
 
 
+@pytest.mark.slow
 def test_module_entry_point_exits_2_with_one_line():
     path = DATA / "bad_unknown_unit.yaml"
     result = subprocess.run(
@@ -180,6 +181,7 @@ def test_scenario_including_hardware_loads():
 # --- no hang on absurd sizes -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_huge_d_model_is_rejected_or_loaded_quickly(tmp_path):
     """A d_model of 2**62 (an int YAML reads fine) must not make validation run for minutes.
 
@@ -293,6 +295,7 @@ def mutation_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("mutations")
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(mutation=mutated_scenarios())
 # An unknown key is named in the message, so a key with a line break must not break the line.

@@ -20,6 +20,7 @@ def table_and_factors():
     return fidelity_table()
 
 
+@pytest.mark.slow
 def test_columns_and_relative_error(table_and_factors):
     table, _ = table_and_factors
     assert list(table.columns) == ["case", "source", "metric", "published", "simulated", "rel_error", "role"]
@@ -28,12 +29,14 @@ def test_columns_and_relative_error(table_and_factors):
     assert len(table) == len(published_cases())
 
 
+@pytest.mark.slow
 def test_every_case_within_target(table_and_factors):
     table, factors = table_and_factors
     assert (table["rel_error"] <= FIDELITY_TARGET).all(), table[table["rel_error"] > FIDELITY_TARGET]
     assert 0 < factors.nvlink <= 1 and 0 < factors.rdma <= 1
 
 
+@pytest.mark.slow
 def test_written_files(table_and_factors, tmp_path):
     table, factors = table_and_factors
     paths = write_fidelity(table, factors, tmp_path)

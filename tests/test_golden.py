@@ -1,14 +1,16 @@
 """The summary of every shipped scenario against its stored golden file.
 
-A difference means the simulated numbers changed: if that was the intent, regenerate with
-``python tests/regenerate_golden.py`` and say why in the commit.
+A difference means the simulated numbers changed: if that was the intent, bump the version, add a
+CHANGELOG line, and regenerate with ``python tests/regenerate_golden.py``.
 """
+
+import json
 
 import pandas as pd
 import pytest
-from regenerate_golden import golden_path
+from regenerate_golden import METADATA, golden_path
 
-from secmoe_sim import load_scenario, simulate
+from secmoe_sim import __version__, load_scenario, simulate
 from secmoe_sim.spec.loading import shipped_scenario_names
 
 
@@ -28,3 +30,11 @@ def test_summary_matches_golden(name):
             assert summary[column].to_numpy() == pytest.approx(golden[column].to_numpy(), rel=1e-9, abs=1e-15), column
         else:
             assert list(summary[column].astype(str)) == list(golden[column].astype(str)), column
+
+
+def test_golden_files_were_made_by_this_version_from_these_scenarios():
+    """Simulated numbers never change without a version bump (sweep caches are keyed by the version)."""
+    recorded = json.loads(METADATA.read_text(encoding="utf-8"))
+    assert recorded["version"] == __version__, "golden files from another version: bump, add a CHANGELOG line, regenerate"
+    hashes = {name: load_scenario(name).content_hash() for name in shipped_scenario_names()}
+    assert recorded["scenario_sha256"] == hashes, "a shipped scenario changed since the golden files were made: regenerate"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import make_pcie
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -93,6 +94,7 @@ def _config_groups(timeline: pd.DataFrame):
     return timeline.groupby(["entry", "num_experts"])
 
 
+@pytest.mark.slow
 @FAST
 @given(scenarios())
 def test_streams_never_run_two_ops_at_once(scenario):
@@ -103,6 +105,7 @@ def test_streams_never_run_two_ops_at_once(scenario):
         assert (stream["started_at"].to_numpy()[1:] >= stream["finished_at"].to_numpy()[:-1] - 1e-15).all()
 
 
+@pytest.mark.slow
 @FAST
 @given(scenarios())
 def test_every_message_is_sent_and_received_once(scenario):
@@ -128,6 +131,7 @@ def test_every_message_is_sent_and_received_once(scenario):
         assert (transfers["src"] != transfers["dst"]).all()
 
 
+@pytest.mark.slow
 @FAST
 @given(scenarios())
 def test_wall_clock_covers_compute_and_launch(scenario):
@@ -137,6 +141,7 @@ def test_wall_clock_covers_compute_and_launch(scenario):
     assert (summary["communication_s"] <= summary["wall_clock_s"] + 1e-15).all()
 
 
+@pytest.mark.slow
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_same_seed_gives_identical_tables(scenario):
@@ -145,6 +150,7 @@ def test_same_seed_gives_identical_tables(scenario):
     pd.testing.assert_frame_equal(first.timeline, second.timeline)
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_more_bandwidth_is_never_slower(scenario):

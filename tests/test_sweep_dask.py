@@ -15,6 +15,8 @@ from secmoe_sim.sweep.run import ExecutorChoice, run_sweep
 from secmoe_sim.sweep.spec import load_sweep
 from secmoe_sim.sweep.store import RESULTS
 
+pytestmark = pytest.mark.slow  # torch, Dask or subprocesses: the full suite runs it, `-m "not slow"` does not
+
 DATA = Path(__file__).parent / "data"
 SMALL = DATA / "sweep_small.yaml"
 

@@ -44,6 +44,7 @@ def wait_for_points(out: Path, count: int, process: subprocess.Popen) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_local_pool_rows_are_the_simulated_summaries_with_swept_values(tmp_path):
     sweep = load_sweep(SMALL)
     report = run_sweep(sweep, tmp_path, ExecutorChoice("local", workers=2))
@@ -79,6 +80,7 @@ def test_metadata_says_what_produced_the_results(tmp_path):
     assert metadata["grid"] == sweep.grid and metadata["completed"] == 6 and metadata["failed"] == []
 
 
+@pytest.mark.slow
 def test_serial_and_pool_give_the_same_table_and_csv_on_request(tmp_path):
     sweep = load_sweep(SMALL)
     run_sweep(sweep, tmp_path / "serial", ExecutorChoice("serial", workers=1), csv=True)
@@ -90,6 +92,7 @@ def test_serial_and_pool_give_the_same_table_and_csv_on_request(tmp_path):
     assert not (tmp_path / "pool" / "results.csv").exists()
 
 
+@pytest.mark.slow
 def test_rerun_skips_completed_points_and_an_edited_sweep_computes_only_new_points(tmp_path):
     run_sweep(load_sweep(SMALL), tmp_path, ExecutorChoice("serial", workers=1))
     before = point_files(tmp_path)
@@ -110,6 +113,7 @@ def test_progress_bar_shows_count_rate_and_eta(tmp_path, capsys):
     assert "6/6" in bar and "point/s" in bar and "<" in bar  # count, rate, elapsed<remaining
 
 
+@pytest.mark.slow
 def test_quiet_and_non_terminal_runs_print_no_progress(tmp_path):
     completed = subprocess.run(
         sweep_command(SMALL, tmp_path, "--workers", "2"), capture_output=True, check=False, text=True, timeout=WAIT_LIMIT_S
@@ -122,6 +126,7 @@ def test_quiet_and_non_terminal_runs_print_no_progress(tmp_path):
     assert quiet.returncode == 0 and quiet.stderr == "" and not quiet.stdout.startswith("sweep ")
 
 
+@pytest.mark.slow
 def test_a_failing_point_is_recorded_while_the_others_complete(tmp_path, capsys):
     path = DATA / "sweep_failing_point.yaml"
     sweep = load_sweep(path)  # every point is a valid scenario: the failure comes from the simulation
@@ -143,6 +148,7 @@ def test_a_failing_point_is_recorded_while_the_others_complete(tmp_path, capsys)
     assert point_files(tmp_path) == completed
 
 
+@pytest.mark.slow
 def test_interrupted_by_sigint_then_sigkill_then_resumed_every_point_exactly_once(tmp_path):
     sweep = load_sweep(INTERRUPTIBLE)
     total = len(sweep.points)
@@ -190,6 +196,7 @@ def test_interrupted_by_sigint_then_sigkill_then_resumed_every_point_exactly_onc
     assert not table.duplicated(["point_id", "label", "num_experts"]).any()
 
 
+@pytest.mark.slow
 def test_a_killed_worker_process_is_replaced_and_every_point_completes(tmp_path):
     psutil = pytest.importorskip("psutil")
     process = subprocess.Popen(
@@ -215,6 +222,7 @@ def test_two_sweeps_cannot_write_into_one_directory(tmp_path, capsys):
     assert error == f"secmoe-sim: error: {tmp_path}: another sweep is writing into this directory"
 
 
+@pytest.mark.slow
 def test_plot_writes_the_three_figures(tmp_path, capsys):
     out = tmp_path / "sweep"
     assert main(["sweep", str(SMALL), "--out", str(out), "--quiet"]) == 0
@@ -240,6 +248,7 @@ def test_plot_writes_the_three_figures(tmp_path, capsys):
     assert names <= {p.name for p in (tmp_path / "figures").iterdir()}
 
 
+@pytest.mark.slow
 def test_plot_holds_further_grid_dimensions_at_a_chosen_value(tmp_path):
     from secmoe_sim.sweep.store import read_results
     from secmoe_sim.sweep.tables import fix_other_axes, parse_at

@@ -385,6 +385,7 @@ def test_too_many_points_are_refused_before_expansion(tmp_path):
         ),
     ],
 )
+@pytest.mark.slow
 def test_the_cli_fails_before_any_point_runs(tmp_path, fixture, fragment):
     path, out = DATA / fixture, tmp_path / "out"
     completed = subprocess.run(

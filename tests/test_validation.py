@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from secmoe_sim import load_scenario
 from secmoe_sim.analysis.recommend import hardware_changes
@@ -43,6 +44,7 @@ def test_variants_change_one_dimension():
     assert all(c.scenario.workload.layer.d_model == 256 for c in cases if c.varied == "seq_len")
 
 
+@pytest.mark.slow
 def test_validate_writes_table_and_figures(tmp_path):
     scenario = load_scenario(TINY)
     validation = run_validation([scenario], with_variants=True, progress=False)
@@ -57,6 +59,7 @@ def test_validate_writes_table_and_figures(tmp_path):
     assert len(pngs) == 6 and all(p.stat().st_size > 1000 for p in pngs)
 
 
+@pytest.mark.slow
 def test_report_readme_links_existing_figures(tmp_path):
     readme = write_validation_report([load_scenario(TINY)], tmp_path)
     text = readme.read_text()
@@ -67,6 +70,7 @@ def test_report_readme_links_existing_figures(tmp_path):
         assert (tmp_path / link).is_file(), link
 
 
+@pytest.mark.slow
 def test_recommend_names_the_baselines_and_the_sensitivity(capsys):
     assert main(["recommend", TINY]) == 0
     out = capsys.readouterr().out

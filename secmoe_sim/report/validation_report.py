@@ -89,7 +89,7 @@ def write_validation_report(scenarios: list[Scenario], out_dir: Path, progress: 
         "Scenarios: " + ", ".join(f"`{n}`" for n in names) + ", each also with half and twice its sequence length "
         "and model width. For every case the first sectional entry is simulated at every feasible E in both sweep "
         "modes; the overhead (`wall_clock_s - compute_s` per device; summed message and launch time over GPUs in "
-        "the total view) is fitted with four forms ranked by AICc (see `docs/model.md` and `secmoe_sim/alpha.py`). "
+        "the total view) is fitted with four forms ranked by AICc (see `docs/model.md` and `secmoe_sim/analysis/alpha.py`). "
         "`metadata.json` records the scenario hashes and the tool version; `validation.csv` holds every case, "
         "`alpha.json` every fit with standard errors.",
         "",
