@@ -18,8 +18,7 @@ from secmoe_sim.engine.network import build_network
 from secmoe_sim.engine.network.flow_table import RateObserver
 from secmoe_sim.engine.recorder import Recorder, Row
 from secmoe_sim.plan.costs import Kernel, KernelTimer, RooflineTimer
-from secmoe_sim.plan.pipeline import Pipeline
-from secmoe_sim.plan.steps import LayerPlan
+from secmoe_sim.plan.steps import LayerPlan, Pipeline
 from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.faults import compute_slowdown, link_capacity_factors
 from secmoe_sim.spec.network import NetworkOptions
@@ -99,7 +98,7 @@ def run_plan(
         )
 
     def run_pipeline(gpu: int, pipeline: Pipeline):
-        """Communication and compute streams as two processes, chunk by chunk (secmoe_sim.plan.pipeline)."""
+        """Communication and compute streams as two processes, chunk by chunk (:class:`~secmoe_sim.plan.steps.Pipeline`)."""
         dispatched = [env.event() for _ in pipeline.chunks]
         computed = [env.event() for _ in pipeline.chunks]
 

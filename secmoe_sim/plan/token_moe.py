@@ -2,7 +2,7 @@
 
 Token MoE, per GPU, forward: attention -> router -> top-k -> dispatch (all-to-all-v) -> expert
 FFNs -> combine (all-to-all-v back) -> weighted sum; with ``overlap_degree > 1`` the dispatch,
-expert and combine phase runs in overlapped chunks (:mod:`secmoe_sim.plan.pipeline`).
+expert and combine phase runs in overlapped chunks (:class:`~secmoe_sim.plan.steps.Pipeline`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,20 @@ import numpy as np
 
 from secmoe_sim.plan import costs
 from secmoe_sim.plan.costs import Kernel
-from secmoe_sim.plan.pipeline import Chunk, Pipeline, chunk_kernel
 from secmoe_sim.plan.routing import capacity_limited_counts, route
-from secmoe_sim.plan.steps import AllToAll, LayerPlan, Message, Messages, Step, as_group, nonzero, with_backward
+from secmoe_sim.plan.steps import (
+    AllToAll,
+    Chunk,
+    LayerPlan,
+    Message,
+    Messages,
+    Pipeline,
+    Step,
+    as_group,
+    chunk_kernel,
+    nonzero,
+    with_backward,
+)
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.placement import place_experts, sequences_per_gpu
 from secmoe_sim.spec.units import DTYPE_BYTES
@@ -109,7 +120,7 @@ def _chunk_exchange(exchange: AllToAll, degree: int, index: int) -> AllToAll | N
 
 
 def _overlapped(dispatch: AllToAll, kernels: list[Kernel], combine: AllToAll, degree: int) -> Pipeline:
-    """The dispatch -> experts -> combine phase in ``degree`` overlapped chunks (:mod:`secmoe_sim.plan.pipeline`)."""
+    """The dispatch -> experts -> combine phase in ``degree`` overlapped chunks (:class:`~secmoe_sim.plan.steps.Pipeline`)."""
     return Pipeline(
         name="overlap",
         chunks=tuple(
