@@ -1,5 +1,10 @@
 """``simulate(scenario, seed) -> Results``: every architecture entry at every E, as tidy tables.
 
+One summary row per (architecture entry, placement, E). Beside the time columns it says what the
+row ran on and what it is: ``num_gpus``, ``gpu_seconds`` (wall-clock x GPUs, the cost of the row),
+``tokens_per_s_per_gpu``, ``params`` and ``flops_per_token``, and ``placement`` (sectional rows only),
+so a comparison between rows can say what it holds equal.
+
 Summary time columns, all for one layer (the definitions the README repeats):
 
 * ``wall_clock_s``: from the start to the last GPU's finish;
@@ -14,7 +19,8 @@ Summary time columns, all for one layer (the definitions the README repeats):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -25,9 +31,11 @@ from secmoe_sim.plan.dense import dense_plan
 from secmoe_sim.plan.sectional import sectional_plan
 from secmoe_sim.plan.steps import LayerPlan
 from secmoe_sim.plan.token_moe import token_moe_plan
+from secmoe_sim.spec.placement import group_size, sectional_cluster
 from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.spec.workload import DenseArchitecture, SectionalMoEArchitecture, TokenMoEArchitecture
 
+SAME_GPUS_ROLE = "same_gpus"  # summary ``role`` of a baseline simulated again on an expert_per_gpu entry's GPUs
 FLOAT_NOISE = 1e-12  # relative size of rounding residue in sums of simulated durations
 
 
@@ -45,27 +53,70 @@ class Results:
         return self.timeline[self.timeline["kind"] == "transfer"].reset_index(drop=True)
 
     def best(self) -> pd.DataFrame:
-        """The row of each architecture entry with the lowest wall-clock."""
-        index = self.summary.groupby("label", sort=False)["wall_clock_s"].idxmin()
-        return self.summary.loc[index].reset_index(drop=True)
+        """The row of each (architecture entry, placement) with the lowest GPU-seconds.
+
+        On a fixed cluster that is the lowest wall-clock; where the GPU count grows with E
+        (``expert_per_gpu``) it is the cheapest configuration, not the one that bought the most GPUs.
+        """
+        return best_rows(self.summary)
+
+
+def best_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """The row of each (label, placement) with the lowest ``gpu_seconds``, in first-appearance order."""
+    cost = summary["gpu_seconds"].to_numpy(dtype=float)
+    chosen: dict[tuple[str, str], int] = {}
+    for position, key in enumerate(zip(summary["label"].astype(str), summary["placement"].astype(str))):
+        current = chosen.get(key)
+        if current is None or cost[position] < cost[current]:
+            chosen[key] = position
+    return summary.iloc[sorted(chosen.values())].reset_index(drop=True)
+
+
+def entry_rng(seed: int, label: str) -> np.random.Generator:
+    """The random stream of one entry: the seed and a stable hash of the entry's label."""
+    label_key = int.from_bytes(hashlib.sha256(label.encode("utf-8")).digest()[:8], "little")
+    return np.random.default_rng(np.random.SeedSequence([seed, label_key]))
+
+
+def same_gpus_label(label: str, num_gpus: int) -> str:
+    """The label of a baseline simulated again on another GPU count, beside an ``expert_per_gpu`` entry."""
+    return f"{label}@{num_gpus}gpu"
 
 
 def layer_plans(scenario: Scenario, seed: int) -> list[LayerPlan]:
-    """Every (architecture entry, E) the scenario asks for, as op graphs.
+    """Every (architecture entry, placement, E) the scenario asks for, as op graphs.
 
-    Each entry gets its own child stream of the seed, so adding an entry never changes another's
-    random draws.
+    Each entry draws from its own stream, keyed by the seed and the entry's label
+    (:func:`entry_rng`), so adding, removing or reordering entries never changes another's draws. ``expert_per_gpu`` entries run on ``G = E`` GPUs; every dense entry is planned
+    again on each of those GPU counts (labelled ``dense@64gpu``), so that such an entry is compared
+    with a baseline simulated on its own GPUs, never with one on the scenario's.
     """
     layer, cluster = scenario.workload.layer, scenario.hardware
-    streams = np.random.SeedSequence(seed).spawn(len(scenario.workload.architectures))
     plans = []
-    for arch, stream in zip(scenario.workload.architectures, streams):
+    other_gpu_counts: set[int] = set()
+    for arch in scenario.workload.architectures:
         if isinstance(arch, SectionalMoEArchitecture):
-            plans += [sectional_plan(layer, arch, cluster, e) for e in scenario.expert_counts(arch)]
+            built: dict[tuple[int, int], LayerPlan] = {}  # (E, group size) -> plan: equal groups, equal plans
+            for placement in arch.placements:
+                for e in scenario.expert_counts(arch, placement):
+                    size = group_size(placement, e, sectional_cluster(cluster, e, arch.sweep_mode))
+                    same = built.get((e, size))
+                    plan = replace(same, placement=placement) if same else sectional_plan(layer, arch, cluster, e, placement)
+                    built[(e, size)] = plan
+                    plans.append(plan)
+                    if plan.cluster.num_gpus != cluster.num_gpus:
+                        other_gpu_counts.add(plan.cluster.num_gpus)
         elif isinstance(arch, TokenMoEArchitecture):
-            plans.append(token_moe_plan(layer, arch, cluster, np.random.default_rng(stream)))
+            plans.append(token_moe_plan(layer, arch, cluster, entry_rng(seed, arch.name)))
         elif isinstance(arch, DenseArchitecture):
             plans.append(dense_plan(layer, arch, cluster))
+    for arch in scenario.workload.architectures:
+        if not isinstance(arch, DenseArchitecture):
+            continue
+        for num_gpus in sorted(other_gpu_counts):
+            if num_gpus % arch.tensor_parallel == 0:
+                plan = dense_plan(layer, arch, cluster.resized(num_gpus))
+                plans.append(replace(plan, label=same_gpus_label(plan.label, num_gpus), role=SAME_GPUS_ROLE))
     return plans
 
 
@@ -76,10 +127,14 @@ def simulate(scenario: Scenario, seed: int | None = None, timer: KernelTimer | N
     """
     seed = scenario.seed if seed is None else seed
     summaries, timelines = [], []
+    runs: dict[int, SimulationRun] = {}  # placements with equal groups share one plan's programs: simulated once
     for plan in layer_plans(scenario, seed):
-        run = run_plan(plan, timer, scenario.network, faults=scenario.faults)
+        run = runs.get(id(plan.programs))
+        if run is None:
+            run = runs[id(plan.programs)] = run_plan(plan, timer, scenario.network, faults=scenario.faults)
+        run = replace(run, plan=plan)
         summaries.append(summarize(run, scenario))
-        timelines.append(run.timeline.assign(entry=plan.label, num_experts=plan.num_experts))
+        timelines.append(run.timeline.assign(entry=plan.label, num_experts=plan.num_experts, placement=plan.placement))
     summary = pd.DataFrame(summaries)
     timeline = pd.concat(timelines, ignore_index=True)
     return Results(scenario=scenario, seed=seed, summary=summary, timeline=timeline)
@@ -125,10 +180,14 @@ def summarize(run: SimulationRun, scenario: Scenario) -> dict:
         "scenario": scenario.name,
         "architecture": plan.architecture,
         "label": plan.label,
+        "placement": plan.placement,
+        "role": plan.role,
         "num_experts": plan.num_experts,
         "sweep_mode": plan.sweep_mode,
         "num_gpus": plan.cluster.num_gpus,
         "wall_clock_s": wall_clock_s,
+        "gpu_seconds": wall_clock_s * plan.cluster.num_gpus,
+        "tokens_per_s_per_gpu": plan.tokens / wall_clock_s / plan.cluster.num_gpus if wall_clock_s > 0 else float("inf"),
         "compute_s": compute_s,
         "launch_s": launch_s,
         "communication_s": communication_s,

@@ -6,9 +6,9 @@ from conftest import make_cluster, make_gpu, make_layer
 
 from secmoe_sim.plan import costs
 from secmoe_sim.plan.costs import Kernel, kernel_time_s, launch_time_s
-from secmoe_sim.plan.dense import dense_plan
-from secmoe_sim.plan.sectional import sectional_plan
-from secmoe_sim.plan.token_moe import token_moe_plan
+from secmoe_sim.plan.dense import dense_params, dense_plan
+from secmoe_sim.plan.sectional import sectional_params, sectional_plan
+from secmoe_sim.plan.token_moe import token_moe_params, token_moe_plan
 from secmoe_sim.spec.hardware import EfficiencyPoint
 from secmoe_sim.spec.workload import DenseArchitecture, PreExpertBlock, SectionalMoEArchitecture, TokenMoEArchitecture
 
@@ -45,12 +45,17 @@ def test_expert_section_flops_follow_the_design_table():
 def test_parameter_counts():
     layer = make_layer(d_model=64, ffn=True, ffn_multiplier=4)
     d = 64
-    assert costs.dense_params(layer) == 4 * d * d + 8 * d * d
-    assert costs.token_moe_params(layer, 8) == 4 * d * d + d * 8 + 8 * 8 * d * d
+    assert dense_params(layer, DenseArchitecture(kind="dense")) == 4 * d * d + 8 * d * d
+    assert dense_params(layer, DenseArchitecture(kind="dense", blocks=2)) == 2 * (4 * d * d + 8 * d * d)
+    assert token_moe_params(layer, TokenMoEArchitecture(kind="token_moe", num_experts=8)) == 4 * d * d + d * 8 + 8 * 8 * d * d
+    half_width = TokenMoEArchitecture(kind="token_moe", num_experts=8, top_k=2, expert_ffn_multiplier=2)
+    assert token_moe_params(layer, half_width) == 4 * d * d + d * 8 + 8 * 4 * d * d
     # 4 experts of width 16 with section FFN, pre-expert (attention + FFN at full width) and mixing
     w = 16
-    expected = 4 * (4 * w * w + 8 * w * w) + (4 * d * d + 8 * d * d) + d * d
-    assert costs.sectional_params(layer, 4, pre_expert=True, section_ffn=True, mixing=True) == expected
+    arch = SectionalMoEArchitecture(kind="sectional_moe", section_ffn=True, mixing=True, min_section_width=1)
+    assert sectional_params(layer, arch, 4) == 4 * (4 * w * w + 8 * w * w) + (4 * d * d + 8 * d * d) + d * d
+    attention_only = arch.model_copy(update={"pre_expert": PreExpertBlock(ffn=False)})
+    assert sectional_params(layer, attention_only, 4) == 4 * (4 * w * w + 8 * w * w) + 4 * d * d + d * d
 
 
 def test_projection_flops_fall_as_one_over_e_and_scores_do_not():

@@ -91,7 +91,7 @@ def scenarios(draw) -> Scenario:
 
 
 def _config_groups(timeline: pd.DataFrame):
-    return timeline.groupby(["entry", "num_experts"])
+    return timeline.groupby(["entry", "placement", "num_experts"])
 
 
 @pytest.mark.slow
@@ -100,7 +100,7 @@ def _config_groups(timeline: pd.DataFrame):
 def test_streams_never_run_two_ops_at_once(scenario):
     timeline = simulate(scenario).timeline
     ops = timeline[timeline["kind"] != "transfer"]
-    for _, stream in ops.groupby(["entry", "num_experts", "gpu", "stream"]):
+    for _, stream in ops.groupby(["entry", "placement", "num_experts", "gpu", "stream"]):
         stream = stream.sort_values("started_at")
         assert (stream["started_at"].to_numpy()[1:] >= stream["finished_at"].to_numpy()[:-1] - 1e-15).all()
 
@@ -122,7 +122,9 @@ def test_every_message_is_sent_and_received_once(scenario):
                     dst = ring[(i + 1) % len(ring)]
                     expected[(src, dst)] = expected.get((src, dst), 0.0) + chunk * 2 * (len(ring) - 1)
         transfers = results.transfers[
-            (results.transfers["entry"] == plan.label) & (results.transfers["num_experts"] == plan.num_experts)
+            (results.transfers["entry"] == plan.label)
+            & (results.transfers["placement"] == plan.placement)
+            & (results.transfers["num_experts"] == plan.num_experts)
         ]
         moved = transfers.groupby(["src", "dst"])["bytes"].sum().to_dict()
         assert set(moved) == {k for k, v in expected.items() if v > 0}

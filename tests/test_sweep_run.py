@@ -193,7 +193,7 @@ def test_interrupted_by_sigint_then_sigkill_then_resumed_every_point_exactly_onc
     rows_per_point = len(simulate(sweep.points[0].scenario).summary)
     assert sorted(table["point_id"].unique()) == list(range(total))
     assert table.groupby("point_id").size().eq(rows_per_point).all()
-    assert not table.duplicated(["point_id", "label", "num_experts"]).any()
+    assert not table.duplicated(["point_id", "label", "placement", "num_experts"]).any()
 
 
 @pytest.mark.slow

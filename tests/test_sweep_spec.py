@@ -227,7 +227,7 @@ BAD_SWEEPS = {
           - path: workload.architectures.7.top_k   # <- error
             values: [1]
     """,
-        "position 7 is past the end of workload.architectures (3 entries)",
+        "position 7 is past the end of workload.architectures (4 entries)",
     ),
     "a value has no fields": (
         """

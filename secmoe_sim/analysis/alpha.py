@@ -130,18 +130,18 @@ def _finite_or_none(value):
     return value
 
 
-def sectional_template(scenario: Scenario) -> SectionalMoEArchitecture:
-    """The scenario's first sectional entry: the layer whose alpha is measured."""
+def sectional_template(scenario: Scenario, label: str | None = None) -> SectionalMoEArchitecture:
+    """The sectional entry whose alpha is measured: the one labelled ``label``, else the scenario's first."""
     for arch in scenario.workload.architectures:
-        if isinstance(arch, SectionalMoEArchitecture):
+        if isinstance(arch, SectionalMoEArchitecture) and (label is None or arch.name == label):
             return arch
     raise ScenarioError(scenario.name, "workload.architectures", "no sectional_moe entry whose alpha could be measured")
 
 
-def sectional_scenario(scenario: Scenario, sweep_mode: str) -> Scenario:
-    """The scenario reduced to its first sectional entry, at every feasible E, in ``sweep_mode``."""
-    template = sectional_template(scenario)
-    arch = template.model_copy(update={"sweep_mode": sweep_mode, "experts": "all_feasible"})
+def sectional_scenario(scenario: Scenario, sweep_mode: str, label: str | None = None, placement: str = "spread") -> Scenario:
+    """The scenario reduced to one sectional entry, at every feasible E, in ``sweep_mode`` and ``placement``."""
+    template = sectional_template(scenario, label)
+    arch = template.model_copy(update={"sweep_mode": sweep_mode, "experts": "all_feasible", "placement": placement})
     data = scenario.model_dump(mode="json")
     data["workload"]["architectures"] = [arch.model_dump(mode="json")]
     return Scenario.model_validate(data)
@@ -212,7 +212,11 @@ def measure(results: Results, scenario: Scenario, view: str) -> AlphaMeasurement
 
 
 def measure_alpha(
-    scenario: Scenario, sweep_modes: tuple[str, ...] = SWEEP_MODES, seed: int | None = None
+    scenario: Scenario,
+    sweep_modes: tuple[str, ...] = SWEEP_MODES,
+    seed: int | None = None,
+    label: str | None = None,
+    placement: str = "spread",
 ) -> tuple[list[AlphaMeasurement], dict[str, Results]]:
     """Simulate the first sectional entry in each sweep mode and measure alpha in both views.
 
@@ -220,7 +224,7 @@ def measure_alpha(
     """
     measurements, simulations = [], {}
     for mode in sweep_modes:
-        reduced = sectional_scenario(scenario, mode)
+        reduced = sectional_scenario(scenario, mode, label, placement)
         results = simulate(reduced, seed=seed)
         simulations[mode] = results
         measurements += [measure(results, reduced, view) for view in VIEWS]

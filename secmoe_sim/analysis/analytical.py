@@ -30,10 +30,10 @@ import pandas as pd
 
 from secmoe_sim.plan import costs
 from secmoe_sim.plan.costs import Kernel
+from secmoe_sim.plan.sectional import expert_ops, post_expert_ops, pre_expert_ops
 from secmoe_sim.plan.topology import one_message_s
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.scenario import Scenario
-from secmoe_sim.spec.units import DTYPE_BYTES
 from secmoe_sim.spec.workload import Layer, SectionalMoEArchitecture
 
 TOTAL_VIEW = "total"
@@ -119,18 +119,9 @@ def _flop_time_s(kernel: Kernel, cluster: Cluster, dtype: str) -> float:
 
 def sectional_terms(layer: Layer, arch: SectionalMoEArchitecture, cluster: Cluster) -> SectionalTerms:
     """``C_pre``, ``K`` and ``A`` of a sectional layer from the cost model, over all sequences."""
-    b = DTYPE_BYTES[layer.dtype]
-    d, n, batch = layer.d_model, layer.seq_len, layer.batch
-    reduction = arch.pre_expert.sequence_reduction if arch.pre_expert.enabled else 1
-    reduced = n / reduction
-    pre: list[Kernel] = []
-    if arch.pre_expert.enabled:
-        pre = costs.attention_block(n, d, layer.heads, layer, with_ffn=layer.ffn)
-        if reduction > 1:
-            pre.append(costs.sequence_reduction(n, reduction, d, b))
-    if arch.mixing:
-        pre.append(costs.mixing_projection(reduced, d, b))
-    experts = costs.expert_section(reduced, d, layer.heads, layer, arch.section_ffn)
+    batch = layer.batch
+    pre = pre_expert_ops(layer, arch) + post_expert_ops(layer, arch)  # the same ops the plan runs, E = 1
+    experts = expert_ops(layer, arch, 1)
     passes = 1 + (costs.BACKWARD_FLOP_FACTOR if layer.passes == "forward_backward" else 0)
     c_pre = sum(_time_s(k.scaled(batch), cluster, layer.dtype) for k in pre)
     k_s = sum(_flop_time_s(k.scaled(batch), cluster, layer.dtype) for k in experts if k.group == "projection")
@@ -200,6 +191,6 @@ def analytical_curves(scenario: Scenario) -> pd.DataFrame:
         if not isinstance(arch, SectionalMoEArchitecture):
             continue
         model = cost_model(sectional_terms(layer, arch, cluster), PER_DEVICE_VIEW, arch.sweep_mode, cluster.num_gpus)
-        for e in scenario.expert_counts(arch):
+        for e in sorted({e for placement in arch.placements for e in scenario.expert_counts(arch, placement)}):
             rows.append({"label": arch.name, "num_experts": e, "analytical_s": float(model.total_s(e, overhead))})
     return pd.DataFrame(rows, columns=["label", "num_experts", "analytical_s"])

@@ -4,13 +4,14 @@ It computes what :mod:`secmoe_sim.plan.steps` simulates for one device (docs/mod
 torch, forward only:
 
 * optional pre-expert block at full width ``d``: fused QKV projection, scaled-dot-product
-  attention over ``h`` heads, out-projection, optional FFN (``gelu``), then mean pooling of every
-  ``r`` tokens (sequence reduction ``N -> N/r``);
+  attention over ``h`` heads, out-projection, optional FFN (``gelu``, ``pre_expert.ffn``), then mean
+  pooling of every ``r`` tokens (sequence reduction ``N -> N/r``; ``causal_mean`` shifts the windows);
 * ``E`` experts, one per section of width ``w = d / E``: expert ``e`` takes features
   ``[e w, (e+1) w)`` of every token and runs its own fused QKV projection, attention over
   ``max(1, h // E)`` heads, out-projection and optional FFN; experts run one after another (the
   simulator's ``grouped_kernels: false``);
-* concatenation of the sections back to width ``d``; optional full-width mixing projection.
+* concatenation of the sections back to width ``d``; optional full-width mixing projection; with
+  ``upsample``, each output repeated ``r`` times and the pre-expert block's output added back.
 
 Norms, residuals and biases are left out, as in the cost model. Weights are random with
 ``1/sqrt(fan_in)`` scale so activations stay of order one in any dtype. torch is needed only when a
@@ -46,7 +47,7 @@ class SectionalLayer:
         self.device, self.dtype = device, dtype
         d, heads = layer.d_model, layer.heads
         self.width = d // num_experts
-        self.pre = self._block(d, heads, layer.ffn) if arch.pre_expert.enabled else None
+        self.pre = self._block(d, heads, arch.pre_expert.ffn) if arch.pre_expert.enabled else None
         self.reduction = arch.pre_expert.sequence_reduction if arch.pre_expert.enabled else 1
         self.experts = [self._block(self.width, max(1, heads // num_experts), arch.section_ffn) for _ in range(num_experts)]
         self.mix = self._weight(d, d) if arch.mixing else None
@@ -80,16 +81,27 @@ class SectionalLayer:
             y = torch.matmul(torch.nn.functional.gelu(torch.matmul(y, block.ffn_in)), block.ffn_out)
         return y
 
+    def _pooled(self, x):
+        """``N -> N / r``: the mean of every window of ``r`` tokens; ``causal_mean`` windows end at the pooled
+        position (shifted by ``r - 1``, the first window zero-padded), so no later token leaks backwards."""
+        batch, tokens, width = x.shape
+        r = self.reduction
+        if self.arch.pre_expert.pooling == "causal_mean":
+            x = self.torch.nn.functional.pad(x, (0, 0, r - 1, 0))[:, :tokens]
+        return x.reshape(batch, tokens // r, r, width).mean(dim=2)
+
     def forward(self, x):
         """The layer's output for input ``x`` of shape ``(batch, seq_len, d_model)``."""
+        residual = None
         if self.pre is not None:
-            x = self._attention_block(x, self.pre)
+            x = residual = self._attention_block(x, self.pre)
             if self.reduction > 1:
-                batch, tokens, width = x.shape
-                x = x.view(batch, tokens // self.reduction, self.reduction, width).mean(dim=2)
+                x = self._pooled(x)
         w = self.width
         sections = [self._attention_block(x[..., e * w : (e + 1) * w], block) for e, block in enumerate(self.experts)]
         y = self.torch.cat(sections, dim=-1)
         if self.mix is not None:
             y = self.torch.matmul(y, self.mix)
+        if residual is not None and self.arch.pre_expert.upsample:
+            y = y.repeat_interleave(self.reduction, dim=1) + residual
         return y

@@ -28,8 +28,8 @@ REFERENCE_WARMUP = 3  # untimed forward passes of each reference layer before it
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Simulate every entry at every E; print the table; write the run's files."""
-    from secmoe_sim.report.console import run_table
     from secmoe_sim.report.outputs import write_run_outputs
+    from secmoe_sim.report.run_table import run_table
     from secmoe_sim.simulation import simulate
 
     scenario = load_scenario(args.scenario)
@@ -54,10 +54,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from secmoe_sim.report.console import analyze_text
+    """The analytical model of every entry; no simulation."""
+    from secmoe_sim.analysis.overview import overview, overview_document
+    from secmoe_sim.report.analyze import analyze_text
+    from secmoe_sim.report.text import as_json
 
-    scenario = load_scenario(args.scenario)
-    print(analyze_text(scenario, alpha_s=args.alpha))
+    found = overview(load_scenario(args.scenario), alpha_s=args.alpha)
+    print(as_json(overview_document(found)) if args.json else analyze_text(found))
     return 0
 
 
@@ -83,6 +86,12 @@ def cmd_alpha(args: argparse.Namespace) -> int:
     measurements, _ = measure_alpha(scenario, modes, seed=seed)
     out_dir = Path(args.out) if args.out else Path("reports") / scenario.name / "alpha"
     paths = write_alpha(measurements, scenario, seed, out_dir)
+    if args.json:
+        from secmoe_sim.report.text import as_json
+        from secmoe_sim.report.validation import alpha_document
+
+        print(as_json(alpha_document(measurements, scenario, seed)))
+        return 0
     print(f"alpha of {scenario.name} (first sectional entry, every feasible E; overhead = wall-clock - compute):")
     print("\n".join(alpha_summary_lines(measurements)))
     print(f"\nwrote {', '.join(p.name for p in paths)} to {out_dir}/")
@@ -109,8 +118,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_recommend(args: argparse.Namespace) -> int:
     from secmoe_sim.analysis.recommend import recommend
     from secmoe_sim.report.recommend import recommendation_text
+    from secmoe_sim.report.text import as_json
 
-    print(recommendation_text(recommend(load_scenario(args.scenario), seed=args.seed)))
+    found = recommend(load_scenario(args.scenario), seed=args.seed)
+    print(as_json(found.document()) if args.json else recommendation_text(found))
     return 0
 
 

@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_duration,
         help="overhead coefficient alpha as a duration (e.g. '20 us'); default: estimated from the hardware",
     )
+    analyze.add_argument("--json", action="store_true", help="print the same content as one JSON object")
     analyze.set_defaults(handler=commands.cmd_analyze)
 
     schema = subcommands.add_parser("schema", help="print the JSON Schema of scenario files")
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     alpha.add_argument("--sweep-mode", choices=["fixed_cluster", "expert_per_gpu"], help="only this sweep mode (default: both)")
     alpha.add_argument("--out", help="output directory (default reports/<scenario name>/alpha/)")
     alpha.add_argument("--seed", type=int, help="random seed; overrides the scenario's")
+    alpha.add_argument("--json", action="store_true", help="print the same content as one JSON object")
     alpha.set_defaults(handler=commands.cmd_alpha)
 
     validate = subcommands.add_parser("validate", help="analytical against simulated E_opt across scenarios and layer sizes")
@@ -99,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     recommend = subcommands.add_parser("recommend", help="best E, expected wall-clock, baselines, confidence, what to change")
     recommend.add_argument("scenario", help="scenario file, or the name of a shipped scenario")
     recommend.add_argument("--seed", type=int, help="random seed; overrides the scenario's")
+    recommend.add_argument("--json", action="store_true", help="print the same content as one JSON object")
     recommend.set_defaults(handler=commands.cmd_recommend)
 
     fidelity = subcommands.add_parser("fidelity", help="the simulator against published NCCL and DeepEP measurements")

@@ -16,6 +16,7 @@ attention scores   ``2*2*N^2*w`` (x1/2 causal)   flash: ``4*N*w*b``; materialize
 out projection     ``2*N*w^2``                   ``(2*N*w + w^2) * b``
 FFN                ``2*2*f*N*w^2``               ``(2*N*w + 2*f*w^2 + 2*f*N*w) * b``
 sequence reduce    ``N*w`` (mean pooling)        ``(N + N/r) * w * b``
+upsample+residual  ``N*w`` (one add per element) ``(N/r + 2*N) * w * b``: read N/r, read N, write N
 mixing projection  ``2*N*w^2``                   ``(2*N*w + w^2) * b``
 router             ``2*N*w*E``                   ``(N*w + w*E + N*E) * b``
 top-k              ``N*E`` comparisons           ``(N*E + 2*N*k) * b``
@@ -221,6 +222,12 @@ def sequence_reduction(tokens: float, reduction: int, width: float, b: int) -> K
     )
 
 
+def upsample_residual(tokens: float, reduction: int, width: float, b: int) -> Kernel:
+    """``N / r`` outputs repeated ``r`` times back to ``N`` tokens and added to the ``N``-token residual."""
+    traffic = (tokens / reduction + 2 * tokens) * width * b
+    return Kernel("upsample_residual", "pre", tokens * width, traffic, activation_bytes=tokens * width * b, **_memory(traffic))
+
+
 def mixing_projection(tokens: float, width: float, b: int) -> Kernel:
     return Kernel(
         "mix",
@@ -289,24 +296,3 @@ def attention_params(width: float) -> float:
 
 def ffn_params(width: float, multiplier: float) -> float:
     return 2 * multiplier * width**2
-
-
-def sectional_params(layer: Layer, num_experts: int, pre_expert: bool, section_ffn: bool, mixing: bool) -> float:
-    d, f = layer.d_model, layer.ffn_multiplier
-    width = d / num_experts
-    params = num_experts * (attention_params(width) + (ffn_params(width, f) if section_ffn else 0.0))
-    if pre_expert:
-        params += attention_params(d) + (ffn_params(d, f) if layer.ffn else 0.0)
-    if mixing:
-        params += d**2
-    return params
-
-
-def token_moe_params(layer: Layer, num_experts: int) -> float:
-    d = layer.d_model
-    return attention_params(d) + d * num_experts + num_experts * ffn_params(d, layer.ffn_multiplier)
-
-
-def dense_params(layer: Layer) -> float:
-    d = layer.d_model
-    return attention_params(d) + (ffn_params(d, layer.ffn_multiplier) if layer.ffn else 0.0)

@@ -1,12 +1,19 @@
 """The op graph of a dense layer (the baseline without experts).
 
-Dense, per GPU, forward: attention and FFN; tensor-parallel with a ring all-reduce after each
-when ``tensor_parallel > 1``.
+Per GPU, forward: ``blocks`` full-width blocks one after another, each attention (QKV, scores,
+out-projection) and, with ``layer.ffn``, an FFN; tensor-parallel with a ring all-reduce after the
+attention and after the FFN when ``tensor_parallel > 1``. With ``sequence_reduction: r`` the
+sequence is pooled to ``N / r`` tokens after the first block and the later blocks run on those (a
+funnel); ``upsample`` brings the output back to ``N`` tokens with the first block's output as the
+residual, as the sectional layer's option does.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from secmoe_sim.plan import costs
+from secmoe_sim.plan.costs import Kernel
 from secmoe_sim.plan.steps import AllReduce, LayerPlan, Step, nonzero, with_backward
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.placement import sequences_per_gpu
@@ -14,34 +21,63 @@ from secmoe_sim.spec.units import DTYPE_BYTES
 from secmoe_sim.spec.workload import DenseArchitecture, Layer
 
 
+def dense_params(layer: Layer, arch: DenseArchitecture) -> float:
+    """Parameters of the layer: ``blocks`` times attention (``4 d^2``) and FFN (``2 f d^2``)."""
+    d = layer.d_model
+    per_block = costs.attention_params(d) + (costs.ffn_params(d, layer.ffn_multiplier) if layer.ffn else 0.0)
+    return arch.blocks * per_block
+
+
+def dense_block_ops(layer: Layer, arch: DenseArchitecture, block: int) -> list[Kernel]:
+    """Block ``block`` (from 0) on one sequence: over ``N`` tokens, or ``N / r`` after the funnel's reduction."""
+    tokens = layer.seq_len if block == 0 else layer.seq_len / arch.sequence_reduction
+    ops = costs.attention_block(tokens, layer.d_model, layer.heads, layer, with_ffn=layer.ffn)
+    return [replace(k, name=f"block{block}.{k.name}") if arch.blocks > 1 else k for k in ops]
+
+
+def dense_flops_per_token(layer: Layer, arch: DenseArchitecture) -> float:
+    """FLOPs per input token of every block (and the funnel's reduction and upsampling), backward included."""
+    b = DTYPE_BYTES[layer.dtype]
+    n, d, r = layer.seq_len, layer.d_model, arch.sequence_reduction
+    per_sequence = sum(op.flops for block in range(arch.blocks) for op in dense_block_ops(layer, arch, block))
+    if r > 1:
+        per_sequence += costs.sequence_reduction(n, r, d, b).flops
+    if arch.upsample:
+        per_sequence += costs.upsample_residual(n, r, d, b).flops
+    passes = 1 + (costs.BACKWARD_FLOP_FACTOR if layer.passes == "forward_backward" else 0.0)
+    return per_sequence * passes / n
+
+
 def dense_plan(layer: Layer, arch: DenseArchitecture, cluster: Cluster) -> LayerPlan:
     """The op graph of a dense layer, data-parallel across TP groups of ``tensor_parallel`` GPUs."""
     num_gpus, tp = cluster.num_gpus, arch.tensor_parallel
     groups = [tuple(range(start, start + tp)) for start in range(0, num_gpus, tp)]
     group_sequences = sequences_per_gpu(layer.batch, len(groups))
-    wire_b = DTYPE_BYTES[layer.wire_dtype]
-    d, n = layer.d_model, layer.seq_len
+    b, wire_b = DTYPE_BYTES[layer.dtype], DTYPE_BYTES[layer.wire_dtype]
+    d, n, r = layer.d_model, layer.seq_len, arch.sequence_reduction
 
     forward: list[list[Step]] = [[] for _ in range(num_gpus)]
     for index, group in enumerate(groups):
         seqs = group_sequences[index]
-        block = costs.attention_block(n, d, layer.heads, layer, with_ffn=layer.ffn)
-        shard = [k.scaled(seqs).sharded(tp) for k in block]
-        reduce_bytes = seqs * n * d * wire_b
-        for gpu in group:
-            forward[gpu] += nonzero(shard[:3])
-            if tp > 1:
-                forward[gpu].append(
-                    AllReduce(key=f"allreduce.attn[{index}]", name="allreduce.attn", gpus=group, payload_bytes=reduce_bytes)
-                )
-            if layer.ffn:
-                forward[gpu] += nonzero(shard[3:])
+        for block in range(arch.blocks):
+            ops = [k.scaled(seqs).sharded(tp) for k in dense_block_ops(layer, arch, block)]
+            tokens = n if block == 0 else n / r
+            reduce_bytes = seqs * tokens * d * wire_b
+            for gpu in group:
+                forward[gpu] += nonzero(ops[:3])
                 if tp > 1:
-                    forward[gpu].append(
-                        AllReduce(key=f"allreduce.ffn[{index}]", name="allreduce.ffn", gpus=group, payload_bytes=reduce_bytes)
-                    )
+                    forward[gpu].append(AllReduce(f"allreduce.attn[{index}].{block}", "allreduce.attn", group, reduce_bytes))
+                if layer.ffn:
+                    forward[gpu] += nonzero(ops[3:])
+                    if tp > 1:
+                        forward[gpu].append(AllReduce(f"allreduce.ffn[{index}].{block}", "allreduce.ffn", group, reduce_bytes))
+                if block == 0 and r > 1:
+                    forward[gpu] += nonzero([costs.sequence_reduction(n, r, d, b).scaled(seqs).sharded(tp)])
+        if arch.upsample:
+            for gpu in group:
+                forward[gpu] += nonzero([costs.upsample_residual(n, r, d, b).scaled(seqs).sharded(tp)])
 
-    weights = costs.dense_params(layer) / tp * DTYPE_BYTES[layer.dtype]
+    params = dense_params(layer, arch)
     return LayerPlan(
         architecture=arch.kind,
         label=arch.name,
@@ -50,7 +86,7 @@ def dense_plan(layer: Layer, arch: DenseArchitecture, cluster: Cluster) -> Layer
         cluster=cluster,
         dtype=layer.dtype,
         programs=with_backward(forward, layer.passes),
-        params=costs.dense_params(layer),
-        weight_bytes_per_gpu=tuple(weights for _ in range(num_gpus)),
+        params=params,
+        weight_bytes_per_gpu=tuple(params / tp * b for _ in range(num_gpus)),
         tokens=layer.batch * layer.seq_len,
     )

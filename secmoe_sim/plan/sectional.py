@@ -1,8 +1,14 @@
-"""The op graph of a sectional MoE layer (the paper's layer) at one expert count E.
+"""The op graph of a sectional MoE layer (the paper's layer) at one expert count E and one placement.
 
-Sectional MoE, per GPU, forward: pre-expert block on its own sequences -> sequence reduction ->
-scatter (all-to-all: section ``e`` of every token to expert ``e``'s host) -> its experts on the
-sections they received -> gather (the reverse all-to-all) -> optional mixing projection.
+Per GPU, forward: pre-expert block on its own sequences (attention, FFN if ``pre_expert.ffn``) ->
+sequence reduction ``N -> N/r`` -> scatter (section ``e`` of every token to the GPU hosting expert
+``e`` in its group) -> its experts on the sections they received -> gather (the reverse exchange)
+-> optional mixing projection over the ``N/r`` tokens -> optional upsampling back to ``N`` tokens
+with the residual. Under ``replicated`` placement a GPU hosts all ``E`` experts for its own
+sequences, so there is no scatter and no gather (:mod:`secmoe_sim.spec.placement`).
+
+The op lists per sequence (:func:`pre_expert_ops`, :func:`expert_ops`, :func:`post_expert_ops`) are
+public: the analytical model sums the same ops, so both count every FLOP the same way.
 """
 
 from __future__ import annotations
@@ -11,73 +17,131 @@ from collections import defaultdict
 from dataclasses import replace
 
 from secmoe_sim.plan import costs
+from secmoe_sim.plan.costs import Kernel
 from secmoe_sim.plan.steps import AllToAll, LayerPlan, Message, Step, nonzero, with_backward
 from secmoe_sim.spec.hardware import Cluster
-from secmoe_sim.spec.placement import place_experts, sectional_cluster, sequences_per_gpu
+from secmoe_sim.spec.placement import group_size, place_experts, sectional_cluster, sequences_per_gpu
 from secmoe_sim.spec.units import DTYPE_BYTES
 from secmoe_sim.spec.workload import Layer, SectionalMoEArchitecture
 
 
-def sectional_plan(layer: Layer, arch: SectionalMoEArchitecture, cluster: Cluster, num_experts: int) -> LayerPlan:
-    """The op graph of a sectional MoE layer with ``num_experts`` sections/experts."""
-    cluster = sectional_cluster(cluster, num_experts, arch.sweep_mode)
-    num_gpus = cluster.num_gpus
-    placement = place_experts(num_experts, num_gpus)
-    sequences = sequences_per_gpu(layer.batch, num_gpus)
-    b, wire_b = DTYPE_BYTES[layer.dtype], DTYPE_BYTES[layer.wire_dtype]
-    d, n = layer.d_model, layer.seq_len
-    reduction = arch.pre_expert.sequence_reduction if arch.pre_expert.enabled else 1
-    reduced_tokens = n / reduction
-    width = d / num_experts
-    section_heads = max(1, layer.heads // num_experts)
+def reduction_of(arch: SectionalMoEArchitecture) -> int:
+    """r: the experts see ``N / r`` tokens (1 without a pre-expert block)."""
+    return arch.pre_expert.sequence_reduction if arch.pre_expert.enabled else 1
 
-    forward: list[list[Step]] = [[] for _ in range(num_gpus)]
-    for gpu in range(num_gpus):
-        if arch.pre_expert.enabled:
-            pre = costs.attention_block(n, d, layer.heads, layer, with_ffn=layer.ffn)
-            if reduction > 1:
-                pre.append(costs.sequence_reduction(n, reduction, d, b))
-            forward[gpu] += nonzero([replace(k, name=f"pre.{k.name}", group="pre").scaled(sequences[gpu]) for k in pre])
 
+def pre_expert_ops(layer: Layer, arch: SectionalMoEArchitecture) -> list[Kernel]:
+    """The pre-expert block on one sequence: full-width attention, its FFN, the sequence reduction."""
+    pre = arch.pre_expert
+    if not pre.enabled:
+        return []
+    b = DTYPE_BYTES[layer.dtype]
+    ops = costs.attention_block(layer.seq_len, layer.d_model, layer.heads, layer, with_ffn=pre.ffn)
+    if pre.sequence_reduction > 1:
+        ops.append(costs.sequence_reduction(layer.seq_len, pre.sequence_reduction, layer.d_model, b))
+    return [replace(k, name=f"pre.{k.name}", group="pre") for k in ops]
+
+
+def expert_ops(layer: Layer, arch: SectionalMoEArchitecture, num_experts: int) -> list[Kernel]:
+    """One expert on one sequence's section: narrow QKV, attention over ``max(1, h/E)`` heads, out-projection, FFN."""
+    tokens = layer.seq_len / reduction_of(arch)
+    return costs.expert_section(tokens, layer.d_model / num_experts, max(1, layer.heads // num_experts), layer, arch.section_ffn)
+
+
+def post_expert_ops(layer: Layer, arch: SectionalMoEArchitecture) -> list[Kernel]:
+    """After the gather, on one sequence: the mixing projection over ``N / r`` tokens, the upsampling to ``N``."""
+    b = DTYPE_BYTES[layer.dtype]
+    reduction = reduction_of(arch)
+    ops = []
+    if arch.mixing:
+        ops.append(costs.mixing_projection(layer.seq_len / reduction, layer.d_model, b))
+    if arch.pre_expert.enabled and arch.pre_expert.upsample:
+        ops.append(costs.upsample_residual(layer.seq_len, reduction, layer.d_model, b))
+    return ops
+
+
+def sectional_flops_per_token(layer: Layer, arch: SectionalMoEArchitecture, num_experts: int) -> float:
+    """FLOPs of the layer per input token at ``num_experts`` (the backward pass included when it runs),
+    from the same op lists the plan runs, without building the plan."""
+    per_sequence = sum(k.flops for k in pre_expert_ops(layer, arch) + post_expert_ops(layer, arch))
+    per_sequence += num_experts * sum(k.flops for k in expert_ops(layer, arch, num_experts))
+    passes = 1 + (costs.BACKWARD_FLOP_FACTOR if layer.passes == "forward_backward" else 0.0)
+    return per_sequence * passes / layer.seq_len
+
+
+def sectional_params(layer: Layer, arch: SectionalMoEArchitecture, num_experts: int) -> float:
+    """Parameters of the whole layer: the pre-expert block, ``E`` narrow experts, the mixing projection."""
+    return shared_params(layer, arch) + num_experts * expert_params(layer, arch, num_experts)
+
+
+def shared_params(layer: Layer, arch: SectionalMoEArchitecture) -> float:
+    """Parameters every token owner holds: the pre-expert block (and its FFN) and the mixing projection."""
+    d = layer.d_model
+    params = 0.0
+    if arch.pre_expert.enabled:
+        params += costs.attention_params(d) + (costs.ffn_params(d, layer.ffn_multiplier) if arch.pre_expert.ffn else 0.0)
+    if arch.mixing:
+        params += d**2
+    return params
+
+
+def expert_params(layer: Layer, arch: SectionalMoEArchitecture, num_experts: int) -> float:
+    """Parameters of one expert of width ``d / E``: ``4 w^2`` (+ ``2 f w^2`` with its FFN)."""
+    width = layer.d_model / num_experts
+    return costs.attention_params(width) + (costs.ffn_params(width, layer.ffn_multiplier) if arch.section_ffn else 0.0)
+
+
+def _scatters(
+    layer: Layer, arch: SectionalMoEArchitecture, num_experts: int, groups: tuple[tuple[int, ...], ...], sequences: list[int]
+) -> list[AllToAll]:
+    """Per group: section ``e`` of each token owner's reduced tokens to the GPU hosting expert ``e``."""
+    wire_b = DTYPE_BYTES[layer.wire_dtype]
+    section_bytes_per_sequence = layer.seq_len / reduction_of(arch) * layer.d_model / num_experts * wire_b
     scatters = []
-    for index, group in enumerate(placement.groups):
+    for index, group in enumerate(groups):
         batched: dict[tuple[int, int], list[float]] = defaultdict(list)
         for src in group:
             for expert in range(num_experts):
-                host = placement.host_of(src, expert)
+                host = group[expert % len(group)]
                 if host != src and sequences[src] > 0:
-                    batched[(src, host)].append(sequences[src] * reduced_tokens * width * wire_b)
+                    batched[(src, host)].append(sequences[src] * section_bytes_per_sequence)
         messages = []
         for (src, dst), sizes in sorted(batched.items()):
             chunks = [sum(sizes)] if arch.coalesce_messages else sizes
             messages += [Message(src, dst, size) for size in chunks]
         scatters.append(AllToAll.of(f"scatter[{index}]", "scatter", group, messages))
+    return scatters
 
+
+def sectional_plan(
+    layer: Layer, arch: SectionalMoEArchitecture, cluster: Cluster, num_experts: int, placement: str = "spread"
+) -> LayerPlan:
+    """The op graph of a sectional MoE layer with ``num_experts`` sections/experts under ``placement``."""
+    cluster = sectional_cluster(cluster, num_experts, arch.sweep_mode)
+    num_gpus = cluster.num_gpus
+    hosts = place_experts(num_experts, num_gpus, group_size(placement, num_experts, cluster))
+    sequences = sequences_per_gpu(layer.batch, num_gpus)
+    pre, experts, post = pre_expert_ops(layer, arch), expert_ops(layer, arch, num_experts), post_expert_ops(layer, arch)
+    scatters = _scatters(layer, arch, num_experts, hosts.groups, sequences)
+
+    forward: list[list[Step]] = [[] for _ in range(num_gpus)]
     for gpu in range(num_gpus):
-        group_index = gpu // len(placement.groups[0])
+        group_index = gpu // len(hosts.groups[0])
         scatter = scatters[group_index]
-        local_experts = len(placement.experts_on(gpu))
-        served = sum(sequences[src] for src in placement.groups[group_index])
-        expert_kernels = costs.expert_section(reduced_tokens, width, section_heads, layer, arch.section_ffn)
+        local_experts = len(hosts.experts_on(gpu))
+        served = sum(sequences[src] for src in hosts.groups[group_index])
         launches = 1 if arch.grouped_kernels else local_experts
-        expert_kernels = [replace(k.scaled(served * local_experts), launches=launches) for k in expert_kernels]
+        forward[gpu] += nonzero([k.scaled(sequences[gpu]) for k in pre])
         if scatter.messages:
             forward[gpu].append(scatter)
-        forward[gpu] += nonzero(expert_kernels)
+        forward[gpu] += nonzero([replace(k.scaled(served * local_experts), launches=launches) for k in experts])
         if scatter.messages:
-            gather = scatter.transposed()
-            forward[gpu].append(replace(gather, key=f"gather[{group_index}]", name="gather"))
-        if arch.mixing:
-            forward[gpu] += nonzero([costs.mixing_projection(reduced_tokens, d, b).scaled(sequences[gpu])])
+            forward[gpu].append(replace(scatter.transposed(), key=f"gather[{group_index}]", name="gather"))
+        forward[gpu] += nonzero([k.scaled(sequences[gpu]) for k in post])
 
-    weights = []
-    for gpu in range(num_gpus):
-        shared = costs.sectional_params(layer, 1, arch.pre_expert.enabled, False, arch.mixing) - costs.sectional_params(
-            layer, 1, False, False, False
-        )
-        per_expert = costs.sectional_params(layer, num_experts, False, arch.section_ffn, False) / num_experts
-        weights.append((shared + per_expert * len(placement.experts_on(gpu))) * b)
-
+    b = DTYPE_BYTES[layer.dtype]
+    per_expert = expert_params(layer, arch, num_experts)
+    weights = tuple((shared_params(layer, arch) + per_expert * len(hosts.experts_on(gpu))) * b for gpu in range(num_gpus))
     return LayerPlan(
         architecture=arch.kind,
         label=arch.name,
@@ -86,7 +150,8 @@ def sectional_plan(layer: Layer, arch: SectionalMoEArchitecture, cluster: Cluste
         cluster=cluster,
         dtype=layer.dtype,
         programs=with_backward(forward, layer.passes),
-        params=costs.sectional_params(layer, num_experts, arch.pre_expert.enabled, arch.section_ffn, arch.mixing),
-        weight_bytes_per_gpu=tuple(weights),
+        params=sectional_params(layer, arch, num_experts),
+        weight_bytes_per_gpu=weights,
         tokens=layer.batch * layer.seq_len,
+        placement=placement,
     )

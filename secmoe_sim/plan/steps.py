@@ -253,6 +253,8 @@ class LayerPlan:
     weight_bytes_per_gpu: tuple[float, ...]
     tokens: int
     dropped_tokens: int = 0
+    placement: str = ""  # sectional layers: where the experts run (spec.placement); empty for other architectures
+    role: str = "entry"  # "entry": a scenario entry; "same_gpus": a baseline re-planned on another entry's GPU count
 
     @property
     def flops(self) -> float:

@@ -40,6 +40,38 @@ def expert_groups(arch: TokenMoEArchitecture, cluster: Cluster) -> int:
     return routing.groups if isinstance(routing, GroupedRouting) and routing.groups else cluster.nodes
 
 
+def expert_ffn_multiplier(layer: Layer, arch: TokenMoEArchitecture) -> float:
+    """Hidden width of an expert's FFN over d: the entry's own, else the layer's."""
+    return arch.expert_ffn_multiplier if arch.expert_ffn_multiplier is not None else layer.ffn_multiplier
+
+
+def expert_capacity(arch: TokenMoEArchitecture, tokens: int) -> float:
+    """Tokens an expert keeps at most: ``capacity_factor * top_k * tokens / num_experts`` over a group's tokens."""
+    return arch.capacity_factor * arch.top_k * tokens / arch.num_experts
+
+
+def token_moe_params(layer: Layer, arch: TokenMoEArchitecture) -> float:
+    """Attention (``4 d^2``), the router (``d E``) and ``E`` expert FFNs (``2 f_e d^2`` each)."""
+    d = layer.d_model
+    return (
+        costs.attention_params(d)
+        + d * arch.num_experts
+        + arch.num_experts * costs.ffn_params(d, expert_ffn_multiplier(layer, arch))
+    )
+
+
+def token_moe_flops_per_token(layer: Layer, arch: TokenMoEArchitecture) -> float:
+    """FLOPs per token before capacity drops: attention, router, top-k, ``top_k`` expert FFNs, the weighted sum
+    (the backward pass included when it runs); from the op costs, without routing draws."""
+    b = DTYPE_BYTES[layer.dtype]
+    n, d, k = layer.seq_len, layer.d_model, arch.top_k
+    per_sequence = sum(op.flops for op in costs.attention_block(n, d, layer.heads, layer, with_ffn=False))
+    per_sequence += costs.router(n, d, arch.num_experts, b).flops + costs.top_k(n, arch.num_experts, k, b).flops
+    per_sequence += costs.ffn(n * k, d, expert_ffn_multiplier(layer, arch), b).flops + costs.combine(n, k, d, b).flops
+    passes = 1 + (costs.BACKWARD_FLOP_FACTOR if layer.passes == "forward_backward" else 0.0)
+    return per_sequence * passes / n
+
+
 def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, rng: np.random.Generator) -> LayerPlan:
     """The op graph of a token-routed MoE layer; random routing drawn from ``rng``."""
     num_gpus, num_experts, k = cluster.num_gpus, arch.num_experts, arch.top_k
@@ -62,7 +94,7 @@ def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, r
     for index, group in enumerate(placement.groups):
         group_tokens = [sequences[src] * n for src in group]
         routed = route(arch.routing, group_tokens, num_experts, k, expert_groups(arch, cluster), rng)
-        capacity = arch.capacity_factor * k * routed.sum() / num_experts
+        capacity = expert_capacity(arch, sum(group_tokens))
         kept = capacity_limited_counts(routed, capacity)
         dropped += int(routed.sum() - kept.sum())
         volume: dict[tuple[int, int], float] = defaultdict(float)
@@ -80,7 +112,7 @@ def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, r
         group_index = gpu // len(placement.groups[0])
         dispatch = dispatches[group_index]
         loads = expert_tokens[gpu]
-        expert_kernel = costs.ffn(sum(loads), d, layer.ffn_multiplier, b, group="ffn")
+        expert_kernel = costs.ffn(sum(loads), d, expert_ffn_multiplier(layer, arch), b, group="ffn")
         expert_kernel = replace(expert_kernel, name="expert.ffn", launches=max(1, len(loads)))
         combine = replace(dispatch.transposed(), key=f"combine[{group_index}]", name="combine")
         if arch.overlap_degree > 1:
@@ -95,7 +127,7 @@ def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, r
 
     experts_per_gpu = [len(placement.experts_on(g)) for g in range(num_gpus)]
     shared = costs.attention_params(d) + d * num_experts
-    per_expert = costs.ffn_params(d, layer.ffn_multiplier)
+    per_expert = costs.ffn_params(d, expert_ffn_multiplier(layer, arch))
     return LayerPlan(
         architecture=arch.kind,
         label=arch.name,
@@ -104,7 +136,7 @@ def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, r
         cluster=cluster,
         dtype=layer.dtype,
         programs=with_backward(forward, layer.passes),
-        params=costs.token_moe_params(layer, num_experts),
+        params=token_moe_params(layer, arch),
         weight_bytes_per_gpu=tuple((shared + per_expert * e) * b for e in experts_per_gpu),
         tokens=layer.batch * layer.seq_len,
         dropped_tokens=dropped,

@@ -47,12 +47,16 @@ def write_run_outputs(results: Results, out_dir: Path) -> list[Path]:
     results.summary.to_csv(paths["summary.csv"], index=False)
     results.timeline.to_csv(paths["timeline.csv"], index=False)
     best = results.best()
+    best = best[best["role"] != "same_gpus"]
+    timeline = results.timeline
     timelines = []
-    for row in best.itertuples(index=False):
-        rows = results.timeline[(results.timeline["entry"] == row.label) & (results.timeline["num_experts"] == row.num_experts)]
-        timelines.append((f"{row.label} E={row.num_experts}", rows))
+    for label, placement, experts in zip(best["label"], best["placement"], best["num_experts"]):
+        rows = timeline[
+            (timeline["entry"] == label) & (timeline["placement"] == placement) & (timeline["num_experts"] == experts)
+        ]
+        timelines.append((f"{label}{f' [{placement}]' if placement else ''} E={experts}", rows))
     write_json(paths["trace.json"], chrome_trace(timelines))
-    figure = wall_clock_vs_experts(results.summary, analytical_curves(results.scenario))
+    figure = wall_clock_vs_experts(results.summary, analytical_curves(results.scenario), results.scenario.hardware.num_gpus)
     figure.savefig(paths["wall_clock_vs_experts.png"], dpi=120)
     write_json(paths["metadata.json"], metadata(results.scenario, results.seed, command="run"))
     return list(paths.values())

@@ -179,6 +179,14 @@ class Cluster(StrictModel):
     def node_of(self, gpu: int) -> int:
         return gpu // self.gpus_per_node
 
+    def with_links_scaled(self, bandwidth_factor: float = 1.0, latency_factor: float = 1.0) -> Cluster:
+        """The same cluster with every link bandwidth (every ``*bandwidth*`` field of both fabrics) times
+        ``bandwidth_factor`` and every fabric latency times ``latency_factor``, validated again."""
+        update: dict[str, StrictModel] = {"intra_node": _links_scaled(self.intra_node, bandwidth_factor, latency_factor)}
+        if self.inter_node is not None:
+            update["inter_node"] = _links_scaled(self.inter_node, bandwidth_factor, latency_factor)
+        return type(self).model_validate({**self.model_dump(), **{k: v.model_dump() for k, v in update.items()}})
+
     def resized(self, num_gpus: int) -> Cluster:
         """The same hardware with ``num_gpus`` GPUs, adding nodes of this node shape.
 
@@ -196,3 +204,14 @@ class Cluster(StrictModel):
         if isinstance(fabric, PCIeFabric) and per_node % fabric.sockets:
             fabric = fabric.model_copy(update={"sockets": 1, "inter_socket_bandwidth_per_direction": None})
         return self.model_copy(update={"nodes": nodes, "gpus_per_node": per_node, "intra_node": fabric})
+
+
+def _links_scaled(fabric: StrictModel, bandwidth_factor: float, latency_factor: float) -> StrictModel:
+    """A fabric with its bandwidths and its latency scaled (fields found by name, so none is missed)."""
+    update: dict[str, float] = {}
+    for name, value in fabric:
+        if isinstance(value, float) and "bandwidth" in name:
+            update[name] = value * bandwidth_factor
+        elif isinstance(value, float) and name == "latency":
+            update[name] = value * latency_factor
+    return type(fabric).model_validate({**fabric.model_dump(), **update})

@@ -11,6 +11,7 @@ and turn a pydantic error into that line are public: sweep files use them too.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 from secmoe_sim.errors import ScenarioError
 from secmoe_sim.spec.base import FieldIssue
 from secmoe_sim.spec.hardware import Cluster
+from secmoe_sim.spec.paths import path_error, with_value
 from secmoe_sim.spec.scenario import Scenario
 
 SHIPPED_SCENARIOS = "scenarios"
@@ -202,3 +204,22 @@ def yaml_line(tree: yaml.Node | None, path: list[str | int]) -> int | None:
         else:
             break
     return line
+
+
+def with_values(scenario: Scenario, values: Mapping[str, Any], source: str = "") -> Scenario:
+    """``scenario`` with each dotted path set to its value, validated as a scenario file is.
+
+    A path that names no field, or a value that makes the scenario invalid, raises
+    :class:`ScenarioError` naming ``source`` (default: the scenario's name) and the field.
+    """
+    where = source or scenario.name
+    data = scenario.model_dump(mode="json")
+    for path, value in values.items():
+        reason = path_error(scenario, path)
+        if reason:
+            raise ScenarioError(where, path, reason)
+        data = with_value(data, path, value)
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as error:
+        raise validation_error(where, error, data, None) from None

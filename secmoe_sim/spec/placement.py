@@ -1,14 +1,22 @@
-"""Placement rules: which expert counts fit a cluster, which GPU hosts which expert.
+"""Placement rules: which expert counts fit a cluster, and which GPU hosts which expert.
 
-The rules are those of the design (section 2, "Placement"):
+The GPUs hold the tokens: the ``B`` sequences are spread over the GPUs, whole sequences per GPU
+(the pre-expert attention needs a whole sequence). Where the experts of a sectional layer run is
+the entry's ``placement``; each names the size ``g`` of the groups of consecutive GPUs that
+exchange sections with each other:
 
-* The GPUs hold the tokens: the ``B`` sequences are spread over the GPUs, whole sequences per GPU.
-* ``fixed_cluster``: ``G`` stays as in the scenario. For ``E <= G`` the GPUs form ``G/E`` groups of
-  ``E`` consecutive GPUs and GPU ``i`` of a group hosts expert ``i``; for ``E > G`` GPU ``g`` hosts
-  experts ``g, g+G, ...``. ``E`` must divide ``G`` or be a multiple of it.
-* ``expert_per_gpu``: ``G = E``, one expert per GPU, nodes added with the scenario's node shape.
+* ``replicated``: ``g = 1``. Every token owner runs all ``E`` experts on its own sequences: no
+  scatter, no gather (all ``E`` experts together hold only ``12 d^2 / E`` parameters).
+* ``node_local``: ``g = min(E, gpus_per_node)``. Groups never cross a node; for ``E`` above the node
+  size each GPU of a node hosts ``E / gpus_per_node`` experts.
+* ``spread``: ``g = min(E, G)``. Groups of ``E`` consecutive GPUs (for ``E <= G``), or all ``G``
+  GPUs with ``E / G`` experts each (for ``E > G``): the design's original rule, whose groups may
+  straddle nodes.
 
-Token-routed MoE experts follow the same rules with ``fixed_cluster``.
+Inside a group of ``g`` GPUs, expert ``e`` lives on the group's GPU ``e mod g``. A placement is
+feasible when ``g`` divides ``G`` and ``E`` is a multiple of ``g``. In ``expert_per_gpu`` the cluster
+is first resized to ``G = E`` GPUs (nodes of the scenario's shape). Token-routed MoE experts follow
+the ``spread`` rule.
 """
 
 from __future__ import annotations
@@ -47,20 +55,39 @@ class ExpertPlacement:
         return list(range(position, self.num_experts, len(group)))
 
 
+def group_size(placement: str, num_experts: int, cluster: Cluster) -> int:
+    """GPUs per exchange group of a sectional layer with ``num_experts`` experts under ``placement``."""
+    if placement == "replicated":
+        return 1
+    if placement == "node_local":
+        return min(num_experts, cluster.gpus_per_node)
+    if placement == "spread":
+        return min(num_experts, cluster.num_gpus)
+    raise ValueError(f"unknown placement {placement!r}")
+
+
+def group_error(num_experts: int, num_gpus: int, size: int) -> str | None:
+    """Why ``num_experts`` cannot be placed in groups of ``size`` on ``num_gpus`` GPUs, or None if it can."""
+    if num_gpus % size or num_experts % size:
+        return f"E={num_experts} does not fill groups of {size} GPUs on {num_gpus} GPUs"
+    return None
+
+
 def placement_error(num_experts: int, num_gpus: int) -> str | None:
-    """Why ``num_experts`` cannot be placed on ``num_gpus`` GPUs, or None if it can."""
-    if num_gpus % num_experts == 0 or num_experts % num_gpus == 0:
+    """Why ``num_experts`` cannot be spread over ``num_gpus`` GPUs (groups of ``min(E, G)``, the token-MoE
+    rule), or None if it can: ``E`` must divide ``G`` or be a multiple of it."""
+    if group_error(num_experts, num_gpus, min(num_experts, num_gpus)) is None:
         return None
     return f"E={num_experts} neither divides nor is a multiple of the {num_gpus} GPUs"
 
 
-def place_experts(num_experts: int, num_gpus: int) -> ExpertPlacement:
-    """Place ``num_experts`` on ``num_gpus`` by the design's rules (raises ValueError if impossible)."""
-    reason = placement_error(num_experts, num_gpus)
+def place_experts(num_experts: int, num_gpus: int, size: int | None = None) -> ExpertPlacement:
+    """Place ``num_experts`` in groups of ``size`` consecutive GPUs (default ``min(E, G)``, the spread rule)."""
+    size = min(num_experts, num_gpus) if size is None else size
+    reason = group_error(num_experts, num_gpus, size)
     if reason:
         raise ValueError(reason)
-    group_size = min(num_experts, num_gpus)
-    groups = tuple(tuple(range(start, start + group_size)) for start in range(0, num_gpus, group_size))
+    groups = tuple(tuple(range(start, start + size)) for start in range(0, num_gpus, size))
     return ExpertPlacement(num_experts=num_experts, num_gpus=num_gpus, groups=groups)
 
 
@@ -77,27 +104,41 @@ def sectional_cluster(cluster: Cluster, num_experts: int, sweep_mode: str) -> Cl
     return cluster
 
 
-def sectional_feasibility_error(
-    num_experts: int, d_model: int, min_section_width: int, cluster: Cluster, sweep_mode: str
-) -> str | None:
-    """Why a sectional layer with ``num_experts`` is not feasible, or None if it is."""
+def width_error(num_experts: int, d_model: int, min_section_width: int) -> str | None:
+    """Why ``num_experts`` sections of ``d_model`` are not allowed, or None if they are."""
     if d_model % num_experts:
         return f"E={num_experts} does not divide d_model={d_model}"
     if d_model // num_experts < min_section_width:
         return f"E={num_experts} gives sections of width {d_model // num_experts} < min_section_width={min_section_width}"
+    return None
+
+
+def sectional_feasibility_error(
+    num_experts: int, d_model: int, min_section_width: int, cluster: Cluster, sweep_mode: str, placement: str = "spread"
+) -> str | None:
+    """Why a sectional layer with ``num_experts`` is not feasible under ``placement``, or None if it is."""
+    reason = width_error(num_experts, d_model, min_section_width)
+    if reason:
+        return reason
     if sweep_mode == "expert_per_gpu":
         try:
-            cluster.resized(num_experts)
+            cluster = cluster.resized(num_experts)
         except ValueError as error:
             return f"expert_per_gpu with E={num_experts}: {error}"
-        return None
-    return placement_error(num_experts, cluster.num_gpus)
+    size = group_size(placement, num_experts, cluster)
+    if placement == "spread":
+        return placement_error(num_experts, cluster.num_gpus)
+    return group_error(num_experts, cluster.num_gpus, size)
 
 
-def feasible_expert_counts(d_model: int, min_section_width: int, cluster: Cluster, sweep_mode: str) -> list[int]:
+def feasible_expert_counts(
+    d_model: int, min_section_width: int, cluster: Cluster, sweep_mode: str, placement: str = "spread"
+) -> list[int]:
     """Every E that divides ``d_model``, keeps sections wide enough and fits the placement rules."""
     return [
-        e for e in divisors(d_model) if sectional_feasibility_error(e, d_model, min_section_width, cluster, sweep_mode) is None
+        e
+        for e in divisors(d_model)
+        if sectional_feasibility_error(e, d_model, min_section_width, cluster, sweep_mode, placement) is None
     ]
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -54,6 +55,7 @@ class Scenario(StrictModel):
                 )
             if isinstance(arch, SectionalMoEArchitecture):
                 _check_sectional(arch, path, layer.d_model, cluster)
+                _check_reduction(arch.pre_expert.sequence_reduction, layer.seq_len, path + ("pre_expert", "sequence_reduction"))
             elif isinstance(arch, TokenMoEArchitecture):
                 reason = placement_error(arch.num_experts, cluster.num_gpus)
                 if reason:
@@ -70,6 +72,7 @@ class Scenario(StrictModel):
                     raise FieldIssue(
                         path + ("tensor_parallel",), f"tensor_parallel {arch.tensor_parallel} does not divide heads {layer.heads}"
                     )
+                _check_reduction(arch.sequence_reduction, layer.seq_len, path + ("sequence_reduction",))
         return self
 
     @model_validator(mode="after")
@@ -84,11 +87,25 @@ class Scenario(StrictModel):
                 raise FieldIssue(("faults", index, "link"), "the cluster has no NICs (no inter_node fabric)")
         return self
 
-    def expert_counts(self, arch: SectionalMoEArchitecture) -> list[int]:
-        """The E values to simulate for a sectional entry (its list, or every feasible E)."""
+    def expert_counts(self, arch: SectionalMoEArchitecture, placement: str | None = None) -> list[int]:
+        """The E values to simulate for a sectional entry under ``placement`` (default: the entry's first):
+        its list (those feasible under the placement), or every feasible E."""
+        placement = placement or arch.placements[0]
+        d_model = self.workload.layer.d_model
         if arch.experts == "all_feasible":
-            return feasible_expert_counts(self.workload.layer.d_model, arch.min_section_width, self.hardware, arch.sweep_mode)
-        return sorted(arch.experts)
+            return feasible_expert_counts(d_model, arch.min_section_width, self.hardware, arch.sweep_mode, placement)
+        return sorted(
+            e
+            for e in arch.experts
+            if sectional_feasibility_error(e, d_model, arch.min_section_width, self.hardware, arch.sweep_mode, placement) is None
+        )
+
+    def with_values(self, values: Mapping[str, Any]) -> Scenario:
+        """A validated copy with each dotted path (``workload.layer.seq_len``) set to its value
+        (``model_copy(update=...)`` would skip validation); bad paths or values raise ``ScenarioError``."""
+        from secmoe_sim.spec.loading import with_values  # loading imports this module
+
+        return with_values(self, values)
 
     def content_hash(self) -> str:
         """SHA-256 of the resolved scenario (includes resolved, so edits to an included file count)."""
@@ -111,14 +128,27 @@ def _check_grouped_routing(arch: TokenMoEArchitecture, path: FieldPath, cluster:
         raise FieldIssue(where + ("top_groups",), f"top_k ({arch.top_k}) exceeds the experts of {routing.top_groups} groups")
 
 
+def _check_reduction(reduction: int, seq_len: int, path: FieldPath) -> None:
+    if seq_len % reduction:
+        raise FieldIssue(path, f"sequence_reduction {reduction} does not divide seq_len {seq_len} (whole pooled tokens)")
+
+
 def _check_sectional(arch: SectionalMoEArchitecture, path: FieldPath, d_model: int, cluster: Cluster) -> None:
-    if not arch.pre_expert.enabled and arch.pre_expert.sequence_reduction != 1:
+    """Every listed E must be feasible under at least one of the entry's placements (under each, with
+    an explicit placement); with ``all``, each E runs under every placement where it is feasible."""
+    pre = arch.pre_expert
+    if not pre.enabled and pre.sequence_reduction != 1:
         raise FieldIssue(path + ("pre_expert", "sequence_reduction"), "sequence reduction needs the pre-expert block enabled")
+    if not pre.enabled and pre.upsample:
+        raise FieldIssue(path + ("pre_expert", "upsample"), "upsampling back to N tokens needs the pre-expert block enabled")
     if arch.experts == "all_feasible":
-        if not feasible_expert_counts(d_model, arch.min_section_width, cluster, arch.sweep_mode):
+        if not any(feasible_expert_counts(d_model, arch.min_section_width, cluster, arch.sweep_mode, p) for p in arch.placements):
             raise FieldIssue(path + ("experts",), "no expert count is feasible for this d_model, min_section_width and cluster")
         return
     for position, num_experts in enumerate(arch.experts):
-        reason = sectional_feasibility_error(num_experts, d_model, arch.min_section_width, cluster, arch.sweep_mode)
-        if reason:
-            raise FieldIssue(path + ("experts", position), reason)
+        reasons = [
+            sectional_feasibility_error(num_experts, d_model, arch.min_section_width, cluster, arch.sweep_mode, placement)
+            for placement in arch.placements
+        ]
+        if all(reasons):
+            raise FieldIssue(path + ("experts", position), str(reasons[-1]))

@@ -177,3 +177,11 @@ def format_flops(flop: float) -> str:
         if abs(flop) >= DECIMAL_PREFIXES[prefix]:
             return f"{flop / DECIMAL_PREFIXES[prefix]:.3g} {prefix}FLOP"
     return f"{flop:.0f} FLOP"
+
+
+def format_count(count: float) -> str:
+    """A human-readable count with a decimal prefix: '403M', '1.2G' (parameters, tokens)."""
+    for prefix in ("P", "T", "G", "M", "k"):
+        if abs(count) >= DECIMAL_PREFIXES[prefix]:
+            return f"{count / DECIMAL_PREFIXES[prefix]:.3g}{prefix}"
+    return f"{count:.3g}"

@@ -17,6 +17,7 @@ from secmoe_sim.spec.hardware import Dtype
 MAX_WIDTH = 2**20  # bounds that keep a mistyped number from asking for an endless simulation
 MAX_TOKENS = 2**24
 MAX_EXPERTS = 2**16
+MAX_BLOCKS = 64
 
 
 class Layer(StrictModel):
@@ -49,14 +50,41 @@ class Layer(StrictModel):
         return self.comm_dtype or self.dtype
 
 
+Pooling = Literal["mean", "causal_mean"]
+Placement = Literal["replicated", "node_local", "spread"]
+PLACEMENTS: tuple[Placement, ...] = ("replicated", "node_local", "spread")
+
+
 class DenseArchitecture(StrictModel):
-    """Baseline: attention + FFN at full width, optionally tensor-parallel."""
+    """Baseline: ``blocks`` full-width transformer blocks (attention + FFN), optionally tensor-parallel.
+
+    ``blocks: 2`` has the sectional layer's attention count; with ``sequence_reduction: r`` the
+    blocks after the first run over ``N / r`` tokens (a funnel pair), which is the sectional layer
+    at ``E = 1`` without its split: the fair reference for what sectioning buys.
+    """
 
     kind: Literal["dense"]
     label: str | None = None
     tensor_parallel: int = Field(
         default=1, ge=1, le=MAX_EXPERTS, description="GPUs sharing one sequence's layer (Megatron-style)"
     )
+    blocks: int = Field(default=1, ge=1, le=MAX_BLOCKS, description="full-width blocks applied one after another")
+    sequence_reduction: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_TOKENS,
+        description="r: blocks after the first run over N / r tokens (a funnel); needs blocks >= 2",
+    )
+    pooling: Pooling = Field(default="mean", description="how the sequence is shortened (see pre_expert.pooling)")
+    upsample: bool = Field(
+        default=False, description="upsample the N / r outputs back to N tokens and add the first block's output (residual)"
+    )
+
+    @model_validator(mode="after")
+    def _funnel_needs_two_blocks(self) -> DenseArchitecture:
+        if self.sequence_reduction > 1 and self.blocks < 2:
+            raise FieldIssue(("sequence_reduction",), "a funnel needs blocks >= 2 (the reduction happens after the first block)")
+        return self
 
     @property
     def name(self) -> str:
@@ -124,6 +152,12 @@ class TokenMoEArchitecture(StrictModel):
         description="chunks of dispatch -> expert FFN -> combine overlapped on the compute and communication streams "
         "(Tutel's a2a_ffn_overlap_degree); 1 is no overlap",
     )
+    expert_ffn_multiplier: float | None = Field(
+        default=None,
+        gt=0,
+        description="hidden width of each expert's FFN over d (default: layer.ffn_multiplier); ffn_multiplier / top_k "
+        "gives the dense layer's active parameters per token",
+    )
 
     @model_validator(mode="after")
     def _top_k_fits(self) -> TokenMoEArchitecture:
@@ -146,10 +180,28 @@ class TokenMoEArchitecture(StrictModel):
 
 
 class PreExpertBlock(StrictModel):
-    """The full-width transformer layer before the experts, which shortens the sequence N -> N/r."""
+    """The full-width transformer layer before the experts, which shortens the sequence N -> N/r.
+
+    What the layer outputs (docs/model.md, "Sequence reduction"): ``N / r`` tokens, unless
+    ``upsample`` repeats each expert output ``r`` times and adds the pre-expert block's output, so the
+    layer keeps ``N`` tokens and can stand in a decoder stack. ``pooling: mean`` averages tokens
+    ``j r .. j r + r - 1`` into pooled token ``j``, so in a causal model a pooled position sees up to
+    ``r - 1`` later tokens; ``causal_mean`` averages ``j r - r + 1 .. j r`` (the first window padded),
+    so nothing a pooled token carries lies after the first position it is upsampled to. Both cost the
+    same memory-bound pass.
+    """
 
     enabled: bool = True
     sequence_reduction: int = Field(default=1, ge=1, le=MAX_TOKENS, description="r: the experts see N' = N / r tokens")
+    ffn: bool = Field(
+        default=True,
+        description="the pre-expert block has an FFN after its attention (independent of layer.ffn, which is the baselines')",
+    )
+    pooling: Pooling = Field(default="mean", description="mean: windows j r .. j r + r - 1; causal_mean: windows ending at j r")
+    upsample: bool = Field(
+        default=False,
+        description="repeat each expert output r times and add the pre-expert output (residual): the layer outputs N tokens",
+    )
 
 
 class SectionalMoEArchitecture(StrictModel):
@@ -169,8 +221,19 @@ class SectionalMoEArchitecture(StrictModel):
         default=True, description="E > G: sections bound for one GPU travel as one message (all-to-all-v style)"
     )
     grouped_kernels: bool = Field(
-        default=True, description="E > G: a GPU's local experts run as one grouped kernel per op, not one per expert"
+        default=True, description="a GPU's local experts run as one grouped kernel per op, not one kernel per expert"
     )
+    placement: Placement | Literal["all"] = Field(
+        default="all",
+        description="where the experts run: replicated (every token owner runs all its experts, nothing is sent), "
+        "node_local (groups of min(E, gpus_per_node) GPUs, never across a node), spread (groups of min(E, G) "
+        "consecutive GPUs); all: one row per placement",
+    )
+
+    @property
+    def placements(self) -> tuple[Placement, ...]:
+        """The placements to simulate, in a fixed order."""
+        return PLACEMENTS if self.placement == "all" else (self.placement,)
 
     @model_validator(mode="after")
     def _experts_listed_once(self) -> SectionalMoEArchitecture:

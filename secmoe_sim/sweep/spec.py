@@ -31,7 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from secmoe_sim.errors import ScenarioError, SweepError
 from secmoe_sim.spec.base import FieldIssue, StrictModel
@@ -44,6 +44,7 @@ from secmoe_sim.spec.loading import (
     validation_error,
     yaml_line,
 )
+from secmoe_sim.spec.paths import path_error, value_at, with_value
 from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.version import __version__
 
@@ -288,57 +289,6 @@ def _owning_path(field: str, paths: list[str]) -> str | None:
 
 
 # --- paths ------------------------------------------------------------------------------------
-
-
-def path_error(scenario: Scenario, path: str) -> str | None:
-    """Why ``path`` does not name a field of ``scenario``, or None if it does.
-
-    Walks the validated scenario, so a misspelt name is reported with the names that exist there.
-    Free-form mappings (``peak_flops``) accept any key; their validation judges the key.
-    """
-    node: Any = scenario
-    parts = path.split(".")
-    for depth, part in enumerate(parts):
-        where = ".".join(parts[:depth]) or "the scenario"
-        if isinstance(node, BaseModel):
-            fields = type(node).model_fields
-            if part not in fields:
-                return f"unknown field {part!r} in {where} (its fields: {', '.join(fields)})"
-            node = getattr(node, part)
-        elif isinstance(node, (list, tuple)):
-            if not part.isdigit():
-                return f"{where} is a list: give a position (0 to {len(node) - 1}), not {part!r}"
-            if int(part) >= len(node):
-                return f"position {part} is past the end of {where} ({len(node)} entries)"
-            node = node[int(part)]
-        elif isinstance(node, dict):
-            if part not in node:
-                return None
-            node = node[part]
-        elif node is None:
-            return f"{where} is not set in the base scenario: sweep or override the whole of {where}"
-        else:
-            return f"{where} is a single value ({node!r}), it has no field {part!r}"
-    return None
-
-
-def with_value(data: Any, path: str, value: Any) -> Any:
-    """A copy of ``data`` with ``value`` at ``path``; only the containers along the path are copied."""
-    head, _, rest = path.partition(".")
-    if isinstance(data, list):
-        items = list(data)
-        items[int(head)] = with_value(items[int(head)], rest, value) if rest else value
-        return items
-    fields = dict(data)
-    fields[head] = with_value(fields.get(head, {}), rest, value) if rest else value
-    return fields
-
-
-def value_at(data: Any, path: str) -> Any:
-    """The value at a dotted path of plain data (dicts and lists)."""
-    for part in path.split("."):
-        data = data[int(part)] if isinstance(data, list) else data[part]
-    return data
 
 
 def _inside(path: str, outer: str) -> bool:

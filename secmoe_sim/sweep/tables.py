@@ -27,12 +27,14 @@ def written_labels(metadata: dict) -> dict[str, dict]:
 
 
 def best_experts(results: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
-    """Per point and sectional entry: the simulated best E (lowest wall-clock) beside the analytical E_opt.
+    """Per point, sectional entry and placement: the simulated best E (lowest wall-clock) beside the analytical E_opt.
 
     ``largest_experts`` is the largest E simulated there: a best E equal to it is an optimum at the
     edge of the feasible range, which more experts might still improve on.
     """
     sectional = results[results["architecture"] == SECTIONAL]
+    if "placement" in sectional.columns:  # one panel per entry and placement: "sectional [replicated]"
+        sectional = sectional.assign(label=sectional["label"].astype(str) + " [" + sectional["placement"].astype(str) + "]")
     by_entry = sectional.groupby(["point_id", "label"], sort=False)
     best = sectional.loc[by_entry["wall_clock_s"].idxmin()]
     best = best.assign(largest_experts=by_entry["num_experts"].max().loc[list(zip(best["point_id"], best["label"]))].to_numpy())
