@@ -19,6 +19,8 @@ from secmoe_sim.errors import CalibrationError
 from secmoe_sim.spec.loading import load_scenario, shipped_scenario_names
 from secmoe_sim.spec.scenario import Scenario
 
+DEFAULT_OUT = Path("out")  # outputs land here unless --out says otherwise (ignored by git; reports/ is regenerated explicitly)
+COMMITTED_REPORTS = Path("reports")
 INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
 DEFAULT_TRACE_NAME = "trace.csv"
 DEFAULT_HARDWARE_NAME = "hardware.yaml"
@@ -41,7 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         results, replay = replay_results(scenario, args.seed, read_trace(args.replay), Path(args.replay))
     else:
         results = simulate(scenario, seed=args.seed)
-    out_dir = Path(args.out) if args.out else Path("reports") / scenario.name
+    out_dir = Path(args.out) if args.out else DEFAULT_OUT / scenario.name
     paths = write_run_outputs(results, out_dir)
     print(run_table(results))
     if replay is not None:
@@ -84,7 +86,7 @@ def cmd_alpha(args: argparse.Namespace) -> int:
     modes = (args.sweep_mode,) if args.sweep_mode else SWEEP_MODES
     seed = scenario.seed if args.seed is None else args.seed
     measurements, _ = measure_alpha(scenario, modes, seed=seed)
-    out_dir = Path(args.out) if args.out else Path("reports") / scenario.name / "alpha"
+    out_dir = Path(args.out) if args.out else DEFAULT_OUT / scenario.name / "alpha"
     paths = write_alpha(measurements, scenario, seed, out_dir)
     if args.json:
         from secmoe_sim.report.text import as_json
@@ -108,7 +110,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     scenarios = _scenarios_or_shipped(args.scenarios)
     validation = run_validation(scenarios, with_variants=not args.no_variants, progress=sys.stderr.isatty())
-    out_dir = Path(args.out) if args.out else Path("reports") / "validation"
+    out_dir = Path(args.out) if args.out else DEFAULT_OUT / "validation"
     paths = write_validation(validation, out_dir, scenarios)
     print(markdown_table(validation.table))
     print(f"\nwrote {len(paths)} files to {out_dir}/")
@@ -129,7 +131,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from secmoe_sim.report.validation_report import write_validation_report
 
     scenarios = _scenarios_or_shipped([])
-    out_dir = Path(args.out) if args.out else Path("reports") / "validation"
+    out_dir = Path(args.out) if args.out else COMMITTED_REPORTS / "validation"
     readme = write_validation_report(scenarios, out_dir, progress=sys.stderr.isatty())
     print(f"wrote {readme}")
     return 0
@@ -142,7 +144,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         sweep = load_sweep(args.sweep)
         choice = ExecutorChoice.from_options(args.workers, args.dask_local, args.scheduler)
-        out_dir = Path(args.out) if args.out else Path("reports") / "sweeps" / sweep.spec.name
+        out_dir = Path(args.out) if args.out else DEFAULT_OUT / "sweeps" / sweep.spec.name
         if not args.quiet:
             print(
                 f"sweep {sweep.spec.name}: {len(sweep.points)} points over {sweep.base.name}, on {choice.describe()}", flush=True
@@ -170,7 +172,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     from secmoe_sim.report.fidelity import write_fidelity
 
     table, efficiency = fidelity_table()
-    out_dir = Path(args.out) if args.out else Path("reports") / "fidelity"
+    out_dir = Path(args.out) if args.out else DEFAULT_OUT / "fidelity"
     paths = write_fidelity(table, efficiency, out_dir)
     shown = table.drop(columns=["source"]).assign(rel_error=table["rel_error"].map(lambda v: f"{v:.1%}"))
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -205,7 +207,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     started_at = time.perf_counter()
     _, _, trace = _measure(args.device, args.quick, args.threads, args.dtypes)
-    out_dir = Path(args.out) if args.out else Path("reports") / "calibration" / args.device
+    out_dir = Path(args.out) if args.out else DEFAULT_OUT / "calibration" / args.device
     path = write_trace(trace, out_dir / DEFAULT_TRACE_NAME)
     counts = trace.rows.groupby("primitive").size()
     print(
@@ -290,7 +292,7 @@ def cmd_check_real(args: argparse.Namespace) -> int:
     from secmoe_sim.report.calibration import check_real_figure, check_real_text
     from secmoe_sim.report.outputs import write_json
 
-    out_dir = Path(args.out) if args.out else Path("reports") / "calibration" / args.device
+    out_dir = Path(args.out) if args.out else DEFAULT_OUT / "calibration" / args.device
     out_dir.mkdir(parents=True, exist_ok=True)
     device, threads, trace, trace_path, cluster, hardware_path = _check_inputs(args, out_dir)
     workload = (

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = subcommands.add_parser("run", help="simulate every architecture entry of a scenario and write tables, trace and plot")
     run.add_argument("scenario", help="scenario file, or the name of a shipped scenario (see `list`)")
-    run.add_argument("--out", help="output directory (default reports/<scenario name>/)")
+    run.add_argument("--out", help="output directory (default out/<scenario name>/)")
     run.add_argument("--seed", type=int, help="random seed; overrides the scenario's")
     run.add_argument(
         "--replay",
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     alpha = subcommands.add_parser("alpha", help="measure the empirical alpha: fit the simulated overhead against E")
     alpha.add_argument("scenario", help="scenario file, or the name of a shipped scenario")
     alpha.add_argument("--sweep-mode", choices=["fixed_cluster", "expert_per_gpu"], help="only this sweep mode (default: both)")
-    alpha.add_argument("--out", help="output directory (default reports/<scenario name>/alpha/)")
+    alpha.add_argument("--out", help="output directory (default out/<scenario name>/alpha/)")
     alpha.add_argument("--seed", type=int, help="random seed; overrides the scenario's")
     alpha.add_argument("--json", action="store_true", help="print the same content as one JSON object")
     alpha.set_defaults(handler=commands.cmd_alpha)
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = subcommands.add_parser("validate", help="analytical against simulated E_opt across scenarios and layer sizes")
     validate.add_argument("scenarios", nargs="*", help="scenario files or names (default: every shipped scenario)")
     validate.add_argument("--no-variants", action="store_true", help="skip the half/double seq_len and d_model variants")
-    validate.add_argument("--out", help="output directory (default reports/validation/)")
+    validate.add_argument("--out", help="output directory (default out/validation/)")
     validate.set_defaults(handler=commands.cmd_validate)
 
     recommend = subcommands.add_parser("recommend", help="best E, expected wall-clock, baselines, confidence, what to change")
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.set_defaults(handler=commands.cmd_recommend)
 
     fidelity = subcommands.add_parser("fidelity", help="the simulator against published NCCL and DeepEP measurements")
-    fidelity.add_argument("--out", help="output directory (default reports/fidelity/)")
+    fidelity.add_argument("--out", help="output directory (default out/fidelity/)")
     fidelity.set_defaults(handler=commands.cmd_fidelity)
 
     report = subcommands.add_parser("report", help="regenerate the validation report of the shipped scenarios")
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = subcommands.add_parser("sweep", help="simulate a grid of what-if scenarios (resumable; local processes or Dask)")
     sweep.add_argument("sweep", metavar="SWEEP", help="sweep file, or the name of a shipped sweep (see docs/sweeps.md)")
     sweep.add_argument(
-        "--out", metavar="DIR", help="output directory (default reports/sweeps/<sweep name>/); re-running into it resumes"
+        "--out", metavar="DIR", help="output directory (default out/sweeps/<sweep name>/); re-running into it resumes"
     )
     where = sweep.add_mutually_exclusive_group()
     where.add_argument("--workers", type=_positive_int, metavar="N", help="local worker processes (default: one per core)")
@@ -150,7 +150,7 @@ def _add_calibration_commands(subcommands) -> None:
     calibrate = subcommands.add_parser("calibrate", help="torch microbenchmarks of this machine, written as a calibration trace")
     calibrate.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="what to measure (default cpu)")
     calibrate.add_argument("--quick", action="store_true", help="a small grid (under a minute on 2 CPU cores)")
-    calibrate.add_argument("--out", help="output directory (default reports/calibration/<device>/); writes trace.csv")
+    calibrate.add_argument("--out", help="output directory (default out/calibration/<device>/); writes trace.csv")
     calibrate.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core); recorded")
     calibrate.add_argument("--dtypes", help="comma-separated dtypes (default: fp32 on cpu; bf16,fp16 on cuda)")
     calibrate.set_defaults(handler=commands.cmd_calibrate)
@@ -179,7 +179,7 @@ def _add_calibration_commands(subcommands) -> None:
     )
     check.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run the layer (default cpu)")
     check.add_argument("--quick", action="store_true", help="a smaller layer (and the quick grid if it calibrates)")
-    check.add_argument("--out", help="output directory (default reports/calibration/<device>/)")
+    check.add_argument("--out", help="output directory (default out/calibration/<device>/)")
     check.add_argument("--trace", help="calibration trace to use (default: calibrate now and write trace.csv)")
     check.add_argument("--hardware", help="fitted hardware file to use (default: fit the trace and write hardware.yaml)")
     check.add_argument("--scenario", help="take the layer and sectional entries from this scenario (default: the built-in check)")
