@@ -65,11 +65,11 @@ def dense_plan(layer: Layer, arch: DenseArchitecture, cluster: Cluster) -> Layer
             reduce_bytes = seqs * tokens * d * wire_b
             for gpu in group:
                 forward[gpu] += nonzero(ops[:3])
-                if tp > 1:
+                if tp > 1 and seqs > 0:
                     forward[gpu].append(AllReduce(f"allreduce.attn[{index}].{block}", "allreduce.attn", group, reduce_bytes))
                 if layer.ffn:
                     forward[gpu] += nonzero(ops[3:])
-                    if tp > 1:
+                    if tp > 1 and seqs > 0:
                         forward[gpu].append(AllReduce(f"allreduce.ffn[{index}].{block}", "allreduce.ffn", group, reduce_bytes))
                 if block == 0 and r > 1:
                     forward[gpu] += nonzero([costs.sequence_reduction(n, r, d, b).scaled(seqs).sharded(tp)])

@@ -1,12 +1,14 @@
 """The files of ``validate`` and ``alpha``: the validation table as CSV and Markdown, alpha.json, figures.
 
-The figures show S(E), the overhead fits, analytical against simulated E_opt, the trend of E_opt
-with sequence length and width, and a per-GPU Gantt chart at the simulated best E.
+The figures show S(E), the overhead fits, the three predicted E_opt against the simulated one, the
+trend of E_opt with sequence length and width (uncensored series only), and a per-GPU Gantt chart
+at the simulated best E of a placement that sends sections.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -17,18 +19,60 @@ from secmoe_sim.report import validation_plots
 from secmoe_sim.report.outputs import metadata, write_json
 from secmoe_sim.spec.scenario import Scenario
 
+SHOWN_COLUMNS = {
+    "case": "case",
+    "label": "entry",
+    "placement": "placement",
+    "sweep_mode": "mode",
+    "view": "view",
+    "objective": "objective",
+    "n_points": "n",
+    "best_form": "best form",
+    "r2": "R2",
+    "paper_form_holds": "quadratic holds",
+    "alpha_s": "alpha fitted (s)",
+    "alpha_hardware_s": "alpha hw (s)",
+    "e_opt_feasible": "E fitted",
+    "e_opt_hardware_feasible": "E hw alpha",
+    "e_opt_physical": "E physical",
+    "e_opt_simulated": "E simulated",
+    "at_bound": "at bound",
+    "regret": "regret fitted",
+    "regret_hardware_alpha": "regret hw alpha",
+    "regret_physical_form": "regret physical",
+}
+
+
+def _number(value: object, pattern: str) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, pattern)
+
 
 def markdown_table(table: pd.DataFrame) -> str:
     """The validation table as Markdown, numbers rounded for reading."""
-    shown = table.copy()
+    shown = table[list(SHOWN_COLUMNS)].copy()
     for column in ("alpha_s", "alpha_hardware_s"):
-        shown[column] = shown[column].map(lambda v: f"{v:.3g}")
-    shown["alpha_flop_equiv"] = shown["alpha_flop_equiv"].map(lambda v: f"{v:.3g}")
-    shown["r2"] = shown["r2"].map(lambda v: f"{v:.3f}")
-    shown["e_opt_analytical"] = shown["e_opt_analytical"].map(lambda v: "inf" if pd.isna(v) else f"{v:.3g}")
-    shown["e_opt_best_form"] = shown["e_opt_best_form"].map(lambda v: f"{v:.3g}")
-    shown["regret"] = shown["regret"].map(lambda v: f"{v:.1%}")
-    return shown.to_markdown(index=False)
+        shown[column] = shown[column].map(lambda v: _number(v, ".3g"))
+    shown["r2"] = shown["r2"].map(lambda v: _number(v, ".3f"))
+    shown["best_form"] = shown["best_form"].map(lambda v: v or "(too few points)")
+    for column in ("regret", "regret_hardware_alpha", "regret_physical_form"):
+        shown[column] = shown[column].map(lambda v: _number(v, ".1%"))
+    shown["at_bound"] = shown["at_bound"].map(lambda v: v or "-")
+    return shown.rename(columns=SHOWN_COLUMNS).to_markdown(index=False)
+
+
+def _gantt_case(validation: Validation, name: str):
+    """A simulation to draw: the first entry's, at its best E under a placement that sends sections."""
+    for results in validation.simulations[name].values():
+        summary = results.summary
+        for placement in ("spread", "node_local", "replicated"):
+            rows = summary[summary["placement"] == placement]
+            if rows.empty:
+                continue
+            best = rows.iloc[int(rows["gpu_seconds"].to_numpy().argmin())]
+            timeline = results.timeline
+            chosen = timeline[(timeline["placement"] == placement) & (timeline["num_experts"] == best["num_experts"])]
+            return chosen, f"{name}: {best['label']!s} [{placement}] at its best E = {int(best['num_experts'])}"
+    return None, ""
 
 
 def write_validation(validation: Validation, out_dir: Path, scenarios: list[Scenario]) -> list[Path]:
@@ -49,13 +93,9 @@ def write_validation(validation: Validation, out_dir: Path, scenarios: list[Scen
     for name, found in validation.measurements.items():
         figures[f"s_of_e_{name}.png"] = validation_plots.s_of_e(found, f"{name}: S(E), per-device view")
         figures[f"overhead_fits_{name}.png"] = validation_plots.overhead_fits(found, f"{name}: overhead against E")
-        results = validation.simulations[name]["fixed_cluster"]
-        summary = results.summary
-        best = int(summary["num_experts"].to_numpy()[summary["wall_clock_s"].to_numpy().argmin()])
-        timeline = results.timeline[results.timeline["num_experts"] == best]
-        figures[f"gantt_{name}.png"] = validation_plots.gantt(
-            timeline, f"{name}: one layer at the simulated best E = {best} (fixed_cluster)"
-        )
+        timeline, title = _gantt_case(validation, name)
+        if timeline is not None:
+            figures[f"gantt_{name}.png"] = validation_plots.gantt(timeline, title)
     for file_name, figure in figures.items():
         figure.savefig(out_dir / file_name, dpi=110)
         written.append(out_dir / file_name)
@@ -68,17 +108,22 @@ def write_validation(validation: Validation, out_dir: Path, scenarios: list[Scen
 
 
 def alpha_summary_lines(measurements: list[AlphaMeasurement]) -> list[str]:
-    """A readable summary of an alpha measurement, one block per sweep mode."""
+    """A readable summary of an alpha measurement, one block of lines per case."""
     lines = []
     for m in measurements:
-        fit = m.fits[m.best_form]
-        e_an = "inf" if m.e_opt_analytical == float("inf") else f"{m.e_opt_analytical:.3g}"
-        lines.append(
-            f"{m.sweep_mode:15s} {m.view:10s} best form {fit.formula:28s} (R2 {fit.r2:.3f})  "
-            f"alpha {m.alpha_s:.3g} s = {m.alpha_flop_equiv:.3g} FLOP-eq (hardware {m.alpha_hardware_s:.3g} s)  "
-            f"E_opt analytical {e_an} -> {m.e_opt_feasible}, best form {m.e_opt_best_form:.3g}, "
-            f"simulated {m.e_opt_simulated}; regret {m.regret:.1%}"
-        )
+        form = m.fits[m.best_form].formula if m.best_form else "no form ranked (too few points)"
+        e_an = "inf" if not math.isfinite(m.e_opt_analytical) else f"{m.e_opt_analytical:.3g}"
+        holds = "the paper's form holds" if m.paper_form_holds else "the paper's form does not hold"
+        lines += [
+            f"{m.label} [{m.placement}], {m.sweep_mode}, {m.view} view (objective {m.objective}, {m.n_points} E):",
+            f"  best form {form} (R2 {_number(m.r2, '.3f')}, n = {m.n_points}): {holds}",
+            f"  alpha {m.alpha_s:.3g} s fitted = {m.alpha_flop_equiv:.3g} FLOP-eq; hardware alpha {m.alpha_hardware_s:.3g} s",
+            f"  E_opt: fitted alpha {e_an} -> {m.e_opt_feasible} (regret {m.regret:.1%}); hardware alpha "
+            f"-> {m.e_opt_hardware_feasible} ({m.regret_hardware_alpha:.1%}); physical -> {m.e_opt_physical} "
+            f"({m.regret_physical_form:.1%}); simulated {m.e_opt_simulated}"
+            + (f" (at bound: {m.at_bound})" if m.at_bound else ""),
+        ]
+        lines += [f"  warning: {warning}" for warning in m.warnings]
     return lines
 
 
