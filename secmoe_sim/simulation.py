@@ -83,6 +83,11 @@ def same_gpus_label(label: str, num_gpus: int) -> str:
     return f"{label}@{num_gpus}gpu"
 
 
+def entry_label(plan: LayerPlan) -> str:
+    """The scenario entry a plan belongs to (a same-GPU baseline's label without its GPU count)."""
+    return plan.label.removesuffix(f"@{plan.cluster.num_gpus}gpu") if plan.role == SAME_GPUS_ROLE else plan.label
+
+
 def layer_plans(scenario: Scenario, seed: int) -> list[LayerPlan]:
     """Every (architecture entry, placement, E) the scenario asks for, as op graphs.
 
@@ -131,7 +136,8 @@ def simulate(scenario: Scenario, seed: int | None = None, timer: KernelTimer | N
     for plan in layer_plans(scenario, seed):
         run = runs.get(id(plan.programs))
         if run is None:
-            run = runs[id(plan.programs)] = run_plan(plan, timer, scenario.network, faults=scenario.faults)
+            stacks = scenario.stacks.for_entry(entry_label(plan))
+            run = runs[id(plan.programs)] = run_plan(plan, timer, scenario.network, faults=scenario.faults, communication=stacks)
         run = replace(run, plan=plan)
         summaries.append(summarize(run, scenario))
         timelines.append(run.timeline.assign(entry=plan.label, num_experts=plan.num_experts, placement=plan.placement))

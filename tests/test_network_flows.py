@@ -13,8 +13,9 @@ from conftest import make_cluster, make_pcie
 from secmoe_sim.engine import run_plan
 from secmoe_sim.engine.network.finish_calendar import FinishCalendar
 from secmoe_sim.engine.network.maxmin import max_min_rates
+from secmoe_sim.plan.communication import one_message_s
 from secmoe_sim.plan.steps import AllGather, AllReduce, AllToAll, LayerPlan, Message, ReduceScatter
-from secmoe_sim.plan.topology import Topology, one_message_s
+from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.hardware import InterNodeFabric, PCIeFabric
 from secmoe_sim.spec.network import NetworkOptions
 
@@ -262,7 +263,9 @@ def test_staged_pcie_message_is_two_stages():
     cluster = make_cluster(gpus_per_node=2, overhead=OVERHEAD, fabric=fabric)
     run = run_plan(hand_plan(cluster, [[all_to_all((0, 1), [(0, 1, 1e6)])]] * 2))
     assert max(run.finished_at) == pytest.approx(OVERHEAD + 2 * (LATENCY + 1e6 / 1e9), rel=1e-12)
-    assert max(run.finished_at) == pytest.approx(one_message_s(cluster, 0, 1, 1e6), rel=1e-12)
+    assert max(run.finished_at) == pytest.approx(
+        one_message_s(cluster.stack_settings().default, Topology(cluster), 0, 1, 1e6), rel=1e-12
+    )
 
 
 def test_identical_flows_are_merged_without_changing_times():

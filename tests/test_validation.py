@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from secmoe_sim import load_scenario
-from secmoe_sim.analysis.recommend import hardware_changes
+from secmoe_sim.analysis.recommend import what_ifs
 from secmoe_sim.analysis.validation import run_validation, variants
 from secmoe_sim.cli import main
 from secmoe_sim.report.validation import write_validation
@@ -91,18 +91,18 @@ def test_recommend_names_the_baselines_and_the_sensitivity(capsys):
     assert out.splitlines()[1].startswith(("Sectional pays off", "Sectional does not pay off"))
     assert "'token'" in out and "'dense'" in out and "speed only" in out
     assert "parameters" in out and "/token" in out
-    assert "bandwidth x2" in out and "latency x0.5" in out and "overhead x0.5" in out
+    assert "bandwidth x2" in out and "latency x0.5" in out and "software costs x0.5" in out
 
 
 def test_sensitivity_changes_one_quantity_each():
-    cluster = load_scenario(TINY).hardware
-    changes = hardware_changes(cluster)
-    bandwidth, latency, overhead = changes.values()
-    assert bandwidth.intra_node.bandwidth_per_direction == 2 * cluster.intra_node.bandwidth_per_direction
-    assert bandwidth.inter_node.nic_bandwidth_per_direction == 2 * cluster.inter_node.nic_bandwidth_per_direction
-    assert bandwidth.message_overhead == cluster.message_overhead
-    assert latency.intra_node.latency == cluster.intra_node.latency / 2 and latency.message_overhead == cluster.message_overhead
-    assert overhead.message_overhead == cluster.message_overhead / 2 and overhead.intra_node == cluster.intra_node
+    scenario = load_scenario(TINY)
+    cluster, stack = scenario.hardware, scenario.stacks.default
+    bandwidth, latency, overhead = what_ifs(scenario).values()
+    assert bandwidth.hardware.intra_node.bandwidth_per_direction == 2 * cluster.intra_node.bandwidth_per_direction
+    assert bandwidth.hardware.inter_node.nic_bandwidth_per_direction == 2 * cluster.inter_node.nic_bandwidth_per_direction
+    assert bandwidth.stacks == scenario.stacks and latency.stacks == scenario.stacks
+    assert latency.hardware.intra_node.latency == cluster.intra_node.latency / 2
+    assert overhead.stacks.default.message_overhead == stack.message_overhead / 2 and overhead.hardware == cluster
 
 
 def test_alpha_without_sectional_entry_is_a_clean_error(tmp_path, capsys):

@@ -254,7 +254,8 @@ def measure(
     feasible = [int(e) for e in experts]
     overhead_s = view_overhead_s(rows, view)
     objective = rows[OBJECTIVES[view]].to_numpy(dtype=float)
-    costs = [exchange_cost(sectional_plan(layer, arch, cluster, e, placement)) for e in feasible]
+    stacks = scenario.stacks.for_entry(arch.name)
+    costs = [exchange_cost(sectional_plan(layer, arch, cluster, e, placement), stacks) for e in feasible]
     messages, traffic, bound = _in_view(costs, view)
     log_e = np.log(experts.astype(float))
     extra: tuple[Form, ...] = ()
@@ -264,7 +265,7 @@ def measure(
     terms = sectional_terms(layer, arch, cluster)
     model = cost_model(terms, view, arch.sweep_mode, cluster.num_gpus)
     alpha_s = fits["quadratic"].coefficients["alpha"]
-    alpha_hw = hardware_alpha_s(layer, cluster)
+    alpha_hw = hardware_alpha_s(layer, cluster, stacks)
     e_analytical, e_feasible = _closed_form(model, alpha_s, feasible)
     e_hardware, e_hardware_feasible = _closed_form(model, alpha_hw, feasible)
     predicted = np.array([c.layer_s * (c.num_gpus if view == TOTAL_VIEW else 1) for c in costs])  # wall-clock or GPU-s

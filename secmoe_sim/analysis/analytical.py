@@ -29,9 +29,11 @@ import numpy as np
 import pandas as pd
 
 from secmoe_sim.plan import costs
+from secmoe_sim.plan.communication import one_message_s
 from secmoe_sim.plan.costs import Kernel
 from secmoe_sim.plan.sectional import expert_ops, post_expert_ops, pre_expert_ops
-from secmoe_sim.plan.topology import one_message_s
+from secmoe_sim.plan.topology import Topology
+from secmoe_sim.spec.communication import Communication
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.spec.workload import Layer, SectionalMoEArchitecture
@@ -144,13 +146,20 @@ def collectives_per_layer(layer: Layer) -> int:
     return 2 * (2 if layer.passes == "forward_backward" else 1)
 
 
-def hardware_alpha_s(layer: Layer, cluster: Cluster) -> float:
-    """alpha estimated before any simulation: one empty message between two expert hosts
-    (per-message software overhead + latency), times the number of sectional collectives per layer.
+def hardware_alpha_s(layer: Layer, cluster: Cluster, communication: Communication | None = None) -> float:
+    """alpha estimated before any simulation: an empty all-to-all between two expert hosts (the stack's
+    start and per-message costs, the route's latency), times the number of sectional collectives per layer.
 
-    The expert hosts of a group are consecutive GPUs, so GPUs 0 and 1 are a representative pair.
+    The expert hosts of a group are consecutive GPUs, so GPUs 0 and 1 are a representative pair;
+    ``communication`` defaults to the cluster's stacks.
     """
-    return collectives_per_layer(layer) * one_message_s(host_pair_cluster(cluster), 0, 1)
+    return collectives_per_layer(layer) * empty_exchange_s(cluster, communication)
+
+
+def empty_exchange_s(cluster: Cluster, communication: Communication | None = None) -> float:
+    """One empty all-to-all between GPUs 0 and 1 (a neighbour on the same node for a single GPU)."""
+    stacks = communication if communication is not None else cluster.stack_settings()
+    return one_message_s(stacks.stack_for("all_to_all"), Topology(host_pair_cluster(cluster)), 0, 1)
 
 
 def host_pair_cluster(cluster: Cluster) -> Cluster:
@@ -185,11 +194,11 @@ def nearest_feasible(e_continuous: float, feasible: list[int], model: CostModel,
 def analytical_curves(scenario: Scenario) -> pd.DataFrame:
     """Per-device analytical S(E) of each sectional entry with the hardware-estimated alpha."""
     layer, cluster = scenario.workload.layer, scenario.hardware
-    overhead = Overhead(alpha_s=hardware_alpha_s(layer, cluster))
     rows = []
     for arch in scenario.workload.architectures:
         if not isinstance(arch, SectionalMoEArchitecture):
             continue
+        overhead = Overhead(alpha_s=hardware_alpha_s(layer, cluster, scenario.stacks.for_entry(arch.name)))
         model = cost_model(sectional_terms(layer, arch, cluster), PER_DEVICE_VIEW, arch.sweep_mode, cluster.num_gpus)
         for e in sorted({e for placement in arch.placements for e in scenario.expert_counts(arch, placement)}):
             rows.append({"label": arch.name, "num_experts": e, "analytical_s": float(model.total_s(e, overhead))})

@@ -19,15 +19,14 @@ from secmoe_sim.analysis.analytical import (
     alpha_flop_equivalent,
     collectives_per_layer,
     cost_model,
+    empty_exchange_s,
     hardware_alpha_s,
-    host_pair_cluster,
     nearest_feasible,
     sectional_terms,
 )
 from secmoe_sim.plan.dense import dense_flops_per_token, dense_params
 from secmoe_sim.plan.sectional import sectional_flops_per_token, sectional_params
 from secmoe_sim.plan.token_moe import token_moe_flops_per_token, token_moe_params
-from secmoe_sim.plan.topology import one_message_s
 from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.spec.workload import DenseArchitecture, SectionalMoEArchitecture, TokenMoEArchitecture
 
@@ -66,7 +65,7 @@ class Overview:
     scenario: Scenario
     alpha_s: float
     alpha_source: str  # "hardware" or "given"
-    message_s: float  # one empty message GPU 0 -> 1: the hardware alpha's unit
+    message_s: float  # one empty all-to-all GPUs 0 <-> 1 with the scenario's stack: the hardware alpha's unit
     entries: tuple[EntryOverview, ...] = field(default_factory=tuple)
 
 
@@ -112,7 +111,7 @@ def overview(scenario: Scenario, alpha_s: float | None = None) -> Overview:
     """The analytical report of ``scenario``; ``alpha_s`` (seconds) replaces the hardware estimate."""
     layer, cluster = scenario.workload.layer, scenario.hardware
     source = "given" if alpha_s is not None else "hardware"
-    alpha_s = hardware_alpha_s(layer, cluster) if alpha_s is None else alpha_s
+    alpha_s = hardware_alpha_s(layer, cluster, scenario.stacks) if alpha_s is None else alpha_s
     overhead = Overhead(alpha_s=alpha_s)
     entries = []
     for arch in scenario.workload.architectures:
@@ -124,7 +123,7 @@ def overview(scenario: Scenario, alpha_s: float | None = None) -> Overview:
             )
         elif isinstance(arch, DenseArchitecture):
             entries.append(EntryOverview(arch.name, arch.kind, dense_params(layer, arch), dense_flops_per_token(layer, arch)))
-    return Overview(scenario, alpha_s, source, one_message_s(host_pair_cluster(cluster), 0, 1), tuple(entries))
+    return Overview(scenario, alpha_s, source, empty_exchange_s(cluster, scenario.stacks), tuple(entries))
 
 
 def overview_document(found: Overview) -> dict:

@@ -4,16 +4,21 @@ For one plan (an entry, placement and E), each all-to-all (scatter, gather, and 
 a set of messages. From the hardware description alone (:mod:`secmoe_sim.plan.topology`) it costs
 at least:
 
-* ``M``: the messages the busiest GPU posts, each paying ``message_overhead`` at its sender;
-* ``T``: the time of the busiest link, bytes over capacity, with every message's bytes on every
-  link of its route (a shared PCIe host bridge carries its whole socket's cross-switch traffic;
-  groups that cross nodes put their inter-node bytes on the NICs);
-* ``L``: the longest route's latency.
+* ``K``: the collective's start cost by its communication stack (an NCCL protocol's launch, a
+  GPU-initiated kernel and its per-peer set-up; :mod:`secmoe_sim.plan.communication`);
+* ``M``: the messages the busiest GPU posts, each paying the stack's serial per-message cost ``o``
+  at its sender (host-staged ``message_overhead``, NCCL's all-to-all ``peer_overhead``; zero for a
+  GPU-initiated kernel);
+* ``T``: the time of the busiest link, wire bytes (payload over the stack's size-dependent
+  efficiency) over capacity, with every message's bytes on every link of its route (a shared PCIe
+  host bridge carries its whole socket's cross-switch traffic; groups that cross nodes put their
+  inter-node bytes on the NICs);
+* ``L``: the longest route's latency, raised to the stack's per-message latency floor.
 
-Per layer, summed over the collectives: ``overhead = o M + T + L`` on the critical GPU (the
+Per layer, summed over the collectives: ``overhead = K + o M + T + L`` on the critical GPU (the
 per-device view) and ``G`` times that in the total view. With the busiest GPU's kernels by the cost
 model (its own sequences, idle GPUs included when ``E`` exceeds the sequences) this predicts the
-layer's wall-clock, ``compute + o M + T + L``, and its GPU-seconds, ``G`` times that. On an NVSwitch node with groups of
+layer's wall-clock, ``compute + K + o M + T + L``, and its GPU-seconds, ``G`` times that. On an NVSwitch node with groups of
 ``m = min(E, g)`` GPUs this is ``n_c [(m - 1) o + (m - 1)/m V / B + L]`` for ``n_c`` collectives of
 ``V`` section bytes a GPU owns on ports of ``B`` per direction (docs/model.md, section 6), and zero
 for ``replicated`` placement. It is a bound the simulated flows can only meet or exceed (they also
@@ -28,9 +33,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from secmoe_sim.plan.communication import price_collective
 from secmoe_sim.plan.costs import Kernel, RooflineTimer
 from secmoe_sim.plan.steps import AllToAll, LayerPlan, flat_steps
 from secmoe_sim.plan.topology import Topology
+from secmoe_sim.spec.communication import Communication
 
 
 @dataclass(frozen=True)
@@ -39,15 +46,16 @@ class ExchangeCost:
 
     messages: float  # posted by the busiest GPU
     traffic_s: float  # the busiest link's bytes / capacity, per collective, summed
-    latency_s: float  # the longest route's latency, per collective, summed
-    message_overhead_s: float  # o: the hardware's per-message software cost
+    latency_s: float  # the longest route's latency (at least the stack's floor), per collective, summed
+    message_overhead_s: float  # o: the stack's serial per-message software cost
     num_gpus: int
     compute_s: float = 0.0  # the busiest GPU's kernels and launches by the cost model (no exchange)
+    start_s: float = 0.0  # K: the stack's start cost of every collective, summed
 
     @property
     def per_device_s(self) -> float:
-        """``o M + T + L``: the overhead the critical GPU cannot avoid."""
-        return self.message_overhead_s * self.messages + self.traffic_s + self.latency_s
+        """``K + o M + T + L``: the overhead the critical GPU cannot avoid."""
+        return self.start_s + self.message_overhead_s * self.messages + self.traffic_s + self.latency_s
 
     @property
     def layer_s(self) -> float:
@@ -55,25 +63,32 @@ class ExchangeCost:
         return self.compute_s + self.per_device_s
 
 
-def exchange_cost(plan: LayerPlan) -> ExchangeCost:
-    """The bounds of every all-to-all of ``plan`` on its cluster's links."""
+def exchange_cost(plan: LayerPlan, communication: Communication | None = None) -> ExchangeCost:
+    """The bounds of every all-to-all of ``plan`` on its cluster's links, with the stacks of
+    ``communication`` (default: the cluster's)."""
+    stacks = communication if communication is not None else plan.cluster.stack_settings()
     topology = Topology(plan.cluster)
     capacity = topology.capacity_bytes_per_s
     collectives = {step.key: step for program in plan.programs for step in flat_steps(program) if isinstance(step, AllToAll)}
     posted: dict[int, float] = defaultdict(float)
-    traffic_s = latency_s = 0.0
+    traffic_s = latency_s = start_s = post_s = 0.0
     for collective in collectives.values():
         messages = collective.messages
         if not len(messages):
             continue
+        cost = price_collective(stacks, collective, topology)
+        start_s += cost.start_s
         load = np.zeros(topology.num_links)
         longest_s = 0.0
-        for src, dst, size in zip(messages.src.tolist(), messages.dst.tolist(), messages.payload_bytes.tolist()):
+        classes = topology.link_classes(messages.src, messages.dst)
+        priced = cost.messages(messages.payload_bytes, classes)
+        for src, dst, size, message in zip(messages.src.tolist(), messages.dst.tolist(), messages.payload_bytes.tolist(), priced):
             posted[src] += 1
+            post_s = max(post_s, message.post_s)
             stages = topology.route(src, dst)
             for stage in stages:
-                load[list(stage.links)] += size
-            longest_s = max(longest_s, sum(stage.latency_s for stage in stages))
+                load[list(stage.links)] += size * message.wire_factor
+            longest_s = max(longest_s, sum(stage.latency_s for stage in stages), message.latency_floor_s)
         traffic_s += float(np.max(load / capacity))
         latency_s += longest_s
     timer = RooflineTimer(plan.cluster.gpu, plan.dtype)
@@ -85,7 +100,8 @@ def exchange_cost(plan: LayerPlan) -> ExchangeCost:
         messages=max(posted.values(), default=0.0),
         traffic_s=traffic_s,
         latency_s=latency_s,
-        message_overhead_s=plan.cluster.message_overhead,
+        message_overhead_s=post_s,
         num_gpus=plan.cluster.num_gpus,
         compute_s=compute_s,
+        start_s=start_s,
     )

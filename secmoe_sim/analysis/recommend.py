@@ -24,7 +24,6 @@ from secmoe_sim.analysis.alpha import AlphaMeasurement, measure_alpha
 from secmoe_sim.analysis.bounds import binding_limit
 from secmoe_sim.analysis.comparison import DENSE, SECTIONAL, comparison_table
 from secmoe_sim.simulation import simulate
-from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.spec.workload import SectionalMoEArchitecture
 
@@ -45,13 +44,18 @@ CONFIGURATION_FIELDS = (
 )
 
 
-def hardware_changes(cluster: Cluster) -> dict[str, Cluster]:
-    """The what-if clusters of the sensitivity study, by description."""
+def what_ifs(scenario: Scenario) -> dict[str, Scenario]:
+    """The what-if scenarios of the sensitivity study, by description: one quantity changed in each."""
+    cluster = scenario.hardware
     return {
-        f"every link bandwidth x{BANDWIDTH_FACTOR:g}": cluster.with_links_scaled(bandwidth_factor=BANDWIDTH_FACTOR),
-        f"every link latency x{LATENCY_FACTOR:g}": cluster.with_links_scaled(latency_factor=LATENCY_FACTOR),
-        f"per-message overhead x{OVERHEAD_FACTOR:g}": cluster.model_copy(
-            update={"message_overhead": cluster.message_overhead * OVERHEAD_FACTOR}
+        f"every link bandwidth x{BANDWIDTH_FACTOR:g}": scenario.model_copy(
+            update={"hardware": cluster.with_links_scaled(bandwidth_factor=BANDWIDTH_FACTOR)}
+        ),
+        f"every link latency x{LATENCY_FACTOR:g}": scenario.model_copy(
+            update={"hardware": cluster.with_links_scaled(latency_factor=LATENCY_FACTOR)}
+        ),
+        f"communication software costs x{OVERHEAD_FACTOR:g}": scenario.model_copy(
+            update={"communication": scenario.stacks.scaled(OVERHEAD_FACTOR)}
         ),
     }
 
@@ -159,8 +163,8 @@ def sensitivity(scenario: Scenario, label: str, placement: str, baseline_s: floa
     assert isinstance(arch, SectionalMoEArchitecture)
     reduced = scenario.workload.model_copy(update={"architectures": [arch.model_copy(update={"placement": placement})]})
     studies = []
-    for change, cluster in hardware_changes(scenario.hardware).items():
-        summary = simulate(scenario.model_copy(update={"hardware": cluster, "workload": reduced}), seed=seed).summary
+    for change, changed in what_ifs(scenario).items():
+        summary = simulate(changed.model_copy(update={"workload": reduced}), seed=seed).summary
         feasible = summary[~summary["oom"]] if (~summary["oom"]).any() else summary
         best = feasible.iloc[int(feasible["wall_clock_s"].to_numpy().argmin())]
         wall = float(best["wall_clock_s"])

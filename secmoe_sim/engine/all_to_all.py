@@ -19,7 +19,10 @@ late delay exactly the GPUs waiting for their data.
   ``l mod (members)`` of the sending node.
 
 On a network that serves messages in a fixed order (the port model), messages are announced
-before the run with the order key ``(ordinal, exchange, shift, src, dst, chunk)``.
+before the run with the order key ``(ordinal, exchange, shift, src, dst, chunk)``. Every GPU pays
+the collective's start cost (its stack's launch or kernel) once, before its first exchange; every
+message carries its stack's cost (:class:`~secmoe_sim.plan.communication.MessageCost`) by size and
+link class.
 """
 
 from __future__ import annotations
@@ -30,14 +33,26 @@ import numpy as np
 import simpy
 
 from secmoe_sim.engine.network import Network
+from secmoe_sim.plan.communication import CollectiveCost
 from secmoe_sim.plan.steps import AllToAll, Messages
+from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.hardware import Cluster
 
 
 class Exchange:
     """One phase of an all-to-all: messages posted at once, per-GPU completion."""
 
-    def __init__(self, env: simpy.Environment, network: Network, label: str, messages: Messages, shift: np.ndarray, key: tuple):
+    def __init__(
+        self,
+        env: simpy.Environment,
+        network: Network,
+        label: str,
+        messages: Messages,
+        shift: np.ndarray,
+        key: tuple,
+        topology: Topology,
+        cost: CollectiveCost,
+    ):
         self.env, self.network, self.label = env, network, label
         src, dst, size = messages.src, messages.dst, messages.payload_bytes
         pair = src * (max(int(dst.max(initial=0)), int(src.max(initial=0))) + 1) + dst
@@ -50,6 +65,7 @@ class Exchange:
         self._key = key
         self._src, self._dst, self._size = src[order], dst[order], size[order]
         self._shift, self._chunk = shift[order], chunk[order]
+        self._costs = cost.messages(self._size, topology.link_classes(self._src, self._dst))
         if network.ordered:
             for a, b, order_key in zip(self._src.tolist(), self._dst.tolist(), self._orders(0, src.shape[0])):
                 network.expect(a, b, order_key)
@@ -76,9 +92,9 @@ class Exchange:
         """Post ``gpu``'s messages; return when they and every message to ``gpu`` have arrived."""
         lo, hi = self._sends.get(gpu, (0, 0))
         transfer, delivered, label = self.network.transfer, self._delivered, self.label
-        messages = zip(self._dst[lo:hi].tolist(), self._size[lo:hi].tolist(), self._orders(lo, hi))
-        for dst, size, order in messages:
-            transfer(gpu, dst, size, label, order).callbacks.append(delivered)
+        messages = zip(self._dst[lo:hi].tolist(), self._size[lo:hi].tolist(), self._orders(lo, hi), self._costs[lo:hi])
+        for dst, size, order, cost in messages:
+            transfer(gpu, dst, size, label, order, cost).callbacks.append(delivered)
         if self._outstanding.get(gpu, 0):
             self._waiting[gpu] = self.env.event()
             yield self._waiting[gpu]
@@ -92,12 +108,14 @@ class Exchange:
 
 
 class AllToAllRun:
-    """An all-to-all as a sequence of exchanges; a GPU goes through them in order."""
+    """An all-to-all as a sequence of exchanges; a GPU pays the start cost, then goes through them in order."""
 
-    def __init__(self, exchanges: list[Exchange]):
-        self.exchanges = exchanges
+    def __init__(self, env: simpy.Environment, exchanges: list[Exchange], start_s: float):
+        self.env, self.exchanges, self.start_s = env, exchanges, start_s
 
     def participate(self, gpu: int):
+        if self.start_s > 0:
+            yield self.env.timeout(self.start_s)
         for exchange in self.exchanges:
             yield from exchange.participate(gpu)
 
@@ -150,27 +168,34 @@ def hierarchical_phases(collective: AllToAll, cluster: Cluster) -> tuple[Message
 
 
 def start_all_to_all(
-    env: simpy.Environment, network: Network, collective: AllToAll, ordinal: int, cluster: Cluster, algorithm: str
+    env: simpy.Environment,
+    network: Network,
+    collective: AllToAll,
+    ordinal: int,
+    topology: Topology,
+    algorithm: str,
+    cost: CollectiveCost,
 ) -> AllToAllRun:
-    """The run-time state of one all-to-all with ``algorithm``, its messages announced to the network."""
+    """The run-time state of one all-to-all with ``algorithm`` at ``cost``, its messages announced to the network."""
     label = collective.name
     messages = collective.messages
+
+    def exchange(part: Messages, shift: np.ndarray, index: int) -> Exchange:
+        return Exchange(env, network, label, part, shift, (ordinal, index), topology, cost)
+
     if algorithm == "direct":
-        return AllToAllRun([Exchange(env, network, label, messages, _shift(collective, messages), (ordinal, 0))])
+        return AllToAllRun(env, [exchange(messages, _shift(collective, messages), 0)], cost.start_s)
     if algorithm == "pairwise":
         shift = _shift(collective, messages)
         rounds = []
         for round_index in range(1, len(collective.gpus)):
             chosen = shift == round_index
             part = Messages(src=messages.src[chosen], dst=messages.dst[chosen], payload_bytes=messages.payload_bytes[chosen])
-            rounds.append(Exchange(env, network, label, part, shift[chosen], (ordinal, round_index)))
-        return AllToAllRun(rounds)
+            rounds.append(exchange(part, shift[chosen], round_index))
+        return AllToAllRun(env, rounds, cost.start_s)
     if algorithm == "hierarchical":
-        phases = hierarchical_phases(collective, cluster)
+        phases = hierarchical_phases(collective, topology.cluster)
         return AllToAllRun(
-            [
-                Exchange(env, network, label, phase, _shift(collective, phase), (ordinal, index))
-                for index, phase in enumerate(phases)
-            ]
+            env, [exchange(phase, _shift(collective, phase), index) for index, phase in enumerate(phases)], cost.start_s
         )
     raise ValueError(f"unknown all-to-all algorithm {algorithm!r}")

@@ -20,6 +20,7 @@ from secmoe_sim.engine.recorder import Recorder, Row
 from secmoe_sim.plan.costs import Kernel, KernelTimer, RooflineTimer
 from secmoe_sim.plan.steps import LayerPlan, Pipeline
 from secmoe_sim.plan.topology import Topology
+from secmoe_sim.spec.communication import Communication
 from secmoe_sim.spec.faults import compute_slowdown, link_capacity_factors
 from secmoe_sim.spec.network import NetworkOptions
 
@@ -42,16 +43,19 @@ def run_plan(
     network: NetworkOptions | None = None,
     observer: RateObserver | None = None,
     faults: Sequence = (),
+    communication: Communication | None = None,
 ) -> SimulationRun:
     """Simulate ``plan`` in a fresh environment.
 
     Op times come from ``timer`` (default: the roofline); ``network`` chooses the network model and
     the all-to-all algorithm (default: max-min fair flows, exact, direct); ``observer`` is called
     at every rate change of the flow network (the invariant tests use it); ``faults`` slow GPUs
-    down and degrade links (:mod:`secmoe_sim.spec.faults`).
+    down and degrade links (:mod:`secmoe_sim.spec.faults`); ``communication`` names the stack of each
+    collective kind (default: the cluster's, :meth:`~secmoe_sim.spec.hardware.Cluster.stack_settings`).
     """
     timer = timer or RooflineTimer(plan.cluster.gpu, plan.dtype)
     options = network or NetworkOptions()
+    stacks = communication if communication is not None else plan.cluster.stack_settings()
     env = simpy.Environment()
     recorder = Recorder()
     topology = Topology(plan.cluster, link_capacity_factors(faults, plan.cluster))
@@ -66,7 +70,7 @@ def run_plan(
                     continue
                 if collective.key not in collectives:
                     collectives[collective.key] = start_collective(
-                        env, links, collective, ordinal, plan.cluster, options.all_to_all
+                        env, links, collective, ordinal, topology, options.all_to_all, stacks
                     )
                 ordinal += 1
     finished_at = [0.0] * len(plan.programs)

@@ -6,35 +6,44 @@ each one is. Built from the hardware description:
 
 * NVSwitch node: ``g{i}.nvlink.up`` (GPU -> switch) and ``g{i}.nvlink.down`` (switch -> GPU); the
   switch itself is non-blocking.
+* Full-mesh node: ``g{a}->g{b}.mesh``, the direct link of each ordered GPU pair.
 * PCIe node: ``g{i}.pcie.up`` / ``g{i}.pcie.down`` (GPU <-> its PCIe switch, x16 link);
   ``n{n}.s{s}.bridge.up`` / ``.bridge.down`` (the PCIe switches of socket ``s`` <-> its host bridge,
   shared by every GPU of the socket); with two sockets ``n{n}.inter_socket.s{a}->s{b}``.
 * Between nodes: ``g{i}.nic.out`` (NIC -> fabric) and ``g{i}.nic.in`` (fabric -> NIC), one NIC per
-  GPU, non-blocking fabric. The NIC hangs off its GPU's PCIe switch (GPUDirect RDMA): on a PCIe node
-  the GPU's own ``pcie.up`` / ``pcie.down`` link is on the way; on an NVSwitch node the optional
-  ``gpu_nic_pcie_bandwidth_per_direction`` adds ``g{i}.nic_pcie.up`` / ``.down``.
+  GPU; with ``nics_per_node`` below the GPU count, ``n{n}.nic{k}.out`` / ``.in``, shared by the
+  node's consecutive GPUs. The NIC hangs off its GPU's PCIe switch (GPUDirect RDMA): on a PCIe node
+  the GPU's own ``pcie.up`` / ``pcie.down`` link is on the way; on an NVSwitch or full-mesh node the
+  optional ``gpu_nic_pcie_bandwidth_per_direction`` adds ``g{i}.nic_pcie.up`` / ``.down``.
+* A leaf-spine fabric (``nodes_per_leaf``) adds each leaf's uplinks: ``leaf{l}.up`` / ``leaf{l}.down``
+  (all of a leaf's uplinks as one link) or, with ECMP, ``leaf{l}.spine{s}.up`` / ``.down`` (one per
+  spine, a flow pinned to spine ``hash(src, dst) mod spines``); their capacity is the leaf's NIC
+  capacity over ``oversubscription``, split evenly between the spines.
 
 A *route* is a tuple of *stages*. The bytes of one stage cross all of its links at once (a flow on
 every link); stages follow each other store-and-forward. Every stage has the latency of its fabric.
 
-* NVSwitch: one stage ``(src nvlink.up, dst nvlink.down)``, the switch latency.
+* NVSwitch: one stage ``(src nvlink.up, dst nvlink.down)``, the switch latency; full mesh: one
+  stage over the pair's link.
 * PCIe with peer-to-peer: ``(src pcie.up, dst pcie.down)`` under one switch; through the host
   bridge otherwise ``(src pcie.up, bridge.up, [inter_socket], bridge.down, dst pcie.down)``.
 * PCIe without peer-to-peer (staged in host memory): ``(src pcie.up, src bridge.up)`` into host
   memory of the sender's socket, then ``([inter_socket], dst bridge.down, dst pcie.down)``.
-* Between nodes: ``([src pcie or nic_pcie up], src nic.out, dst nic.in, [dst pcie or nic_pcie down])``
-  at the NIC latency; without peer-to-peer three stages: into host memory, host to host through the
+* Between nodes: ``([src pcie or nic_pcie up], src nic.out, [leaf uplink, leaf downlink], dst nic.in,
+  [dst pcie or nic_pcie down])`` at the NIC latency (the uplinks only between different leaves); without peer-to-peer three stages: into host memory, host to host through the
   NICs (``src bridge.down, src nic.out, dst nic.in, dst bridge.up``), out of host memory.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
 
-from secmoe_sim.spec.hardware import Cluster, NVSwitchFabric, PCIeFabric
+from secmoe_sim.spec.communication import LinkClass
+from secmoe_sim.spec.hardware import Cluster, FullMeshFabric, InterNodeFabric, NVSwitchFabric, PCIeFabric
 
 
 class Stage(NamedTuple):
@@ -62,7 +71,8 @@ class Topology:
         fabric = cluster.intra_node
         self._node = [cluster.node_of(g) for g in range(cluster.num_gpus)]
         self._nvswitch = isinstance(fabric, NVSwitchFabric)
-        self._peer_to_peer = isinstance(fabric, NVSwitchFabric) or fabric.peer_to_peer
+        self._full_mesh = isinstance(fabric, FullMeshFabric)
+        self._peer_to_peer = not isinstance(fabric, PCIeFabric) or fabric.peer_to_peer
         self._intra_latency_s = fabric.latency
         self._nic_latency_s = cluster.inter_node.latency if cluster.inter_node is not None else 0.0
         gpus = range(cluster.num_gpus)
@@ -70,6 +80,13 @@ class Topology:
             self._up = [self._link(f"g{g}.nvlink.up", fabric.bandwidth_per_direction) for g in gpus]
             self._down = [self._link(f"g{g}.nvlink.down", fabric.bandwidth_per_direction) for g in gpus]
             self.max_stage_links = 2
+        elif isinstance(fabric, FullMeshFabric):
+            self._mesh = {
+                (a, b): self._link(f"g{a}->g{b}.mesh", fabric.link_bandwidth_per_direction)
+                for a in gpus
+                for b in gpus
+                if a != b and self._node[a] == self._node[b]
+            }
         else:
             self._build_pcie(cluster, fabric)
         if cluster.inter_node is not None and cluster.nodes > 1:
@@ -112,16 +129,77 @@ class Topology:
         nic = cluster.inter_node
         assert nic is not None  # called only for multi-node clusters, which need an inter_node fabric
         gpus = range(cluster.num_gpus)
-        self._nic_out = [self._link(f"g{g}.nic.out", nic.nic_bandwidth_per_direction) for g in gpus]
-        self._nic_in = [self._link(f"g{g}.nic.in", nic.nic_bandwidth_per_direction) for g in gpus]
+        bandwidth = nic.nic_bandwidth_per_direction
+        if cluster.shares_nics:
+            nics = {(self._node[g], cluster.nic_of(g)) for g in gpus}
+            out = {key: self._link(f"n{key[0]}.nic{key[1]}.out", bandwidth) for key in sorted(nics)}
+            into = {key: self._link(f"n{key[0]}.nic{key[1]}.in", bandwidth) for key in sorted(nics)}
+            self._nic_out = [out[(self._node[g], cluster.nic_of(g))] for g in gpus]
+            self._nic_in = [into[(self._node[g], cluster.nic_of(g))] for g in gpus]
+        else:
+            self._nic_out = [self._link(f"g{g}.nic.out", bandwidth) for g in gpus]
+            self._nic_in = [self._link(f"g{g}.nic.in", bandwidth) for g in gpus]
         self._nic_pcie_up: list[int] | None = None
         if isinstance(cluster.intra_node, PCIeFabric):
             self.max_stage_links = max(self.max_stage_links, 4)
         elif nic.gpu_nic_pcie_bandwidth_per_direction is not None:
-            bandwidth = nic.gpu_nic_pcie_bandwidth_per_direction
-            self._nic_pcie_up = [self._link(f"g{g}.nic_pcie.up", bandwidth) for g in gpus]
-            self._nic_pcie_down = [self._link(f"g{g}.nic_pcie.down", bandwidth) for g in gpus]
+            hop = nic.gpu_nic_pcie_bandwidth_per_direction
+            self._nic_pcie_up = [self._link(f"g{g}.nic_pcie.up", hop) for g in gpus]
+            self._nic_pcie_down = [self._link(f"g{g}.nic_pcie.down", hop) for g in gpus]
             self.max_stage_links = 4
+        else:
+            self.max_stage_links = max(self.max_stage_links, 2)
+        self._leaf: list[int] | None = None
+        if nic.nodes_per_leaf is not None:
+            self._build_leaves(cluster, nic)
+
+    def _build_leaves(self, cluster: Cluster, nic: InterNodeFabric) -> None:
+        """The leaf of every GPU's NIC, and every leaf's uplinks (one aggregate, or one per spine with ECMP)."""
+        assert nic.nodes_per_leaf is not None
+        nics_per_node = nic.nics_per_node or cluster.gpus_per_node
+        rails = nics_per_node if nic.rail_optimized else 1
+        group = [self._node[g] // nic.nodes_per_leaf for g in range(cluster.num_gpus)]
+        self._leaf = [group[g] * rails + (cluster.nic_of(g) if nic.rail_optimized else 0) for g in range(cluster.num_gpus)]
+        self._ecmp_spines = nic.spines if nic.ecmp else 1
+        self._uplink: dict[tuple[int, int], int] = {}
+        self._downlink: dict[tuple[int, int], int] = {}
+        for leaf in sorted(set(self._leaf)):
+            nodes_on_leaf = len({self._node[g] for g in range(cluster.num_gpus) if self._leaf[g] == leaf})
+            nics_on_leaf = nodes_on_leaf * (nics_per_node // rails)
+            total = nics_on_leaf * nic.nic_bandwidth_per_direction / nic.oversubscription
+            for spine in range(self._ecmp_spines):
+                name = f"leaf{leaf}.spine{spine}" if nic.ecmp else f"leaf{leaf}"
+                self._uplink[(leaf, spine)] = self._link(f"{name}.up", total / self._ecmp_spines)
+                self._downlink[(leaf, spine)] = self._link(f"{name}.down", total / self._ecmp_spines)
+        self.max_stage_links += 2
+
+    def _spine_links(self, src: int, dst: int) -> tuple[int, ...]:
+        """The leaf uplink and downlink between two GPUs' NICs (none on one leaf or without leaves)."""
+        if self._leaf is None or self._leaf[src] == self._leaf[dst]:
+            return ()
+        spine = ecmp_spine(src, dst, self._ecmp_spines)
+        return (self._uplink[(self._leaf[src], spine)], self._downlink[(self._leaf[dst], spine)])
+
+    @property
+    def intra_class(self) -> LinkClass:
+        """The link class of a message between two GPUs of one node."""
+        return "nvswitch" if self._nvswitch else ("full_mesh" if self._full_mesh else "pcie")
+
+    def link_classes(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """The link class of each message ``src[i] -> dst[i]``: ``network`` across nodes, else the node's fabric."""
+        node = np.asarray(self._node, dtype=np.int64)
+        return np.where(node[src] != node[dst], "network", self.intra_class)
+
+    def slowest_hop(self, gpus: tuple[int, ...]) -> tuple[LinkClass, float]:
+        """The link class of the slowest hop among ``gpus`` (the network if they span nodes) and the
+        bandwidth of one message over it, uncontended (bytes/s)."""
+        first = gpus[0]
+        remote = [gpu for gpu in gpus if self._node[gpu] != self._node[first]]
+        if remote:
+            return "network", min(stage.bandwidth_bytes_per_s for stage in self.route(first, remote[0]))
+        if len(gpus) < 2:
+            return self.intra_class, math.inf
+        return self.intra_class, min(stage.bandwidth_bytes_per_s for stage in self.route(first, gpus[1]))
 
     def _stage(self, links: tuple[int, ...], latency_s: float) -> Stage:
         capacity = self._capacity
@@ -136,6 +214,8 @@ class Topology:
         latency_s = self._intra_latency_s
         if self._nvswitch:
             return (self._stage((self._up[src], self._down[dst]), latency_s),)
+        if self._full_mesh:
+            return (self._stage((self._mesh[(src, dst)],), latency_s),)
         crossing = self._crossing(src, dst)
         if not self._peer_to_peer:
             into_host = self._stage((self._up[src], self._bridge_up[self._socket[src]]), latency_s)
@@ -156,12 +236,12 @@ class Topology:
         return (self._inter_socket[(node, src_socket)],) if src_socket != dst_socket else ()
 
     def _inter_node_route(self, src: int, dst: int) -> tuple[Stage, ...]:
-        if self._nvswitch:
+        nics = (self._nic_out[src],) + self._spine_links(src, dst) + (self._nic_in[dst],)
+        if self._nvswitch or self._full_mesh:
             if self._nic_pcie_up is None:
-                return (self._stage((self._nic_out[src], self._nic_in[dst]), self._nic_latency_s),)
-            links = (self._nic_pcie_up[src], self._nic_out[src], self._nic_in[dst], self._nic_pcie_down[dst])
+                return (self._stage(nics, self._nic_latency_s),)
+            links = (self._nic_pcie_up[src],) + nics + (self._nic_pcie_down[dst],)
             return (self._stage(links, self._nic_latency_s),)
-        nics = (self._nic_out[src], self._nic_in[dst])
         if self._peer_to_peer:
             return (self._stage((self._up[src],) + nics + (self._down[dst],), self._nic_latency_s),)
         src_socket, dst_socket = self._socket[src], self._socket[dst]
@@ -171,8 +251,18 @@ class Topology:
         return (into_host, across, out_of_host)
 
 
-def one_message_s(cluster: Cluster, src: int, dst: int, payload_bytes: float = 0.0) -> float:
-    """Time of one uncontended message: per-message overhead + per-stage latency + payload time."""
-    return cluster.message_overhead + sum(
-        stage.latency_s + payload_bytes / stage.bandwidth_bytes_per_s for stage in Topology(cluster).route(src, dst)
-    )
+def ecmp_spine(src: int, dst: int, spines: int) -> int:
+    """The spine ECMP pins the flow ``src -> dst`` to: a fixed multiplicative hash of the endpoints
+    (switches hash packet headers; what matters is that the choice ignores load, so flows collide)."""
+    if spines == 1:
+        return 0
+    mixed = (src * 0x9E3779B1 + dst * 0x85EBCA77 + (src ^ dst) * 0xC2B2AE3D) & 0xFFFFFFFF
+    return ((mixed ^ (mixed >> 16)) * 0x45D9F3B & 0xFFFFFFFF) % spines
+
+
+def with_latency_floor(stages: tuple[Stage, ...], floor_s: float) -> tuple[Stage, ...]:
+    """The route with its last stage's latency raised so the latencies sum to at least ``floor_s``."""
+    total_s = sum(stage.latency_s for stage in stages)
+    if floor_s <= total_s:
+        return stages
+    return stages[:-1] + (stages[-1]._replace(latency_s=stages[-1].latency_s + floor_s - total_s),)

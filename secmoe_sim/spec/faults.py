@@ -43,7 +43,7 @@ class DegradedLink(StrictModel):
 
 Fault = Annotated[Straggler | SlowNode | DegradedLink, Field(discriminator="kind")]
 
-LINK_PREFIXES = {"intra_node": ("nvlink", "pcie"), "nic": ("nic",)}
+LINK_PREFIXES = {"intra_node": ("nvlink", "pcie", "mesh"), "nic": ("nic",)}
 
 
 def compute_slowdown(faults: Sequence[Fault], cluster: Cluster) -> tuple[float, ...]:
@@ -65,6 +65,8 @@ def link_capacity_factors(faults: Sequence[Fault], cluster: Cluster) -> dict[str
         if isinstance(fault, DegradedLink) and fault.gpu < cluster.num_gpus:
             for kind in LINK_PREFIXES[fault.link]:
                 prefix = f"g{fault.gpu}.{kind}."
+                if kind == "nic" and cluster.shares_nics:  # the shared NIC: every GPU on it is slowed
+                    prefix = f"n{cluster.node_of(fault.gpu)}.nic{cluster.nic_of(fault.gpu)}."
                 factors[prefix] = factors.get(prefix, 1.0) * fault.bandwidth_factor
     return factors
 

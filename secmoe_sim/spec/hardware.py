@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from secmoe_sim.spec.base import FieldIssue, StrictModel
+from secmoe_sim.spec.communication import Communication, HostStagedStack
 from secmoe_sim.spec.units import Bandwidth, Duration, FlopRate, Size
 
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8"]
@@ -120,11 +121,30 @@ class PCIeFabric(StrictModel):
         return self
 
 
-IntraNodeFabric = Annotated[NVSwitchFabric | PCIeFabric, Field(discriminator="kind")]
+class FullMeshFabric(StrictModel):
+    """A direct link between every pair of GPUs, each with its own bandwidth (4-GPU HGX A100 boards,
+    AMD MI300X xGMI): a message between two GPUs uses only their pair's link."""
+
+    kind: Literal["full_mesh"]
+    link_bandwidth_per_direction: Bandwidth = Field(description="one GPU pair's link, per direction, bytes/s")
+    latency: Duration = Field(description="one-way latency of a message over a pair's link")
+
+
+IntraNodeFabric = Annotated[NVSwitchFabric | PCIeFabric | FullMeshFabric, Field(discriminator="kind")]
 
 
 class InterNodeFabric(StrictModel):
-    """One NIC per GPU into a non-blocking fabric (InfiniBand or RoCE)."""
+    """NICs into an InfiniBand or RoCE fabric: one per GPU unless ``nics_per_node`` says fewer.
+
+    Without ``nodes_per_leaf`` the fabric is one non-blocking switch. With it, nodes hang off leaf
+    switches of ``nodes_per_leaf`` nodes each (with ``rail_optimized`` wiring NIC ``k`` of every node
+    of a leaf group goes to that group's rail-``k`` leaf, so only same-rail traffic of a group stays
+    on one leaf); traffic between leaves crosses ``spines`` spine switches over uplinks whose total
+    capacity is the leaf's NIC capacity divided by ``oversubscription``. With ``ecmp`` each
+    (source, destination) flow is pinned to one spine by a hash of its endpoints, so flows can
+    collide on one uplink while another idles; without it the uplinks act as one link of their total
+    capacity (perfect spreading).
+    """
 
     kind: Literal["infiniband", "ethernet"] = "infiniband"
     nic_bandwidth_per_direction: Bandwidth = Field(description="per GPU NIC, per direction")
@@ -135,6 +155,29 @@ class InterNodeFabric(StrictModel):
         "(GPUDirect RDMA path), per direction; unset: that hop is not modelled. On PCIe nodes the GPU's own "
         "PCIe link (link_bandwidth_per_direction) is always that hop",
     )
+    nics_per_node: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_GPUS_PER_NODE,
+        description="NICs per node, shared by consecutive GPUs through PCIe; absent: one per GPU",
+    )
+    nodes_per_leaf: int | None = Field(
+        default=None, ge=1, le=MAX_NODES, description="nodes per leaf switch; absent: one non-blocking switch"
+    )
+    oversubscription: float = Field(
+        default=1.0, ge=1.0, le=64.0, description="a leaf's NIC capacity over its uplink capacity (1: non-blocking)"
+    )
+    rail_optimized: bool = Field(default=False, description="NIC k of every node of a leaf group on the group's rail-k leaf")
+    spines: int = Field(default=1, ge=1, le=1024, description="spine switches, one uplink from every leaf to each")
+    ecmp: bool = Field(default=False, description="pin each flow to one spine by a hash of its endpoints (flows collide)")
+
+    @model_validator(mode="after")
+    def _leaf_spine_options_need_leaves(self) -> InterNodeFabric:
+        if self.nodes_per_leaf is None:
+            for name, default in (("oversubscription", 1.0), ("rail_optimized", False), ("spines", 1), ("ecmp", False)):
+                if getattr(self, name) != default:
+                    raise FieldIssue((name,), "a leaf-spine option: set nodes_per_leaf as well")
+        return self
 
 
 class Cluster(StrictModel):
@@ -147,8 +190,15 @@ class Cluster(StrictModel):
     gpus_per_node: int = Field(ge=1, le=MAX_GPUS_PER_NODE)
     intra_node: IntraNodeFabric
     inter_node: InterNodeFabric | None = Field(default=None, description="required when nodes > 1")
-    message_overhead: Duration = Field(
-        description="per-message software cost (library, kernel launch of the copy, synchronisation), seconds"
+    communication: Communication | None = Field(
+        default=None,
+        description="the communication stack of this cluster's collectives (what `secmoe-sim fit` measured); "
+        "a scenario's own `communication` wins; absent: NCCL's tuning model",
+    )
+    message_overhead: Duration | None = Field(
+        default=None,
+        description="legacy shorthand for communication: {default: {kind: host_staged, message_overhead: ...}}: "
+        "a per-message software cost paid serially at the sender, seconds",
     )
 
     @model_validator(mode="after")
@@ -163,6 +213,23 @@ class Cluster(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _one_way_to_name_the_stack(self) -> Cluster:
+        if self.communication is not None and self.message_overhead is not None:
+            raise FieldIssue(
+                ("message_overhead",),
+                "give either communication (the stack) or the legacy message_overhead (a host_staged stack), not both",
+            )
+        return self
+
+    def stack_settings(self) -> Communication:
+        """The cluster's communication stacks: as given, the legacy host-staged one, or NCCL's model."""
+        if self.communication is not None:
+            return self.communication
+        if self.message_overhead is not None:
+            return Communication(default=HostStagedStack(kind="host_staged", message_overhead=self.message_overhead))
+        return Communication()
+
+    @model_validator(mode="after")
     def _nic_pcie_hop_on_nvswitch_only(self) -> Cluster:
         nic_hop = self.inter_node is not None and self.inter_node.gpu_nic_pcie_bandwidth_per_direction is not None
         if nic_hop and isinstance(self.intra_node, PCIeFabric):
@@ -172,9 +239,30 @@ class Cluster(StrictModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _nics_divide_the_node(self) -> Cluster:
+        nics = self.inter_node.nics_per_node if self.inter_node is not None else None
+        if nics is not None and (nics > self.gpus_per_node or self.gpus_per_node % nics):
+            raise FieldIssue(
+                ("inter_node", "nics_per_node"), f"{nics} NICs do not split the {self.gpus_per_node} GPUs of a node evenly"
+            )
+        return self
+
     @property
     def num_gpus(self) -> int:
         return self.nodes * self.gpus_per_node
+
+    @property
+    def shares_nics(self) -> bool:
+        """Whether several GPUs of a node share one NIC."""
+        nics = self.inter_node.nics_per_node if self.inter_node is not None else None
+        return nics is not None and nics < self.gpus_per_node
+
+    def nic_of(self, gpu: int) -> int:
+        """The index, within its node, of the NIC ``gpu`` sends through (its local rank with one NIC per GPU)."""
+        local = gpu % self.gpus_per_node
+        nics = self.inter_node.nics_per_node if self.inter_node is not None else None
+        return local if nics is None else local * nics // self.gpus_per_node
 
     def node_of(self, gpu: int) -> int:
         return gpu // self.gpus_per_node

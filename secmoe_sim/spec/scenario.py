@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from secmoe_sim.spec.base import FieldIssue, StrictModel
+from secmoe_sim.spec.communication import Communication
 from secmoe_sim.spec.faults import DegradedLink, Fault, SlowNode, Straggler
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.network import NetworkOptions
@@ -41,6 +42,15 @@ class Scenario(StrictModel):
     workload: Workload
     network: NetworkOptions = Field(default_factory=NetworkOptions, description="network model and collective algorithms")
     faults: list[Fault] = Field(default_factory=list, description="what-if faults: stragglers, slow nodes, degraded links")
+    communication: Communication | None = Field(
+        default=None,
+        description="the software that moves each collective (docs/model.md, section 4.2); absent: the hardware's",
+    )
+
+    @property
+    def stacks(self) -> Communication:
+        """The communication stacks of the run: the scenario's, else the hardware's."""
+        return self.communication if self.communication is not None else self.hardware.stack_settings()
 
     @model_validator(mode="after")
     def _fits_cluster(self) -> Scenario:
@@ -73,6 +83,17 @@ class Scenario(StrictModel):
                         path + ("tensor_parallel",), f"tensor_parallel {arch.tensor_parallel} does not divide heads {layer.heads}"
                     )
                 _check_reduction(arch.sequence_reduction, layer.seq_len, path + ("sequence_reduction",))
+        return self
+
+    @model_validator(mode="after")
+    def _stacks_name_entries(self) -> Scenario:
+        labels = {arch.name for arch in self.workload.architectures}
+        for label in self.communication.architectures if self.communication is not None else {}:
+            if label not in labels:
+                raise FieldIssue(
+                    ("communication", "architectures", label),
+                    f"no architecture entry is named {label!r} (entries: {sorted(labels)})",
+                )
         return self
 
     @model_validator(mode="after")

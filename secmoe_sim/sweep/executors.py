@@ -88,10 +88,9 @@ def analytical_columns(scenario: Scenario, summary: pd.DataFrame) -> pd.DataFram
     empty for baseline rows.
     """
     layer, cluster = scenario.workload.layer, scenario.hardware
-    overhead = Overhead(alpha_s=hardware_alpha_s(layer, cluster))
     columns = pd.DataFrame(
         {
-            "alpha_hardware_s": overhead.alpha_s,
+            "alpha_hardware_s": np.nan,
             "analytical_s": np.nan,
             "e_opt_analytical": np.nan,
             "e_opt_analytical_feasible": pd.array([pd.NA] * len(summary), dtype="Int64"),
@@ -101,9 +100,11 @@ def analytical_columns(scenario: Scenario, summary: pd.DataFrame) -> pd.DataFram
     for arch in scenario.workload.architectures:
         if not isinstance(arch, SectionalMoEArchitecture):
             continue
+        overhead = Overhead(alpha_s=hardware_alpha_s(layer, cluster, scenario.stacks.for_entry(arch.name)))
         model = cost_model(sectional_terms(layer, arch, cluster), PER_DEVICE_VIEW, arch.sweep_mode, cluster.num_gpus)
         e_opt = model.e_opt(overhead)
         rows = summary["label"] == arch.name
+        columns.loc[rows, "alpha_hardware_s"] = overhead.alpha_s
         columns.loc[rows, "analytical_s"] = [float(model.total_s(e, overhead)) for e in summary.loc[rows, "num_experts"]]
         columns.loc[rows, "e_opt_analytical"] = e_opt
         columns.loc[rows, "e_opt_analytical_feasible"] = nearest_feasible(

@@ -19,6 +19,7 @@ from secmoe_sim.engine.network.flow_table import RateObserver
 from secmoe_sim.engine.network.flows import FlowNetwork
 from secmoe_sim.engine.network.ports import PortNetwork
 from secmoe_sim.engine.recorder import Recorder
+from secmoe_sim.plan.communication import FREE, MessageCost
 from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.network import NetworkOptions
@@ -36,8 +37,11 @@ class Network(Protocol):
     def expect(self, src: int, dst: int, order: OrderKey) -> None:
         """Announce, before the run, a message from ``src`` to ``dst`` ranked by ``order``."""
 
-    def transfer(self, src: int, dst: int, payload_bytes: float, label: str, order: OrderKey) -> simpy.Event:
-        """Move ``payload_bytes`` from GPU ``src`` to GPU ``dst``; the event fires on arrival, its value ``(src, dst)``."""
+    def transfer(
+        self, src: int, dst: int, payload_bytes: float, label: str, order: OrderKey, cost: MessageCost = FREE
+    ) -> simpy.Event:
+        """Move ``payload_bytes`` from GPU ``src`` to GPU ``dst`` at its stack's software ``cost`` (default: none);
+        the event fires on arrival, its value ``(src, dst)``."""
 
     def statistics(self) -> dict[str, float]:
         """Counters of the model's own work (the benchmark reports them)."""

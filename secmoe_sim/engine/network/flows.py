@@ -4,18 +4,22 @@ A message from GPU ``a`` to GPU ``b`` goes through the stages of its route (see
 :mod:`secmoe_sim.plan.topology`). Its life:
 
 1. **Posting.** The messages a GPU issues at one instant form one group (an NCCL group of
-   sends): the sender spends ``message_overhead`` per message posting them (library call,
-   descriptor set-up, synchronisation), then their bytes start together. A group waits for the
-   sender's previous group to be posted. So ``k`` messages issued at once start ``k *
-   message_overhead`` after the sender is free, and the overhead occupies no link.
-2. **Bytes.** Each stage is one flow over all of the stage's links at once; concurrent flows share
-   every link max-min fairly (:mod:`secmoe_sim.engine.network.flow_table`), and rates change only when the
-   set of flows changes.
+   sends): the sender spends each message's ``post_s`` posting them (a host-staged library's
+   per-message cost; zero for NCCL and GPU-initiated stacks, whose costs are paid at the
+   collective's start), then their bytes start together. A group waits for the sender's previous
+   group to be posted, and the posting occupies no link.
+2. **Bytes.** Each stage is one flow of the message's *wire bytes* (payload x the stack's wire
+   factor: a message that achieves 80% of a link carries 1.25 times its payload) over all of the
+   stage's links at once; concurrent flows share every link max-min fairly
+   (:mod:`secmoe_sim.engine.network.flow_table`), and rates change only when the set of flows changes.
 3. **Latency.** When a stage's last byte has left, the stage ends ``latency`` later; the next stage
-   (store-and-forward through host memory) starts then, without a second overhead.
+   (store-and-forward through host memory) starts then, without a second overhead. A stack's
+   latency floor (an NCCL protocol's end-to-end step latency) extends the last stage when the
+   route's own latencies sum to less.
 
-An uncontended message therefore takes ``message_overhead + sum over stages (bytes / bandwidth +
-latency)``, the same as on the port model, and a zero-byte message costs overhead and latency only.
+An uncontended message therefore takes ``post_s + sum over stages (wire bytes / bandwidth +
+latency)`` (the last latency raised to the floor), the same as on the port model, and a zero-byte
+message costs its posting and latency only.
 
 One manager drives all flows: it keeps the flow table, one pending timer for the next completion,
 and batches of stage starts and stage ends keyed by their instant, so the SimPy event count grows
@@ -34,17 +38,29 @@ import simpy
 
 from secmoe_sim.engine.network.flow_table import FlowTable, RateObserver
 from secmoe_sim.engine.recorder import Recorder
-from secmoe_sim.plan.topology import Stage, Topology
+from secmoe_sim.plan.communication import FREE, MessageCost
+from secmoe_sim.plan.topology import Stage, Topology, with_latency_floor
 from secmoe_sim.spec.hardware import Cluster
 
 
 class _Message:
     """A message in flight: which stage it is at, and the event that fires on arrival."""
 
-    __slots__ = ("arrived", "dst", "label", "payload_bytes", "src", "stage", "stages", "started_at")
+    __slots__ = ("arrived", "dst", "label", "payload_bytes", "post_s", "src", "stage", "stages", "started_at", "wire_bytes")
 
-    def __init__(self, src: int, dst: int, payload_bytes: float, label: str, stages: tuple[Stage, ...], arrived: simpy.Event):
+    def __init__(
+        self,
+        src: int,
+        dst: int,
+        payload_bytes: float,
+        label: str,
+        stages: tuple[Stage, ...],
+        arrived: simpy.Event,
+        wire_bytes: float,
+        post_s: float,
+    ):
         self.src, self.dst, self.payload_bytes, self.label = src, dst, payload_bytes, label
+        self.wire_bytes, self.post_s = wire_bytes, post_s
         self.stages, self.stage, self.arrived = stages, 0, arrived
         self.started_at = 0.0
 
@@ -90,9 +106,15 @@ class FlowNetwork:
     def expect(self, src: int, dst: int, order: tuple[Hashable, ...]) -> None:
         """Part of the network interface; flows need no announcement: rates are decided at run time."""
 
-    def transfer(self, src: int, dst: int, payload_bytes: float, label: str, order: tuple[Hashable, ...]) -> simpy.Event:
-        """Move ``payload_bytes`` from GPU ``src`` to GPU ``dst``; the event fires on arrival with ``(src, dst)``."""
-        message = _Message(src, dst, payload_bytes, label, self.topology.route(src, dst), self.env.event())
+    def transfer(
+        self, src: int, dst: int, payload_bytes: float, label: str, order: tuple[Hashable, ...], cost: MessageCost = FREE
+    ) -> simpy.Event:
+        """Move ``payload_bytes`` from GPU ``src`` to GPU ``dst`` at the software ``cost`` of its stack; the event
+        fires on arrival with ``(src, dst)``."""
+        stages = with_latency_floor(self.topology.route(src, dst), cost.latency_floor_s)
+        message = _Message(
+            src, dst, payload_bytes, label, stages, self.env.event(), payload_bytes * cost.wire_factor, cost.post_s
+        )
         group = self._posting.get(src)
         if group is None:
             group = self._posting[src] = []
@@ -106,7 +128,7 @@ class FlowNetwork:
         """The sender's group of this instant is complete: its bytes start after posting all of it."""
         group = self._posting.pop(src)
         begins_at = max(self.env.now, self._posting_free_at[src])
-        posted_at = begins_at + len(group) * self.cluster.message_overhead
+        posted_at = begins_at + sum(message.post_s for message in group)
         self._posting_free_at[src] = posted_at
         for message in group:
             message.started_at = begins_at
@@ -127,8 +149,8 @@ class FlowNetwork:
         groups: dict[tuple, list[_Message]] = defaultdict(list)
         for message in messages:
             stage = message.stages[message.stage]
-            if message.payload_bytes > 0:
-                groups[(stage.links, message.payload_bytes)].append(message)
+            if message.wire_bytes > 0:
+                groups[(stage.links, message.wire_bytes)].append(message)
             else:
                 self._at(now + stage.latency_s, self._ends, self._end_stages, [message])
         if not groups:

@@ -6,8 +6,8 @@ starts: collective by collective, and inside an all-to-all by shift (``(dst - sr
 size``, the peer order NCCL uses for grouped point-to-point calls), so that a uniform all-to-all
 among ``n`` GPUs runs as ``n - 1`` contention-free rounds. A message's stage starts when it has
 been issued and it is next in line on every port of the stage; it holds them for ``latency +
-bytes / bandwidth`` (plus the per-message software overhead on its first stage), ``bandwidth``
-being the slowest link of the stage.
+wire bytes / bandwidth`` (plus the message's posting cost on its first stage), ``bandwidth`` being
+the slowest link of the stage; a stack's latency floor extends the last stage.
 
 Because every start time is a maximum of earlier finish times plus durations (a max-plus system
 with a fixed order), shortening any duration, e.g. with more bandwidth, never delays anything; a
@@ -23,7 +23,8 @@ from collections.abc import Hashable
 import simpy
 
 from secmoe_sim.engine.recorder import Recorder
-from secmoe_sim.plan.topology import Topology
+from secmoe_sim.plan.communication import FREE, MessageCost
+from secmoe_sim.plan.topology import Topology, with_latency_floor
 from secmoe_sim.spec.hardware import Cluster
 
 OrderKey = tuple[Hashable, ...]
@@ -60,19 +61,23 @@ class PortNetwork:
             for port in stage.links:
                 self._expected[port].append(stage_key)
 
-    def transfer(self, src: int, dst: int, payload_bytes: float, label: str, order: OrderKey) -> simpy.Event:
-        """Move ``payload_bytes`` from GPU ``src`` to GPU ``dst``; the event fires on arrival with ``(src, dst)``."""
-        return self.env.process(self._transfer(src, dst, payload_bytes, label, order))
+    def transfer(
+        self, src: int, dst: int, payload_bytes: float, label: str, order: OrderKey, cost: MessageCost = FREE
+    ) -> simpy.Event:
+        """Move ``payload_bytes`` from GPU ``src`` to GPU ``dst`` at the software ``cost`` of its stack; the event
+        fires on arrival with ``(src, dst)``."""
+        return self.env.process(self._transfer(src, dst, payload_bytes, label, order, cost))
 
-    def _transfer(self, src: int, dst: int, payload_bytes: float, label: str, order: OrderKey):
+    def _transfer(self, src: int, dst: int, payload_bytes: float, label: str, order: OrderKey, cost: MessageCost):
         started_at: float | None = None
-        for index, stage in enumerate(self.topology.route(src, dst)):
+        wire_bytes = payload_bytes * cost.wire_factor
+        for index, stage in enumerate(with_latency_floor(self.topology.route(src, dst), cost.latency_floor_s)):
             stage_key = order + (index,)
             yield self._issue(stage_key, stage.links)
             if started_at is None:
                 started_at = self.env.now
-            overhead_s = self.cluster.message_overhead if index == 0 else 0.0
-            yield self.env.timeout(overhead_s + stage.latency_s + payload_bytes / stage.bandwidth_bytes_per_s)
+            overhead_s = cost.post_s if index == 0 else 0.0
+            yield self.env.timeout(overhead_s + stage.latency_s + wire_bytes / stage.bandwidth_bytes_per_s)
             self._release(stage.links)
         assert started_at is not None  # every route has at least one stage
         self.recorder.record_transfer(src, dst, label, started_at, self.env.now, payload_bytes)

@@ -1,0 +1,202 @@
+"""What a collective and each of its messages cost in software, by the stack that moves them.
+
+Pure functions of the stack's parameters (:mod:`secmoe_sim.spec.communication`), the collective's
+kind and size and the link class its messages cross; the engine applies them
+(:mod:`secmoe_sim.engine.collectives`). A collective costs:
+
+* ``start_s``, paid by every participant before it posts anything: the NCCL protocol's launch
+  latency, or the GPU-initiated kernel plus its per-peer set-up (``ceil(peers / parallel_peers)``
+  rounds of ``per_peer``); nothing for a host-staged library;
+* per message: ``post_s`` at the sender, serial (the host-staged ``message_overhead``); a latency
+  floor (the NCCL protocol's step latency, end to end: the fabric's own latency still applies and
+  the larger of the two is paid); and ``wire_factor``, bytes on the wire per payload byte,
+  ``1 / (bandwidth_fraction x efficiency(size))``, so a message that achieves 80% of a link takes
+  1.25 times as long as its bytes alone.
+
+NCCL's protocol is chosen per collective by NCCL's own rule: the lowest predicted time,
+``launch + steps x step_latency + moved_bytes / (bandwidth x bandwidth_fraction x efficiency)``,
+with ``steps`` = ``2 (n - 1)`` for an all-reduce, ``n - 1`` for an all-gather or reduce-scatter and 1
+for an all-to-all (every peer at once, as NCCL's grouped send/receive does).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from secmoe_sim.plan.steps import AllGather, AllReduce, AllToAll, Collective, ReduceScatter
+from secmoe_sim.plan.topology import Topology
+from secmoe_sim.spec.communication import (
+    CollectiveKind,
+    Communication,
+    EfficiencyKnot,
+    GpuInitiatedStack,
+    HostStagedStack,
+    LinkClass,
+    NcclStack,
+    Protocol,
+    Stack,
+)
+
+
+@dataclass(frozen=True)
+class MessageCost:
+    """What one message pays in software; see the module docstring."""
+
+    post_s: float = 0.0
+    latency_floor_s: float = 0.0
+    wire_factor: float = 1.0
+
+
+FREE = MessageCost()  # no software cost: the fabric alone
+
+
+@dataclass(frozen=True)
+class CollectiveCost:
+    """The software cost of one collective: its start, and how to price each of its messages."""
+
+    stack: Stack
+    start_s: float
+    protocol: Protocol | None = None
+    kind: CollectiveKind = "all_to_all"
+
+    @property
+    def protocol_name(self) -> str:
+        return self.protocol.name if self.protocol is not None else self.stack.kind
+
+    def message(self, payload_bytes: float, link_class: LinkClass) -> MessageCost:
+        """The cost of one message of ``payload_bytes`` over ``link_class``."""
+        fraction = self.protocol.bandwidth_fraction if self.protocol is not None else 1.0
+        wire_factor = 1.0 / (fraction * efficiency(self.stack.efficiency.get(link_class), payload_bytes))
+        floor_s = self.protocol.step_latency.get(link_class, 0.0) if self.protocol is not None else 0.0
+        post_s = 0.0
+        if isinstance(self.stack, HostStagedStack):
+            post_s = self.stack.message_overhead
+        elif isinstance(self.stack, NcclStack) and self.kind == "all_to_all":
+            post_s = self.stack.peer_overhead
+        return MessageCost(post_s=post_s, latency_floor_s=floor_s, wire_factor=wire_factor)
+
+    def messages(self, payload_bytes: np.ndarray, link_classes: np.ndarray) -> list[MessageCost]:
+        """The cost of each message of an exchange (one object per distinct size and class)."""
+        known: dict[tuple[float, str], MessageCost] = {}
+        costs = []
+        for size, link_class in zip(payload_bytes.tolist(), link_classes.tolist()):
+            cost = known.get((size, link_class))
+            if cost is None:
+                cost = known[(size, link_class)] = self.message(size, link_class)
+            costs.append(cost)
+        return costs
+
+
+def efficiency(curve: list[EfficiencyKnot] | None, size_bytes: float) -> float:
+    """The achieved fraction of a link for a message of ``size_bytes``: log-interpolated, clamped; 1 without a curve."""
+    if not curve:
+        return 1.0
+    sizes = np.log([knot.size for knot in curve])
+    values = [knot.efficiency for knot in curve]
+    return float(np.interp(math.log(max(size_bytes, 1.0)), sizes, values))
+
+
+def ring_steps(kind: CollectiveKind, ranks: int) -> int:
+    """Steps of the collective in NCCL's model: all-reduce 2(n-1), all-gather and reduce-scatter n-1, all-to-all 1."""
+    if kind == "all_reduce":
+        return 2 * (ranks - 1)
+    if kind in ("all_gather", "reduce_scatter"):
+        return ranks - 1
+    return 1
+
+
+def nccl_predicted_s(
+    protocol: Protocol,
+    stack: NcclStack,
+    kind: CollectiveKind,
+    ranks: int,
+    bytes_per_rank: float,
+    link_class: LinkClass,
+    bandwidth_bytes_per_s: float,
+) -> float:
+    """NCCL's predicted time of the collective with ``protocol`` (inf where the protocol is not used on the class)."""
+    if link_class not in protocol.step_latency:
+        return math.inf
+    moved, message = moved_bytes(kind, ranks, bytes_per_rank)
+    rate = bandwidth_bytes_per_s * protocol.bandwidth_fraction * efficiency(stack.efficiency.get(link_class), message)
+    return protocol.launch + ring_steps(kind, ranks) * protocol.step_latency[link_class] + moved / rate
+
+
+def moved_bytes(kind: CollectiveKind, ranks: int, bytes_per_rank: float) -> tuple[float, float]:
+    """The bytes a rank sends in the collective, and the size of one of its messages: an all-to-all sends
+    ``bytes_per_rank`` in ``ranks - 1`` messages; a ring moves ``(ranks - 1) / ranks`` of the buffer (twice
+    for an all-reduce) in chunks of ``buffer / ranks``."""
+    if kind == "all_to_all":
+        return bytes_per_rank, bytes_per_rank / max(ranks - 1, 1)
+    steps = ring_steps(kind, ranks)
+    return bytes_per_rank * steps / ranks, bytes_per_rank / ranks
+
+
+def collective_cost(
+    stack: Stack, kind: CollectiveKind, ranks: int, bytes_per_rank: float, link_class: LinkClass, bandwidth_bytes_per_s: float
+) -> CollectiveCost:
+    """The cost of one collective among ``ranks`` GPUs moving ``bytes_per_rank`` (the per-rank buffer of an
+    all-reduce or all-gather; the bytes a rank sends in an all-to-all), its slowest messages on ``link_class``."""
+    if isinstance(stack, NcclStack):
+        protocol = min(
+            stack.protocols,
+            key=lambda p: nccl_predicted_s(p, stack, kind, ranks, bytes_per_rank, link_class, bandwidth_bytes_per_s),
+        )
+        if link_class not in protocol.step_latency:  # no protocol covers the class: the last one, without a floor
+            protocol = stack.protocols[-1]
+        return CollectiveCost(stack=stack, start_s=protocol.launch, protocol=protocol, kind=kind)
+    if isinstance(stack, GpuInitiatedStack):
+        peers = max(ranks - 1, 0)
+        rounds = math.ceil(peers / stack.parallel_peers) if peers else 0
+        return CollectiveCost(stack=stack, start_s=stack.kernel + rounds * stack.per_peer, kind=kind)
+    return CollectiveCost(stack=stack, start_s=0.0, kind=kind)
+
+
+def collective_kind(collective: Collective) -> CollectiveKind:
+    """The kind a stack is chosen by: ``all_to_all``, ``all_reduce``, ``all_gather`` or ``reduce_scatter``."""
+    if isinstance(collective, AllToAll):
+        return "all_to_all"
+    if isinstance(collective, AllReduce):
+        return "all_reduce"
+    if isinstance(collective, AllGather):
+        return "all_gather"
+    assert isinstance(collective, ReduceScatter)
+    return "reduce_scatter"
+
+
+def price_collective(communication: Communication, collective: Collective, topology: Topology) -> CollectiveCost:
+    """The cost of one collective of a plan with the stack ``communication`` names for its kind.
+
+    The bytes per rank are the largest any member sends (all-to-all) or the buffer (rings); the link
+    class and bandwidth of NCCL's protocol choice are those of the collective's slowest hop: the
+    network when its GPUs span nodes, else the node's fabric.
+    """
+    kind = collective_kind(collective)
+    gpus = collective.gpus
+    if isinstance(collective, AllToAll):
+        sent = (
+            np.bincount(collective.messages.src, weights=collective.messages.payload_bytes)
+            if len(collective.messages)
+            else np.zeros(1)
+        )
+        bytes_per_rank = float(sent.max())
+    else:
+        bytes_per_rank = collective.payload_bytes
+    link_class, bandwidth = topology.slowest_hop(gpus)
+    return collective_cost(communication.stack_for(kind), kind, len(gpus), bytes_per_rank, link_class, bandwidth)
+
+
+def one_message_s(stack: Stack, topology: Topology, src: int, dst: int, payload_bytes: float = 0.0) -> float:
+    """Time of a two-rank all-to-all of one uncontended message of ``payload_bytes`` from ``src`` to ``dst``:
+    the collective's start, the message's posting, the route's latency (raised to the stack's floor) and
+    the wire bytes over each stage."""
+    link_class, bandwidth = topology.slowest_hop((src, dst))
+    cost = collective_cost(stack, "all_to_all", 2, payload_bytes, link_class, bandwidth)
+    message = cost.message(payload_bytes, link_class)
+    stages = topology.route(src, dst)
+    latency_s = max(sum(stage.latency_s for stage in stages), message.latency_floor_s)
+    wire_s = sum(payload_bytes * message.wire_factor / stage.bandwidth_bytes_per_s for stage in stages)
+    return cost.start_s + message.post_s + latency_s + wire_s
