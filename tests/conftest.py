@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from secmoe_sim.plan.steps import LayerPlan
 from secmoe_sim.spec.hardware import GPU, Cluster, InterNodeFabric, NVSwitchFabric, PCIeFabric
 from secmoe_sim.spec.workload import Layer
 
@@ -30,6 +31,22 @@ def make_cluster(
         intra_node=fabric or NVSwitchFabric(kind="nvswitch", bandwidth_per_direction=bandwidth, latency=latency),
         inter_node=InterNodeFabric(nic_bandwidth_per_direction=nic_bandwidth, latency=latency) if nodes > 1 else None,
         message_overhead=overhead,
+    )
+
+
+def hand_plan(cluster, programs) -> LayerPlan:
+    """A plan of hand-written per-GPU programs (kernels and collectives) on ``cluster``."""
+    return LayerPlan(
+        architecture="test",
+        label="test",
+        num_experts=1,
+        sweep_mode="fixed_cluster",
+        cluster=cluster,
+        dtype="fp32",
+        programs=tuple(tuple(p) for p in programs),
+        params=0.0,
+        weight_bytes_per_gpu=tuple(0.0 for _ in programs),
+        tokens=1,
     )
 
 

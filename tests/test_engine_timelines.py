@@ -5,12 +5,12 @@ explicitly; the flow model's hand timelines are in ``test_network_flows.py``.
 """
 
 import pytest
-from conftest import make_cluster, make_gpu, make_layer, make_pcie
+from conftest import hand_plan, make_cluster, make_gpu, make_layer, make_pcie
 
 from secmoe_sim.engine import run_plan
 from secmoe_sim.plan.costs import Kernel
 from secmoe_sim.plan.sectional import sectional_plan
-from secmoe_sim.plan.steps import AllReduce, AllToAll, LayerPlan, Message
+from secmoe_sim.plan.steps import AllReduce, AllToAll, Message
 from secmoe_sim.spec.hardware import EfficiencyPoint
 from secmoe_sim.spec.network import NetworkOptions
 from secmoe_sim.spec.workload import PreExpertBlock, SectionalMoEArchitecture
@@ -19,21 +19,6 @@ BANDWIDTH = 1e9
 LATENCY = 1e-6
 OVERHEAD = 2e-6
 PORTS = NetworkOptions(model="ports")
-
-
-def hand_plan(cluster, programs):
-    return LayerPlan(
-        architecture="test",
-        label="test",
-        num_experts=1,
-        sweep_mode="fixed_cluster",
-        cluster=cluster,
-        dtype="fp32",
-        programs=tuple(tuple(p) for p in programs),
-        params=0.0,
-        weight_bytes_per_gpu=tuple(0.0 for _ in programs),
-        tokens=1,
-    )
 
 
 def one_transfer_s(payload_bytes):

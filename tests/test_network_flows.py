@@ -8,13 +8,13 @@ fair rate of the moment, and it arrives ``latency`` after its last byte left. Un
 
 import numpy as np
 import pytest
-from conftest import make_cluster, make_pcie
+from conftest import hand_plan, make_cluster, make_pcie
 
 from secmoe_sim.engine import run_plan
 from secmoe_sim.engine.network.finish_calendar import FinishCalendar
 from secmoe_sim.engine.network.maxmin import max_min_rates
 from secmoe_sim.plan.communication import one_message_s
-from secmoe_sim.plan.steps import AllGather, AllReduce, AllToAll, LayerPlan, Message, ReduceScatter
+from secmoe_sim.plan.steps import AllGather, AllReduce, AllToAll, Message, ReduceScatter
 from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.hardware import InterNodeFabric, PCIeFabric
 from secmoe_sim.spec.network import NetworkOptions
@@ -23,21 +23,6 @@ BANDWIDTH = 1e9
 LATENCY = 1e-6
 OVERHEAD = 2e-6
 INF = np.inf
-
-
-def hand_plan(cluster, programs):
-    return LayerPlan(
-        architecture="test",
-        label="test",
-        num_experts=1,
-        sweep_mode="fixed_cluster",
-        cluster=cluster,
-        dtype="fp32",
-        programs=tuple(tuple(p) for p in programs),
-        params=0.0,
-        weight_bytes_per_gpu=tuple(0.0 for _ in programs),
-        tokens=1,
-    )
 
 
 def transfers_of(run):
