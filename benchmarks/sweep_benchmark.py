@@ -56,7 +56,8 @@ ARCHITECTURES = [
 ]
 BANDWIDTHS = [f"{gb} GB/s" for gb in (50, 100, 150, 200, 300, 370, 450, 600, 750, 900)]
 SEQ_LENS = [512 * k for k in range(1, 11)]
-MESSAGE_OVERHEADS = [f"{us} us" for us in range(1, 11)]
+LAUNCH_PATH = "communication.default.protocols.0.launch"
+LAUNCHES = [f"{us} us" for us in range(1, 11)]  # the NCCL LL launch of the base scenario's stack
 
 
 def sweep_file(folder: Path, name: str, axes: list[dict], subset: bool = True) -> Path:
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 {"path": "hardware.intra_node.bandwidth_per_direction", "values": BANDWIDTHS[:6]},
                 {"path": "workload.layer.seq_len", "values": SEQ_LENS[:8]},
-                {"path": "hardware.message_overhead", "values": MESSAGE_OVERHEADS[4::5]},
+                {"path": LAUNCH_PATH, "values": LAUNCHES[4::5]},
             ],
         )
         choices = {
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 {"path": "hardware.intra_node.bandwidth_per_direction", "values": BANDWIDTHS},
                 {"path": "workload.layer.seq_len", "values": SEQ_LENS},
-                {"path": "hardware.message_overhead", "values": MESSAGE_OVERHEADS},
+                {"path": LAUNCH_PATH, "values": LAUNCHES},
             ],
         )
         load_started = time.perf_counter()
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         (
             f"Base `h100-nvlink-8` with the architecture subset below, NVLink bandwidth ({', '.join(BANDWIDTHS[:6])}) x "
-            f"seq_len ({', '.join(map(str, SEQ_LENS[:8]))}) x message_overhead ({', '.join(MESSAGE_OVERHEADS[4::5])}): "
+            f"seq_len ({', '.join(map(str, SEQ_LENS[:8]))}) x NCCL LL launch ({', '.join(LAUNCHES[4::5])}): "
             f"{one.report.total} points. Each executor ran {args.repeats} "
             'times, interleaved; the fastest run of each is shown (every run is listed at the end). "Cores used" is the '
             "CPU time of this process and its worker processes divided by the wall-clock: at most 1 for one worker, at most "
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         (
             f"Base `h100-nvlink-8`, the same architecture subset, NVLink bandwidth ({', '.join(BANDWIDTHS)}) x seq_len "
-            f"({', '.join(map(str, SEQ_LENS))}) x message_overhead ({', '.join(MESSAGE_OVERHEADS)}): {points} points, "
+            f"({', '.join(map(str, SEQ_LENS))}) x NCCL LL launch ({', '.join(LAUNCHES)}): {points} points, "
             f"{thousand.report.total} distinct, on the local pool of {args.workers} workers."
         ),
         "",

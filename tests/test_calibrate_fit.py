@@ -1,11 +1,12 @@
 """The fitter recovers a known hardware model from a synthetic trace; the hardware file reads back."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from calibration_fixtures import ALPHA_S, BANDWIDTH, BETA, LAUNCH_S, known_gpu, synthetic_trace
 
 from secmoe_sim.calibrate import CalibrationError
-from secmoe_sim.calibrate.fit import fit_trace, split_heldout
+from secmoe_sim.calibrate.fit import AlphaBeta, fit_trace, measured_stack, split_heldout
 from secmoe_sim.calibrate.hardware_file import write_hardware
 from secmoe_sim.calibrate.trace import Trace, write_trace
 from secmoe_sim.spec.loading import load_cluster, load_scenario
@@ -25,8 +26,11 @@ def test_fit_recovers_known_parameters():
         fitted = gpu.peak_for("fp32") * gpu.efficiency(flops, "attention")
         assert fitted == pytest.approx(truth.peak_for("fp32") * truth.efficiency(flops, "attention"), rel=0.05)
     assert all(point.efficiency <= 1 for point in gpu.efficiency_table + gpu.attention_efficiency_table)
-    assert result.cluster.message_overhead == pytest.approx(ALPHA_S, rel=0.05)
+    stack = result.cluster.stack_settings().default
+    assert stack.kind == "host_staged" and stack.message_overhead == pytest.approx(ALPHA_S, rel=0.05)
     assert result.cluster.intra_node.bandwidth_per_direction == pytest.approx(BETA, rel=0.05)
+    curve = stack.efficiency["nvswitch"]  # alpha-beta data: every measurable size at the full rate
+    assert len(curve) >= 2 and all(0.9 <= knot.efficiency <= 1 for knot in curve)
 
 
 def test_error_table_small_on_model_data_and_reports_every_class():
@@ -68,7 +72,8 @@ def test_base_hardware_keeps_what_the_trace_does_not_measure():
     assert result.cluster.gpus_per_node == base.gpus_per_node and result.cluster.inter_node == base.inter_node
     assert result.cluster.intra_node.latency == base.intra_node.latency
     assert result.cluster.intra_node.bandwidth_per_direction == pytest.approx(BETA, rel=0.05)
-    assert result.cluster.message_overhead == pytest.approx(ALPHA_S - base.intra_node.latency, rel=0.05)
+    stack = result.cluster.stack_settings().default
+    assert stack.message_overhead == pytest.approx(ALPHA_S - base.intra_node.latency, rel=0.05)
 
 
 def test_trace_without_gemms_is_a_clear_error():
@@ -82,4 +87,19 @@ def test_trace_without_fabric_needs_base():
     no_comm = Trace(rows=trace.rows[trace.rows["primitive"] != "comm"], metadata=trace.metadata)
     with pytest.raises(CalibrationError, match="--base"):
         fit_trace(no_comm)
-    assert np.isfinite(fit_trace(no_comm, load_scenario("h100-nvlink-8").hardware).cluster.message_overhead)
+    kept = fit_trace(no_comm, load_scenario("h100-nvlink-8").hardware).cluster
+    assert kept.stack_settings() == load_scenario("h100-nvlink-8").hardware.stack_settings()
+
+
+def test_measured_stack_keeps_the_ramp_of_achieved_bandwidth():
+    """A sweep whose achieved bandwidth ramps from half the link to all of it gives that curve back."""
+    alpha_s, beta = 10e-6, 10e9
+    sizes = np.array([2.0**k for k in range(17, 25)])
+    share = np.interp(np.log(sizes), np.log([sizes[0], sizes[-1]]), [0.5, 1.0])
+    rows = pd.DataFrame({"bytes": sizes, "median_s": alpha_s + sizes / (beta * share)})
+    stack, bandwidth = measured_stack(
+        AlphaBeta("all_to_all", "nccl:intra_node", alpha_s, beta, len(sizes)), rows, "nvswitch", 1e-6
+    )
+    assert bandwidth == beta and stack.kind == "nccl" and stack.protocols[0].launch == pytest.approx(9e-6)
+    curve = stack.efficiency["nvswitch"]
+    assert [knot.efficiency for knot in curve] == pytest.approx(share[sizes / beta >= alpha_s].tolist(), rel=1e-9)

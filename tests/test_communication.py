@@ -22,7 +22,7 @@ from test_network_invariants import FAST, checking_observer, transfers
 from secmoe_sim import load_scenario, simulate
 from secmoe_sim.engine import run_plan
 from secmoe_sim.errors import ScenarioError
-from secmoe_sim.plan.communication import collective_cost, efficiency, one_message_s
+from secmoe_sim.plan.communication import Shape, collective_cost, efficiency, one_message_s
 from secmoe_sim.plan.steps import AllReduce, AllToAll, Message
 from secmoe_sim.plan.topology import Topology, ecmp_spine
 from secmoe_sim.spec.communication import (
@@ -98,11 +98,11 @@ def test_nccl_ring_all_reduce_pays_the_launch_once_and_the_step_latency_per_step
 
 def test_nccl_chooses_low_latency_for_small_and_simple_for_large_collectives():
     stack = NcclStack(kind="nccl")
-    small = collective_cost(stack, "all_reduce", 8, 8.0, "nvswitch", B)
-    large = collective_cost(stack, "all_reduce", 8, 1e9, "nvswitch", B)
+    small = collective_cost(stack, Shape("all_reduce", 8, 8.0, "nvswitch", B))
+    large = collective_cost(stack, Shape("all_reduce", 8, 1e9, "nvswitch", B))
     assert (small.protocol_name, large.protocol_name) == ("LL", "Simple")
     # LL128 is not used off NVLink: a PCIe all-reduce of a medium buffer goes LL or Simple
-    assert collective_cost(stack, "all_reduce", 8, 4e6, "pcie", 25e9).protocol_name in ("LL", "Simple")
+    assert collective_cost(stack, Shape("all_reduce", 8, 4e6, "pcie", 25e9)).protocol_name in ("LL", "Simple")
     # the time of an 8-byte exchange between two GPUs: LL's launch, then its step latency or the switch's
     assert one_message_s(stack, Topology(nvswitch_cluster()), 0, 1, 8.0) == pytest.approx(3.6e-6 + L + 8 * 4 / B, rel=1e-9)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import make_gpu
+from conftest import hand_plan, make_gpu
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -68,18 +68,7 @@ def layers(draw) -> LayerPlan:
     ring = draw(st.sampled_from([(), (AllReduce,), (AllGather,), (ReduceScatter,)]))
     tail = tuple(kind("ring", "ring", tuple(range(gpus)), draw(st.sampled_from([1e4, 4e6]))) for kind in ring)
     programs = tuple((exchange, Kernel("work", "ffn", f, 0.0), back) + tail for f in flops)
-    return LayerPlan(
-        architecture="test",
-        label="test",
-        num_experts=1,
-        sweep_mode="fixed_cluster",
-        cluster=cluster,
-        dtype="fp32",
-        programs=programs,
-        params=0.0,
-        weight_bytes_per_gpu=(0.0,) * gpus,
-        tokens=1,
-    )
+    return hand_plan(cluster, programs)
 
 
 def options(draw_algorithm: str, mode: str = "exact", tolerance: float = 0.05) -> NetworkOptions:

@@ -255,7 +255,9 @@ def test_plot_holds_further_grid_dimensions_at_a_chosen_value(tmp_path):
 
     path = tmp_path / "three.yaml"
     path.write_text(
-        SMALL.read_text().replace("axes:\n", 'axes:\n  - path: hardware.message_overhead\n    values: ["9 us", "10 us"]\n')
+        SMALL.read_text().replace(
+            "axes:\n", 'axes:\n  - path: communication.default.peer_overhead.pcie\n    values: ["9 us", "10 us"]\n'
+        )
     )
     out = tmp_path / "out"
     assert main(["sweep", str(path), "--out", str(out), "--quiet"]) == 0
@@ -265,13 +267,19 @@ def test_plot_holds_further_grid_dimensions_at_a_chosen_value(tmp_path):
         metadata,
         "workload.layer.seq_len",
         "hardware.intra_node.link_bandwidth_per_direction",
-        parse_at(metadata, ["hardware.message_overhead=10 us"]),
+        parse_at(metadata, ["communication.default.peer_overhead.pcie=10 us"]),
     )
-    assert caption == "hardware.message_overhead = 10 us" and np.allclose(plane["hardware.message_overhead"], 10e-6)
+    assert caption == "communication.default.peer_overhead.pcie = 10 us" and np.allclose(
+        plane["communication.default.peer_overhead.pcie"], 10e-6
+    )
     assert plane["point_id"].nunique() == 6
     default, caption = fix_other_axes(results, metadata, "workload.layer.seq_len", None, {})
-    assert "hardware.message_overhead = 9 us" in caption and np.allclose(default["hardware.message_overhead"], 9e-6)
-    assert main(["plot", str(out), "--x", "workload.layer.seq_len", "--at", "hardware.message_overhead=10 us"]) == 0
+    assert "communication.default.peer_overhead.pcie = 9 us" in caption and np.allclose(
+        default["communication.default.peer_overhead.pcie"], 9e-6
+    )
+    assert (
+        main(["plot", str(out), "--x", "workload.layer.seq_len", "--at", "communication.default.peer_overhead.pcie=10 us"]) == 0
+    )
 
 
 @pytest.mark.parametrize(

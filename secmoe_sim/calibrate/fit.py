@@ -2,8 +2,9 @@
 
 The simulator times a kernel as ``launches x launch overhead + max(FLOPs / (peak x efficiency(FLOPs)),
 bytes / memory bandwidth)`` (:mod:`secmoe_sim.plan.costs`), with the efficiency interpolated linearly
-in log FLOPs between table points, and a message as ``message_overhead + latency + bytes /
-bandwidth`` (:mod:`secmoe_sim.plan.topology`). The fit gives each of those numbers from measurements:
+in log FLOPs between table points, and a collective by its communication stack and the links
+(:mod:`secmoe_sim.plan.communication`, :mod:`secmoe_sim.plan.topology`). The fit gives each of
+those numbers from measurements:
 
 * ``kernel_launch_overhead``: the median per-op time of the loops of tiny ops;
 * ``memory_bandwidth``: one bandwidth for the memory-bound ops (copy, softmax, add), least squares
@@ -15,8 +16,10 @@ bandwidth`` (:mod:`secmoe_sim.plan.topology`). The fit gives each of those numbe
 * ``attention_efficiency_table``: the same for fused attention (non-causal kernels, when the trace
   has them: the causal ones check the cost model's half-the-FLOPs convention), with the peaks fixed;
 * alpha-beta of each communication path: ``time = alpha + bytes / beta`` per collective; the
-  all-to-all fit (the collective the simulator models) gives the fabric bandwidth and the
-  per-message overhead.
+  all-to-all sweep (the collective the simulator models) gives the stack (gloo: ``host_staged``
+  with ``alpha`` per message; NCCL: ``nccl`` with one ``measured`` protocol launching in
+  ``alpha``), the fabric bandwidth (the best any size achieved) and the stack's efficiency curve
+  (each size's share of that bandwidth).
 
 Every fit uses scipy's ``least_squares`` with a soft-L1 loss on log-time residuals, so a few timings
 disturbed by other processes do not drag a fit. Each op class keeps every fourth shape (ordered by size)
@@ -38,6 +41,8 @@ from scipy.optimize import least_squares
 from secmoe_sim.calibrate import CalibrationError
 from secmoe_sim.calibrate.trace import Trace, gemm_counts, launch_overhead_s, row_kernel
 from secmoe_sim.plan.costs import Kernel, RooflineTimer
+from secmoe_sim.plan.topology import Topology
+from secmoe_sim.spec.communication import Communication, EfficiencyKnot, HostStagedStack, LinkClass, NcclStack, Protocol, Stack
 from secmoe_sim.spec.hardware import GPU, Cluster, Dtype, EfficiencyPoint, NVSwitchFabric, PCIeFabric
 
 HOLDOUT_EVERY = 4  # every fourth shape of a class (ordered by size) is held out of the fit
@@ -281,6 +286,34 @@ def _fit_links(rows: pd.DataFrame) -> list[AlphaBeta]:
     return links
 
 
+def measured_stack(link: AlphaBeta, rows: pd.DataFrame, link_class: LinkClass, floor_s: float) -> tuple[Stack, float]:
+    """The stack the collective sweep measured, and the link bandwidth it implies.
+
+    The bandwidth is the alpha-beta fit's ``beta``; the efficiency curve is what each measured size
+    achieved, ``size / (time - alpha)``, as a share of it (at most 1), so the ramp of achieved
+    bandwidth with message size is kept, not just its asymptote. Only sizes whose bytes take at
+    least ``alpha`` at ``beta`` are knots: below that the time is the fixed cost and the achieved
+    bandwidth is noise (the curve clamps to its first knot). ``alpha`` less the fabric's latency
+    ``floor_s`` is the fixed cost: per message for gloo (a host-staged library), the launch of a
+    collective for NCCL (one protocol, ``measured``).
+    """
+    by_size = rows.groupby("bytes", sort=True)["median_s"].median()
+    sizes, times = by_size.index.to_numpy(dtype=float), by_size.to_numpy(dtype=float)
+    measurable = sizes / link.beta_bytes_per_s >= link.alpha_s
+    shares = sizes / np.maximum(times - link.alpha_s, 1e-12) / link.beta_bytes_per_s
+    curve = [
+        EfficiencyKnot(size=float(size), efficiency=float(np.clip(share, 1e-6, 1.0)))
+        for size, share in zip(sizes[measurable], shares[measurable])
+    ]
+    bandwidth = link.beta_bytes_per_s
+    fixed_s = max(0.0, link.alpha_s - floor_s)
+    efficiency: dict[LinkClass, list[EfficiencyKnot]] = {link_class: curve} if curve else {}
+    if link.path.startswith("nccl"):
+        protocol = Protocol(name="measured", launch=fixed_s, step_latency={link_class: floor_s}, bandwidth_fraction=1.0)
+        return NcclStack(kind="nccl", protocols=[protocol], efficiency=efficiency), bandwidth
+    return HostStagedStack(kind="host_staged", message_overhead=fixed_s, efficiency=efficiency), bandwidth
+
+
 def _cluster(gpu: GPU, links: tuple[AlphaBeta, ...], trace: Trace, base: Cluster | None, sources: dict) -> Cluster:
     fabric_link = next((link for link in links if link.op == COMM_FABRIC_OP), None)
     if base is None and fabric_link is None:
@@ -290,6 +323,10 @@ def _cluster(gpu: GPU, links: tuple[AlphaBeta, ...], trace: Trace, base: Cluster
         sources["intra_node"] = "not measured (no all-to-all rows): kept from the base hardware"
         return base.model_copy(update={"gpu": gpu})
     described = f"{fabric_link.path} {fabric_link.op}, {fabric_link.rows_used} sizes"
+    rows = trace.rows[
+        (trace.rows["primitive"] == "comm") & (trace.rows["op"] == fabric_link.op) & (trace.rows["path"] == fabric_link.path)
+    ]
+    stack_name = "nccl (one measured protocol)" if fabric_link.path.startswith("nccl") else "host_staged (gloo)"
     if base is None:
         device = trace.metadata.get("device", "device")
         world_size = int(trace.metadata.get("comm_world_size", 1))
@@ -299,26 +336,33 @@ def _cluster(gpu: GPU, links: tuple[AlphaBeta, ...], trace: Trace, base: Cluster
             else "1: the CPU is one device; the fabric below is the loopback link between two processes "
             "on it, used only if gpus_per_node is raised"
         )
-        sources["intra_node.bandwidth_per_direction"] = f"1 / beta of the alpha-beta fit ({described})"
-        sources["intra_node.latency"] = "0: the alpha-beta fit does not split alpha; all of it is per-message overhead"
-        sources["message_overhead"] = f"alpha of the alpha-beta fit ({described})"
+        stack, bandwidth = measured_stack(fabric_link, rows, "nvswitch", 0.0)
+        sources["intra_node.bandwidth_per_direction"] = f"the best achieved bandwidth of the sweep ({described})"
+        sources["intra_node.latency"] = "0: the alpha-beta fit does not split alpha; all of it is the stack's fixed cost"
+        sources["communication"] = f"{stack_name}: alpha of the alpha-beta fit as its fixed cost, efficiency per measured size"
         return Cluster(
             name=f"calibrated-{device}",
             gpu=gpu,
             nodes=1,
             gpus_per_node=1 if device == "cpu" else world_size,
-            intra_node=NVSwitchFabric(kind="nvswitch", bandwidth_per_direction=fabric_link.beta_bytes_per_s, latency=0.0),
-            message_overhead=fabric_link.alpha_s,
+            intra_node=NVSwitchFabric(kind="nvswitch", bandwidth_per_direction=bandwidth, latency=0.0),
+            communication=Communication(default=stack),
         )
     fabric = base.intra_node
+    link_class: LinkClass = Topology(base).intra_class
+    stack, bandwidth = measured_stack(fabric_link, rows, link_class, fabric.latency)
     field = "bandwidth_per_direction" if isinstance(fabric, NVSwitchFabric) else "link_bandwidth_per_direction"
-    fabric = fabric.model_copy(update={field: fabric_link.beta_bytes_per_s})
-    sources[f"intra_node.{field}"] = f"1 / beta of the alpha-beta fit ({described})"
-    sources["message_overhead"] = f"alpha of the alpha-beta fit ({described}) minus the base fabric latency"
+    fabric = fabric.model_copy(update={field: bandwidth})
+    sources[f"intra_node.{field}"] = f"the best achieved bandwidth of the sweep ({described})"
+    sources["communication"] = (
+        f"{stack_name}: alpha of the alpha-beta fit ({described}) minus the base fabric latency as its fixed cost, "
+        "efficiency per measured size"
+    )
     if isinstance(fabric, PCIeFabric):
         sources["intra_node.host_bridge_bandwidth_per_direction"] = "kept from the base hardware"
-    overhead = max(0.0, fabric_link.alpha_s - fabric.latency)
-    return base.model_copy(update={"gpu": gpu, "intra_node": fabric, "message_overhead": overhead})
+    return base.model_copy(
+        update={"gpu": gpu, "intra_node": fabric, "message_overhead": None, "communication": Communication(default=stack)}
+    )
 
 
 # --- errors -----------------------------------------------------------------------------------

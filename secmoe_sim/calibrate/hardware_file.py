@@ -49,6 +49,11 @@ def _scalar(value) -> str:
     return json.dumps(value)
 
 
+def _flow(value: dict | list) -> str:
+    """A nested value on one line, in YAML flow style."""
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=2**31).strip()
+
+
 def _emit(node: dict, comments: dict[str, str], prefix: str = "", depth: int = 0) -> list[str]:
     lines = []
     for key, value in node.items():
@@ -56,14 +61,15 @@ def _emit(node: dict, comments: dict[str, str], prefix: str = "", depth: int = 0
         indent = INDENT * depth
         if path in comments:
             lines.append(f"{indent}# {comments[path]}")
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             lines.append(f"{indent}{key}:")
             lines += _emit(value, comments, f"{path}.", depth + 1)
-        elif isinstance(value, list):
+        elif isinstance(value, list) and all(isinstance(item, dict) for item in value):
             lines.append(f"{indent}{key}:")
             for item in value:
-                inner = ", ".join(f"{k}: {_scalar(v)}" for k, v in item.items())
-                lines.append(f"{indent}{INDENT}- {{{inner}}}")
+                lines.append(f"{indent}{INDENT}- {_flow(item)}")
+        elif isinstance(value, dict | list):
+            lines.append(f"{indent}{key}: {_flow(value)}")
         else:
             lines.append(f"{indent}{key}: {_scalar(value)}")
     return lines

@@ -169,14 +169,16 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
     from secmoe_sim.analysis.fidelity import fidelity_table
-    from secmoe_sim.report.fidelity import write_fidelity
+    from secmoe_sim.report.fidelity import summary_markdown, write_fidelity
 
-    table, efficiency = fidelity_table()
+    fidelity = fidelity_table()
     out_dir = Path(args.out) if args.out else DEFAULT_OUT / "fidelity"
-    paths = write_fidelity(table, efficiency, out_dir)
+    paths = write_fidelity(fidelity, out_dir)
+    table = fidelity.table
     shown = table.drop(columns=["source"]).assign(rel_error=table["rel_error"].map(lambda v: f"{v:.1%}"))
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"\nefficiency factors: NVLink {efficiency.nvlink:.3f}, RDMA {efficiency.rdma:.3f} of line rate")
+    print()
+    print(summary_markdown(fidelity))
     print(f"wrote {', '.join(p.name for p in paths)} to {out_dir}/")
     return 0
 

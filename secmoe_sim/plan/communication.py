@@ -22,7 +22,7 @@ for an all-to-all (every peer at once, as NCCL's grouped send/receive does).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -75,7 +75,7 @@ class CollectiveCost:
         if isinstance(self.stack, HostStagedStack):
             post_s = self.stack.message_overhead
         elif isinstance(self.stack, NcclStack) and self.kind == "all_to_all":
-            post_s = self.stack.peer_overhead
+            post_s = self.stack.peer_overhead.get(link_class, 0.0)
         return MessageCost(post_s=post_s, latency_floor_s=floor_s, wire_factor=wire_factor)
 
     def messages(self, payload_bytes: np.ndarray, link_classes: np.ndarray) -> list[MessageCost]:
@@ -108,21 +108,44 @@ def ring_steps(kind: CollectiveKind, ranks: int) -> int:
     return 1
 
 
-def nccl_predicted_s(
-    protocol: Protocol,
-    stack: NcclStack,
-    kind: CollectiveKind,
-    ranks: int,
-    bytes_per_rank: float,
-    link_class: LinkClass,
-    bandwidth_bytes_per_s: float,
-) -> float:
-    """NCCL's predicted time of the collective with ``protocol`` (inf where the protocol is not used on the class)."""
-    if link_class not in protocol.step_latency:
+@dataclass(frozen=True)
+class Shape:
+    """What a collective's cost depends on: its kind and size, and the hops of its messages.
+
+    ``link_class`` and ``bandwidth_bytes_per_s`` are the slowest hop's (one channel's); a ring that
+    crosses nodes has ``hop_share`` of its hops on that class and the rest on ``other_class``.
+    """
+
+    kind: CollectiveKind
+    ranks: int
+    bytes_per_rank: float
+    link_class: LinkClass
+    bandwidth_bytes_per_s: float
+    channels: int = 1
+    hop_share: float = 1.0
+    other_class: LinkClass | None = None
+
+    def latency_steps(self) -> dict[LinkClass, float]:
+        """Steps on the critical chain per link class: a ring's chain of hops, or one step of an all-to-all."""
+        steps = float(ring_steps(self.kind, self.ranks))
+        if self.other_class is None or self.hop_share >= 1.0:
+            return {self.link_class: steps}
+        return {self.link_class: steps * self.hop_share, self.other_class: steps * (1.0 - self.hop_share)}
+
+
+def nccl_predicted_s(protocol: Protocol, stack: NcclStack, shape: Shape) -> float:
+    """NCCL's predicted time of the collective with ``protocol``: launch, the step latency of every step on
+    the critical chain by its link class, and the moved bytes at the protocol's share of the channels'
+    bandwidth (inf where the protocol is not used on a class the collective crosses)."""
+    steps = shape.latency_steps()
+    if any(link_class not in protocol.step_latency for link_class in steps):
         return math.inf
-    moved, message = moved_bytes(kind, ranks, bytes_per_rank)
-    rate = bandwidth_bytes_per_s * protocol.bandwidth_fraction * efficiency(stack.efficiency.get(link_class), message)
-    return protocol.launch + ring_steps(kind, ranks) * protocol.step_latency[link_class] + moved / rate
+    moved, message = moved_bytes(shape.kind, shape.ranks, shape.bytes_per_rank)
+    message /= shape.channels
+    curve = stack.efficiency.get(shape.link_class)
+    rate = shape.channels * shape.bandwidth_bytes_per_s * protocol.bandwidth_fraction * efficiency(curve, message)
+    latency_s = sum(count * protocol.step_latency[link_class] for link_class, count in steps.items())
+    return protocol.launch + latency_s + moved / rate
 
 
 def moved_bytes(kind: CollectiveKind, ranks: int, bytes_per_rank: float) -> tuple[float, float]:
@@ -135,21 +158,17 @@ def moved_bytes(kind: CollectiveKind, ranks: int, bytes_per_rank: float) -> tupl
     return bytes_per_rank * steps / ranks, bytes_per_rank / ranks
 
 
-def collective_cost(
-    stack: Stack, kind: CollectiveKind, ranks: int, bytes_per_rank: float, link_class: LinkClass, bandwidth_bytes_per_s: float
-) -> CollectiveCost:
-    """The cost of one collective among ``ranks`` GPUs moving ``bytes_per_rank`` (the per-rank buffer of an
-    all-reduce or all-gather; the bytes a rank sends in an all-to-all), its slowest messages on ``link_class``."""
+def collective_cost(stack: Stack, shape: Shape) -> CollectiveCost:
+    """The cost of one collective of ``shape`` moved by ``stack``: NCCL's protocol by lowest predicted
+    time, a GPU-initiated kernel's start, or nothing up front for a host-staged library."""
+    kind = shape.kind
     if isinstance(stack, NcclStack):
-        protocol = min(
-            stack.protocols,
-            key=lambda p: nccl_predicted_s(p, stack, kind, ranks, bytes_per_rank, link_class, bandwidth_bytes_per_s),
-        )
-        if link_class not in protocol.step_latency:  # no protocol covers the class: the last one, without a floor
+        protocol = min(stack.protocols, key=lambda p: nccl_predicted_s(p, stack, shape))
+        if not math.isfinite(nccl_predicted_s(protocol, stack, shape)):  # no protocol covers the classes: the last
             protocol = stack.protocols[-1]
         return CollectiveCost(stack=stack, start_s=protocol.launch, protocol=protocol, kind=kind)
     if isinstance(stack, GpuInitiatedStack):
-        peers = max(ranks - 1, 0)
+        peers = max(shape.ranks - 1, 0)
         rounds = math.ceil(peers / stack.parallel_peers) if peers else 0
         return CollectiveCost(stack=stack, start_s=stack.kernel + rounds * stack.per_peer, kind=kind)
     return CollectiveCost(stack=stack, start_s=0.0, kind=kind)
@@ -165,6 +184,25 @@ def collective_kind(collective: Collective) -> CollectiveKind:
         return "all_gather"
     assert isinstance(collective, ReduceScatter)
     return "reduce_scatter"
+
+
+def ring_channels(gpus: tuple[int, ...], topology: Topology) -> list[tuple[int, ...]]:
+    """The rings a ring collective runs on, each carrying an equal part of the buffer.
+
+    Inside one node: one ring, in the given order. Across nodes with the same number of members on
+    each: one ring per member, NCCL's channels: ring ``r`` visits the nodes in order and each node's
+    members rotated by ``r``, so it enters a node at its ``r``-th member and leaves at the one
+    before, and every member's NIC sends for one ring and receives for one. Unevenly filled nodes:
+    one ring.
+    """
+    nodes: dict[int, list[int]] = {}
+    for gpu in gpus:
+        nodes.setdefault(topology.cluster.node_of(gpu), []).append(gpu)
+    sizes = {len(members) for members in nodes.values()}
+    if len(nodes) == 1 or len(sizes) != 1:
+        return [gpus]
+    width = sizes.pop()
+    return [tuple(gpu for members in nodes.values() for gpu in members[r:] + members[:r]) for r in range(width)]
 
 
 def price_collective(communication: Communication, collective: Collective, topology: Topology) -> CollectiveCost:
@@ -186,7 +224,13 @@ def price_collective(communication: Communication, collective: Collective, topol
     else:
         bytes_per_rank = collective.payload_bytes
     link_class, bandwidth = topology.slowest_hop(gpus)
-    return collective_cost(communication.stack_for(kind), kind, len(gpus), bytes_per_rank, link_class, bandwidth)
+    shape = Shape(kind, len(gpus), bytes_per_rank, link_class, bandwidth)
+    if not isinstance(collective, AllToAll):
+        rings = ring_channels(gpus, topology)
+        crossings = len({topology.cluster.node_of(gpu) for gpu in gpus})
+        if crossings > 1:  # each ring crosses into every node once: that share of its hops is on the network
+            shape = replace(shape, channels=len(rings), hop_share=crossings / len(gpus), other_class=topology.intra_class)
+    return collective_cost(communication.stack_for(kind), shape)
 
 
 def one_message_s(stack: Stack, topology: Topology, src: int, dst: int, payload_bytes: float = 0.0) -> float:
@@ -194,7 +238,7 @@ def one_message_s(stack: Stack, topology: Topology, src: int, dst: int, payload_
     the collective's start, the message's posting, the route's latency (raised to the stack's floor) and
     the wire bytes over each stage."""
     link_class, bandwidth = topology.slowest_hop((src, dst))
-    cost = collective_cost(stack, "all_to_all", 2, payload_bytes, link_class, bandwidth)
+    cost = collective_cost(stack, Shape("all_to_all", 2, payload_bytes, link_class, bandwidth))
     message = cost.message(payload_bytes, link_class)
     stages = topology.route(src, dst)
     latency_s = max(sum(stage.latency_s for stage in stages), message.latency_floor_s)

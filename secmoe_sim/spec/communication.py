@@ -112,10 +112,10 @@ class NcclStack(_Curves):
         max_length=8,
         description="the protocols NCCL may choose from; absent: LL, LL128 and Simple as NCCL's tuning model states them",
     )
-    peer_overhead: Duration = Field(
-        default=0.0,
-        description="all-to-all only: cost per peer of a grouped send/receive, paid serially at the sender "
-        "(NCCL's point-to-point work is queued per peer)",
+    peer_overhead: dict[LinkClass, Duration] = Field(
+        default_factory=dict,
+        description="all-to-all only: cost per peer of a grouped send/receive over each link class, paid serially "
+        "at the sender (network peers are served by NCCL's CPU proxy one after another); absent classes: 0",
     )
 
 
@@ -175,7 +175,8 @@ class Communication(StrictModel):
                     )
                     for p in stack.protocols
                 ]
-                return stack.model_copy(update={"protocols": protocols, "peer_overhead": stack.peer_overhead * factor})
+                peers = {link_class: cost * factor for link_class, cost in stack.peer_overhead.items()}
+                return stack.model_copy(update={"protocols": protocols, "peer_overhead": peers})
             if isinstance(stack, GpuInitiatedStack):
                 return stack.model_copy(update={"kernel": stack.kernel * factor, "per_peer": stack.per_peer * factor})
             return stack.model_copy(update={"message_overhead": stack.message_overhead * factor})

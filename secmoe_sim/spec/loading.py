@@ -26,6 +26,8 @@ from secmoe_sim.spec.paths import path_error, with_value
 from secmoe_sim.spec.scenario import Scenario
 
 SHIPPED_SCENARIOS = "scenarios"
+SHIPPED_STACKS = "stacks"
+STACK_SLOTS = ("default", "all_to_all", "all_reduce", "all_gather", "reduce_scatter")
 
 
 def shipped_scenario_names() -> list[str]:
@@ -65,6 +67,7 @@ def load_scenario(path_or_name: str | Path) -> Scenario:
     if isinstance(hardware, str):
         data = {**data, "hardware": _load_included_cluster(path, hardware)}
     data = _with_routing_counts_read(path, data, tree)
+    data = _with_stack_files_read(path, data, tree)
     try:
         return Scenario.model_validate(data)
     except ValidationError as error:
@@ -113,6 +116,45 @@ def _read_counts(scenario_path: Path, name: object, field: str, line: int | None
         return [float(token) for token in tokens]
     except ValueError as error:
         raise ScenarioError(str(counts_path), "", f"token counts must be numbers: {error}") from None
+
+
+def shipped_stack_names() -> list[str]:
+    """The names of the communication stacks shipped in the package (``secmoe_sim/stacks``), sorted."""
+    folder = resources.files("secmoe_sim") / SHIPPED_STACKS
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _with_stack_files_read(scenario_path: Path, data: dict, tree: yaml.Node | None) -> dict:
+    """Every stack of ``communication`` given as a string, read: a file relative to the scenario, or a
+    shipped stack by name (``nccl-fidelity``: NCCL as the fidelity table fitted it)."""
+    communication = data.get("communication")
+    if not isinstance(communication, dict):
+        return data
+    resolved = dict(communication)
+
+    def read(name: object, where: list[str | int]) -> object:
+        if not isinstance(name, str):
+            return name
+        found = scenario_path.parent / name if (scenario_path.parent / name).is_file() else file_or_shipped(name, SHIPPED_STACKS)
+        if found is None or not found.is_file():
+            raise ScenarioError(
+                str(scenario_path),
+                format_path(where),
+                f"no stack file {name!r} next to the scenario and no shipped stack of that name "
+                f"(shipped: {', '.join(shipped_stack_names())})",
+                yaml_line(tree, where),
+            )
+        stack, _ = read_yaml(found)
+        return stack
+
+    for slot in STACK_SLOTS:
+        if slot in resolved:
+            resolved[slot] = read(resolved[slot], ["communication", slot])
+    if isinstance(resolved.get("architectures"), dict):
+        resolved["architectures"] = {
+            label: read(stack, ["communication", "architectures", label]) for label, stack in resolved["architectures"].items()
+        }
+    return {**data, "communication": resolved}
 
 
 def _load_included_cluster(scenario_path: Path, include: str) -> Cluster:

@@ -86,6 +86,16 @@ class Scenario(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _one_place_for_the_stack(self) -> Scenario:
+        if self.communication is not None and (self.hardware.message_overhead is not None or self.hardware.communication):
+            raise FieldIssue(
+                ("communication",),
+                "the hardware names its own stack (message_overhead or communication), which this would silently "
+                "replace: name the stack in one place",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _stacks_name_entries(self) -> Scenario:
         labels = {arch.name for arch in self.workload.architectures}
         for label in self.communication.architectures if self.communication is not None else {}:
