@@ -115,3 +115,16 @@ def test_roofline_time_and_efficiency_table():
     memory_bound = Kernel("copy", "pre", flops=1.0, traffic_bytes=1e6)
     assert kernel_time_s(memory_bound, gpu, "fp32") == pytest.approx(1e-3)
     assert launch_time_s(Kernel("x", "pre", 1, 1, launches=3), gpu) == pytest.approx(15e-6)
+
+
+def test_weight_bytes_of_an_op_over_many_sequences_are_counted_once():
+    """One GEMM over S sequences reads its weights once; its activations S times; E experts' copies E times."""
+    one = costs.qkv_projection(64, 128, 2)
+    weights = 3 * 128**2 * 2
+    assert one.weight_bytes == weights
+    over = one.scaled(8)
+    assert over.traffic_bytes == pytest.approx((one.traffic_bytes - weights) * 8 + weights)
+    assert over.flops == pytest.approx(one.flops * 8) and over.weight_bytes == weights
+    experts = one.scaled(8 * 4, weight_copies=4)  # 4 experts, 8 sequences each, as one op
+    assert experts.traffic_bytes == pytest.approx((one.traffic_bytes - weights) * 32 + 4 * weights)
+    assert one.sharded(2).weight_bytes == weights / 2 and one.backward().weight_bytes == 2 * weights

@@ -2,8 +2,10 @@
 
 One multiply-add counts as 2 FLOP. Counts are per *sequence* of ``tokens`` tokens at ``width``
 features unless said otherwise; the op graph (:mod:`secmoe_sim.plan.steps`) multiplies them by the
-number of sequences a GPU works on. Memory traffic counts bytes read plus bytes written once each
-(no cache reuse). Weights of norms and biases are left out of parameter counts (they are
+number of sequences a GPU works on, except the weights: one kernel over many sequences reads its
+weights once (``weight_bytes``, the weight term of the traffic, is not multiplied; copies of an op
+over several experts each read their own). Memory traffic counts bytes read plus bytes written
+once each (no other cache reuse). Weights of norms and biases are left out of parameter counts (they are
 O(d), against O(d^2) for the projections).
 
 Formulas (``N`` tokens, ``w`` width, ``f`` FFN multiplier, ``b`` bytes per element):
@@ -59,17 +61,22 @@ class Kernel:
     primitive: str = "memory"
     shape: tuple[tuple[str, float], ...] = ()
     is_backward: bool = False
+    weight_bytes: float = 0.0  # the part of traffic_bytes that reads the op's weights
 
-    def scaled(self, factor: float) -> Kernel:
-        """The same op over ``factor`` times as much data (e.g. more sequences in one kernel)."""
+    def scaled(self, factor: float, weight_copies: float = 1.0) -> Kernel:
+        """The same op over ``factor`` times as much data (more sequences in one kernel), whose weights
+        are read once per copy: ``weight_copies`` distinct weight sets (experts run as one op), 1 by default."""
         shape = self.shape
         if shape:
             (first, value), *rest = shape
             shape = ((first, value * factor), *rest)
+        activations = self.traffic_bytes - self.weight_bytes
+        weights = self.weight_bytes * weight_copies
         return replace(
             self,
             flops=self.flops * factor,
-            traffic_bytes=self.traffic_bytes * factor,
+            traffic_bytes=activations * factor + weights,
+            weight_bytes=weights,
             activation_bytes=self.activation_bytes * factor,
             workspace_bytes=self.workspace_bytes * factor,
             shape=shape,
@@ -82,6 +89,7 @@ class Kernel:
             self,
             flops=self.flops / parts,
             traffic_bytes=self.traffic_bytes / parts,
+            weight_bytes=self.weight_bytes / parts,
             activation_bytes=self.activation_bytes / parts,
             workspace_bytes=self.workspace_bytes / parts,
             shape=tuple((key, value / parts if key == split else value) for key, value in self.shape),
@@ -94,6 +102,7 @@ class Kernel:
             name=f"{self.name}.backward",
             flops=self.flops * BACKWARD_FLOP_FACTOR,
             traffic_bytes=self.traffic_bytes * BACKWARD_FLOP_FACTOR,
+            weight_bytes=self.weight_bytes * BACKWARD_FLOP_FACTOR,
             activation_bytes=0.0,
             is_backward=True,
         )
@@ -162,6 +171,7 @@ def qkv_projection(tokens: float, width: float, b: int) -> Kernel:
         2 * 3 * tokens * width**2,
         (tokens * width + 3 * width**2 + 3 * tokens * width) * b,
         activation_bytes=3 * tokens * width * b,
+        weight_bytes=3 * width**2 * b,
         **_gemm(tokens, width, 3 * width),
     )
 
@@ -198,6 +208,7 @@ def out_projection(tokens: float, width: float, b: int) -> Kernel:
         2 * tokens * width**2,
         (2 * tokens * width + width**2) * b,
         activation_bytes=tokens * width * b,
+        weight_bytes=width**2 * b,
         **_gemm(tokens, width, width),
     )
 
@@ -211,6 +222,7 @@ def ffn(tokens: float, width: float, multiplier: float, b: int, group: str = "ff
         (2 * tokens * width + 2 * width * hidden + 2 * tokens * hidden) * b,
         activation_bytes=(tokens * hidden + tokens * width) * b,
         workspace_bytes=tokens * hidden * b,
+        weight_bytes=2 * width * hidden * b,
         **_gemm(tokens, width, hidden, count=2),
     )
 
@@ -235,6 +247,7 @@ def mixing_projection(tokens: float, width: float, b: int) -> Kernel:
         2 * tokens * width**2,
         (2 * tokens * width + width**2) * b,
         activation_bytes=tokens * width * b,
+        weight_bytes=width**2 * b,
         **_gemm(tokens, width, width),
     )
 
@@ -246,6 +259,7 @@ def router(tokens: float, width: float, num_experts: int, b: int) -> Kernel:
         2 * tokens * width * num_experts,
         (tokens * width + width * num_experts + tokens * num_experts) * b,
         activation_bytes=tokens * num_experts * b,
+        weight_bytes=width * num_experts * b,
         **_gemm(tokens, width, num_experts),
     )
 

@@ -134,7 +134,7 @@ def sectional_plan(
         forward[gpu] += nonzero([k.scaled(sequences[gpu]) for k in pre])
         if scatter.messages:
             forward[gpu].append(scatter)
-        forward[gpu] += nonzero([replace(k.scaled(served * local_experts), launches=launches) for k in experts])
+        forward[gpu] += nonzero([replace(k.scaled(served * local_experts, local_experts), launches=launches) for k in experts])
         if scatter.messages:
             forward[gpu].append(replace(scatter.transposed(), key=f"gather[{group_index}]", name="gather"))
         forward[gpu] += nonzero([k.scaled(sequences[gpu]) for k in post])

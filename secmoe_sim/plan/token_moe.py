@@ -112,8 +112,9 @@ def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, r
         group_index = gpu // len(placement.groups[0])
         dispatch = dispatches[group_index]
         loads = expert_tokens[gpu]
-        expert_kernel = costs.ffn(sum(loads), d, expert_ffn_multiplier(layer, arch), b, group="ffn")
-        expert_kernel = replace(expert_kernel, name="expert.ffn", launches=max(1, len(loads)))
+        experts_here = max(1, len(loads))
+        expert_kernel = costs.ffn(1.0, d, expert_ffn_multiplier(layer, arch), b, group="ffn").scaled(sum(loads), experts_here)
+        expert_kernel = replace(expert_kernel, name="expert.ffn", launches=experts_here)
         combine = replace(dispatch.transposed(), key=f"combine[{group_index}]", name="combine")
         if arch.overlap_degree > 1:
             forward[gpu].append(_overlapped(dispatch, nonzero([expert_kernel]), combine, arch.overlap_degree))
