@@ -9,7 +9,8 @@ Summary time columns, all for one layer (the definitions the README repeats):
 
 * ``wall_clock_s``: from the start to the last GPU's finish;
 * ``compute_s``: kernel time of the GPU that finishes last (the critical GPU), launch excluded;
-* ``launch_s``: that GPU's kernel-launch overhead;
+* ``launch_s``: the time that GPU waited for its host to issue the next op (exposed host time:
+  framework dispatch and kernel launch that the host could not do ahead of the GPU);
 * ``communication_s``: the union of the intervals in which that GPU has a transfer in flight
   (sending or receiving);
 * ``exposed_communication_s``: ``wall_clock_s - compute_s - launch_s``, the time its compute stream
@@ -169,7 +170,8 @@ def summarize(run: SimulationRun, scenario: Scenario) -> dict:
     critical = int(np.argmax(finished))
     kernels = timeline[(timeline["kind"] == "kernel") & (timeline["gpu"] == critical)]
     compute_s = float((kernels["finished_at"] - kernels["started_at"] - kernels["launch_s"]).sum())
-    launch_s = float(kernels["launch_s"].sum())
+    waiting = timeline[timeline["kind"].isin(("kernel", "host_wait"))]
+    launch_s = float(waiting.loc[waiting["gpu"] == critical, "launch_s"].sum())
     transfers = timeline[timeline["kind"] == "transfer"]
     touching = transfers[(transfers["src"] == critical) | (transfers["dst"] == critical)]
     communication_s = interval_union_s(touching["started_at"].to_numpy(), touching["finished_at"].to_numpy())
@@ -201,7 +203,7 @@ def summarize(run: SimulationRun, scenario: Scenario) -> dict:
         "overhead_s": wall_clock_s - compute_s,
         "critical_gpu": critical,
         "compute_all_gpus_s": compute_all_gpus_s,
-        "launch_all_gpus_s": float(all_kernels["launch_s"].sum()),
+        "launch_all_gpus_s": float(waiting["launch_s"].sum()),
         "send_busy_all_gpus_s": send_busy_all_gpus_s,
         "peak_memory_bytes": peak_memory,
         "memory_capacity_bytes": plan.cluster.gpu.memory_capacity,

@@ -16,7 +16,8 @@ def test_fit_recovers_known_parameters():
     truth = known_gpu()
     result = fit_trace(synthetic_trace(noise=0.01))
     gpu = result.cluster.gpu
-    assert gpu.kernel_launch_overhead == pytest.approx(LAUNCH_S, rel=0.03)
+    assert gpu.host_overhead_per_op == pytest.approx(LAUNCH_S, rel=0.03) and gpu.kernel_launch_overhead == 0
+    assert gpu.launch_queue_depth == 1  # a CPU trace: the host runs each op itself
     assert gpu.memory_bandwidth == pytest.approx(BANDWIDTH, rel=0.03)
     for flops in (1e5, 1e6, 1e7, 1e8, 1e9):  # achieved GEMM and attention rates, not peak and efficiency apart
         assert gpu.peak_for("fp32") * gpu.efficiency(flops) == pytest.approx(

@@ -243,10 +243,24 @@ def test_leaf_spine_conserves_bytes_respects_capacity_and_is_never_faster_than_n
     inter = cluster.inter_node
     assert inter is not None
     flat = cluster.model_copy(update={"inter_node": InterNodeFabric(**{**inter.model_dump(), **NON_BLOCKING})})
-    for network in (PORTS, FLOWS):
-        blocking_s = max(run_plan(plan, network=network).finished_at)
-        non_blocking_s = max(run_plan(hand_plan(flat, [[collective]] * gpus), network=network).finished_at)
-        assert blocking_s >= non_blocking_s * (1 - 1e-9)
+    # On the port model (a max-plus system) less capacity never makes anything earlier. Max-min fair
+    # sharing is not monotone: a congested uplink can slow some flows enough that a NIC they shared
+    # serves another flow sooner (this test found a burst ending 0.06% earlier), so on flows the
+    # property is checked on uniform exchanges below.
+    blocking_s = max(run_plan(plan, network=PORTS).finished_at)
+    non_blocking_s = max(run_plan(hand_plan(flat, [[collective]] * gpus), network=PORTS).finished_at)
+    assert blocking_s >= non_blocking_s * (1 - 1e-9)
+
+
+@pytest.mark.parametrize("rail_optimized", [False, True])
+def test_uniform_exchange_on_flows_slows_with_oversubscription(rail_optimized):
+    free = Communication(default=GpuInitiatedStack(kind="gpu_initiated", kernel=0, per_peer=0))
+    times = []
+    for oversubscription in (1.0, 1.5, 2.0, 4.0):
+        cluster = leaf_spine_cluster(4, 2, 1, oversubscription=oversubscription, rail_optimized=rail_optimized)
+        plan = hand_plan(cluster, [[exchange(tuple(range(8)), S)]] * 8)
+        times.append(max(run_plan(plan, network=FLOWS, communication=free).finished_at))
+    assert times == sorted(times) and times[-1] > times[0]
 
 
 NON_BLOCKING = {"nodes_per_leaf": None, "oversubscription": 1.0, "rail_optimized": False, "spines": 1, "ecmp": False}

@@ -52,8 +52,10 @@ def test_one_gemm_at_known_efficiency():
     cluster = make_cluster(gpus_per_node=1, gpu=gpu)
     gemm = Kernel("gemm", "projection", flops=1e9, traffic_bytes=1e3)  # log-halfway: efficiency 0.5
     run = run_plan(hand_plan(cluster, [[gemm]]))
-    row = run.timeline.iloc[0]
-    assert row.launch_s == pytest.approx(4e-6)
+    host = run.timeline[run.timeline["stream"] == "host"].iloc[0]
+    row = run.timeline[run.timeline["kind"] == "kernel"].iloc[0]
+    assert (host.started_at, host.finished_at) == (0.0, pytest.approx(4e-6))  # the host issues it
+    assert row.launch_s == pytest.approx(4e-6)  # the GPU waited for that: exposed host time
     assert row.finished_at - row.started_at == pytest.approx(4e-6 + 1e9 / (0.5 * 1e12))
 
 
@@ -69,7 +71,10 @@ def test_two_gpu_scatter_gather_by_hand():
     section_bytes = n * w * 4  # one sequence's section, fp32
     sequences_served = 2
     expert_flops = sequences_served * (2 * 3 * n * w**2 + 2 * 2 * n**2 * w + 2 * n * w**2)
-    expected = 2 * one_transfer_s(section_bytes) + 3 * 1e-6 + expert_flops / 1e12
+    # the host issues the scatter (1 us, the GPU waits for it), then the three expert kernels and the
+    # gather while the scatter is in flight, so only the first issue is exposed
+    assert one_transfer_s(section_bytes) > 4e-6
+    expected = 1e-6 + 2 * one_transfer_s(section_bytes) + expert_flops / 1e12
     assert run.finished_at == (pytest.approx(expected, rel=1e-12), pytest.approx(expected, rel=1e-12))
     transfers = run.timeline[run.timeline["kind"] == "transfer"]
     assert sorted(zip(transfers["src"], transfers["dst"])) == [(0, 1), (0, 1), (1, 0), (1, 0)]
@@ -144,3 +149,37 @@ def test_pcie_host_bridge_serialises_cross_switch_messages():
     run = run_plan(hand_plan(cluster, [[exchange]] * 4), network=PORTS)
     one = OVERHEAD + LATENCY + 1e6 / 1e9
     assert max(run.finished_at) == pytest.approx(2 * one)  # disjoint GPUs, one shared bridge
+
+
+def host_bound_plan(host_s: float, kernel_s: float, kernels: int, depth: int = 1024):
+    gpu = make_gpu(peak=1e12, memory_bandwidth=1e18, launch=0.0).model_copy(
+        update={"host_overhead_per_op": host_s, "launch_queue_depth": depth}
+    )
+    cluster = make_cluster(gpus_per_node=1, gpu=gpu)
+    return hand_plan(cluster, [[Kernel(f"k{i}", "pre", flops=kernel_s * 1e12, traffic_bytes=0.0) for i in range(kernels)]])
+
+
+def test_a_host_slower_than_every_kernel_sets_the_pace():
+    """Host 10 us per op, kernels 1 us: the GPU runs each kernel as soon as it is issued, K x 10 us + 1 us."""
+    run = run_plan(host_bound_plan(10e-6, 1e-6, 5))
+    assert max(run.finished_at) == pytest.approx(5 * 10e-6 + 1e-6)
+    kernels = run.timeline[run.timeline["kind"] == "kernel"]
+    assert kernels["launch_s"].sum() == pytest.approx(5 * 10e-6 - 4 * 1e-6)  # every wait but the kernels' own time
+
+
+def test_a_host_faster_than_every_kernel_is_hidden_after_the_first_launch():
+    """Host 1 us per op, kernels 10 us: only the first issue is exposed, 1 us + K x 10 us."""
+    run = run_plan(host_bound_plan(1e-6, 10e-6, 5))
+    assert max(run.finished_at) == pytest.approx(1e-6 + 5 * 10e-6)
+    kernels = run.timeline[run.timeline["kind"] == "kernel"].sort_values("started_at")
+    assert kernels["launch_s"].tolist() == pytest.approx([1e-6, 0, 0, 0, 0], abs=1e-15)
+    host = run.timeline[run.timeline["stream"] == "host"]
+    assert host["finished_at"].max() == pytest.approx(5e-6)  # the host ran ahead
+
+
+def test_the_host_runs_at_most_queue_depth_ops_ahead():
+    """Queue depth 2, host 1 us, kernels 10 us: issue 3 waits for kernel 1 to finish (at 11 us)."""
+    run = run_plan(host_bound_plan(1e-6, 10e-6, 4, depth=2))
+    host = run.timeline[run.timeline["stream"] == "host"].sort_values("started_at")
+    assert host["started_at"].tolist() == pytest.approx([0, 1e-6, 11e-6, 21e-6])
+    assert max(run.finished_at) == pytest.approx(1e-6 + 4 * 10e-6)

@@ -6,7 +6,9 @@ in log FLOPs between table points, and a collective by its communication stack a
 (:mod:`secmoe_sim.plan.communication`, :mod:`secmoe_sim.plan.topology`). The fit gives each of
 those numbers from measurements:
 
-* ``kernel_launch_overhead``: the median per-op time of the loops of tiny ops;
+* ``host_overhead_per_op``: the median per-op time of the loops of tiny ops, the host's whole cost
+  of issuing an op as the framework does (so ``kernel_launch_overhead`` is 0: it is inside); on a
+  CPU the host is the device, so ``launch_queue_depth`` is 1 (an op runs as it is issued);
 * ``memory_bandwidth``: one bandwidth for the memory-bound ops (copy, softmax, add), least squares
   in log time with the launch overhead fixed;
 * ``peak_flops`` and ``efficiency_table``: the GEMM rate at knots every half decade of FLOPs (a
@@ -40,7 +42,7 @@ from scipy.optimize import least_squares
 
 from secmoe_sim.calibrate import CalibrationError
 from secmoe_sim.calibrate.trace import Trace, gemm_counts, launch_overhead_s, row_kernel
-from secmoe_sim.plan.costs import Kernel, RooflineTimer
+from secmoe_sim.plan.costs import Kernel, RooflineTimer, host_time_per_launch_s
 from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.communication import Communication, EfficiencyKnot, HostStagedStack, LinkClass, NcclStack, Protocol, Stack
 from secmoe_sim.spec.hardware import GPU, Cluster, Dtype, EfficiencyPoint, NVSwitchFabric, PCIeFabric
@@ -187,13 +189,14 @@ def fit_trace(trace: Trace, base: Cluster | None = None) -> FitResult:
 def _fit_launch(trace: Trace, base: Cluster | None, sources: dict) -> float:
     launch_s = launch_overhead_s(trace)
     tiny = trace.rows[(trace.rows["primitive"] == "launch") & trace.rows["m"].isna()]
+    sources["gpu.kernel_launch_overhead"] = "0: the measured host time per op below includes the launch"
     if launch_s is not None:
-        sources["gpu.kernel_launch_overhead"] = f"median per-op time of {len(tiny)} loops of tiny ops ({', '.join(tiny['op'])})"
+        sources["gpu.host_overhead_per_op"] = f"median per-op time of {len(tiny)} loops of tiny ops ({', '.join(tiny['op'])})"
         return launch_s
     if base is not None:
-        sources["gpu.kernel_launch_overhead"] = "not measured (no launch rows): kept from the base hardware"
-        return base.gpu.kernel_launch_overhead
-    sources["gpu.kernel_launch_overhead"] = "not measured (no launch rows in the trace): 0"
+        sources["gpu.host_overhead_per_op"] = "not measured (no launch rows): the base hardware's host time per op"
+        return host_time_per_launch_s(base.gpu)
+    sources["gpu.host_overhead_per_op"] = "not measured (no launch rows in the trace): 0"
     return 0.0
 
 
@@ -252,8 +255,23 @@ def _fit_gpu(trace: Trace, launch_s: float, bandwidth: float, base: Cluster | No
         attention_efficiency_table=_table(attention_table, peak) if attention_table else None,
         memory_bandwidth=bandwidth,
         memory_capacity=memory_capacity,
-        kernel_launch_overhead=launch_s,
+        kernel_launch_overhead=0.0,
+        host_overhead_per_op=launch_s,
+        launch_queue_depth=_queue_depth(trace, base, sources),
     )
+
+
+def _queue_depth(trace: Trace, base: Cluster | None, sources: dict) -> int:
+    """1 on a CPU (eager ops run as they are issued), else the base's or the default queue depth."""
+    if trace.metadata.get("device") == "cpu":
+        sources["gpu.launch_queue_depth"] = "1: on a CPU the host runs each op itself"
+        return 1
+    if base is not None:
+        sources["gpu.launch_queue_depth"] = "kept from the base hardware"
+        return base.gpu.launch_queue_depth
+    depth = int(GPU.model_fields["launch_queue_depth"].default)
+    sources["gpu.launch_queue_depth"] = f"{depth}: the default (not measured)"
+    return depth
 
 
 def attention_rows(rows: pd.DataFrame) -> pd.DataFrame:
@@ -375,7 +393,7 @@ def predicted_s(rows: pd.DataFrame, cluster: Cluster) -> np.ndarray:
     for _, row in rows.iterrows():
         timer = RooflineTimer(gpu, row["dtype"])
         if row["primitive"] == "launch":
-            per_op = gpu.kernel_launch_overhead
+            per_op = host_time_per_launch_s(gpu)
             if not np.isnan(row["m"]):  # a loop of small section GEMMs: each one a launch and a kernel
                 counts = gemm_counts(row["m"], row["k"], row["n"], 1, row["dtype"])
                 per_op += timer.kernel_time_s(

@@ -1,8 +1,17 @@
 """One layer on the simulated cluster: a process per GPU walking its program of the op graph.
 
-Each GPU has a compute stream (kernels: launch overhead, then the roofline time of the kernel) and
-a communication stream (collectives). A GPU's program is sequential: the compute stream waits
-while the GPU takes part in a collective. The layer ends when the last GPU finishes (a barrier).
+Each GPU has a host that issues its ops, a compute stream (kernels, at the roofline time or a
+replayed one) and a communication stream (collectives). A GPU's program is sequential: the compute
+stream waits while the GPU takes part in a collective.
+
+The host walks the same program ahead of the GPU: it spends an op's issue time (the timer's
+``launch_time_s``: framework dispatch and driver launch per launch; one launch for a collective)
+and hands it over; it runs at most ``launch_queue_depth`` ops ahead of the GPU, waiting for the op
+that many places back to finish. The GPU starts an op when it is free and the op has been issued.
+When kernels are long the host runs ahead and its time is hidden; when they are short the GPU
+waits for it, and that wait is the row's ``launch_s`` (``host_wait`` rows before collectives), the
+exposed host time. Host rows (``stream == "host"``) show every issue. The layer ends when the last
+GPU finishes (a barrier).
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from secmoe_sim.engine.collectives import start_collective
 from secmoe_sim.engine.network import build_network
 from secmoe_sim.engine.network.flow_table import RateObserver
 from secmoe_sim.engine.recorder import Recorder, Row
-from secmoe_sim.plan.costs import Kernel, KernelTimer, RooflineTimer
+from secmoe_sim.plan.costs import Kernel, KernelTimer, RooflineTimer, host_time_per_launch_s
 from secmoe_sim.plan.steps import LayerPlan, Pipeline
 from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.communication import Communication
@@ -74,11 +83,37 @@ def run_plan(
                     )
                 ordinal += 1
     finished_at = [0.0] * len(plan.programs)
+    issued = [[env.event() for _ in program] for program in plan.programs]
+    done = [[env.event() for _ in program] for program in plan.programs]
+    depth = plan.cluster.gpu.launch_queue_depth
+    per_call_s = host_time_per_launch_s(plan.cluster.gpu)
 
-    def run_kernel(gpu: int, kernel: Kernel):
-        started_at = env.now
-        launch_s = timer.launch_time_s(kernel) * slowdown[gpu]
-        yield env.timeout(launch_s + timer.kernel_time_s(kernel) * slowdown[gpu])
+    def issue_time_s(gpu: int, step) -> float:
+        """The host's time to issue one program step: its kernels' launches, one call per collective."""
+        if isinstance(step, Kernel):
+            return timer.launch_time_s(step) * slowdown[gpu]
+        if isinstance(step, Pipeline):
+            return (sum(timer.launch_time_s(k) for k in step.kernels) + per_call_s * len(step.collectives())) * slowdown[gpu]
+        return per_call_s * slowdown[gpu]
+
+    def host_process(gpu: int):
+        for index, step in enumerate(plan.programs[gpu]):
+            if index >= depth:
+                yield done[gpu][index - depth]
+            started_at = env.now
+            cost_s = issue_time_s(gpu, step)
+            if cost_s > 0:
+                yield env.timeout(cost_s)
+            recorder.record(
+                Row(gpu=gpu, stream="host", kind="issue", label=step.name, started_at=started_at, finished_at=env.now)
+            )
+            issued[gpu][index].succeed()
+
+    def run_kernel(gpu: int, kernel: Kernel, started_at: float | None = None):
+        """The kernel on the compute stream; ``started_at`` is when the GPU became free for it, before it was issued."""
+        started_at = env.now if started_at is None else started_at
+        yield env.timeout(timer.kernel_time_s(kernel) * slowdown[gpu])
+        launch_s = max(0.0, env.now - started_at - timer.kernel_time_s(kernel) * slowdown[gpu])
         recorder.record(
             Row(
                 gpu=gpu,
@@ -126,16 +161,33 @@ def run_plan(
         yield simpy.AllOf(env, [env.process(communication()), env.process(compute())])
 
     def gpu_process(gpu: int):
-        for step in plan.programs[gpu]:
+        for index, step in enumerate(plan.programs[gpu]):
+            free_at = env.now
+            yield issued[gpu][index]
             if isinstance(step, Kernel):
-                yield from run_kernel(gpu, step)
-            elif isinstance(step, Pipeline):
-                yield from run_pipeline(gpu, step)
+                yield from run_kernel(gpu, step, free_at)
             else:
-                yield from run_collective(gpu, step)
+                if env.now > free_at:
+                    recorder.record(
+                        Row(
+                            gpu=gpu,
+                            stream="compute",
+                            kind="host_wait",
+                            label=step.name,
+                            started_at=free_at,
+                            finished_at=env.now,
+                            launch_s=env.now - free_at,
+                        )
+                    )
+                if isinstance(step, Pipeline):
+                    yield from run_pipeline(gpu, step)
+                else:
+                    yield from run_collective(gpu, step)
+            done[gpu][index].succeed()
         finished_at[gpu] = env.now
 
     for gpu in range(len(plan.programs)):
+        env.process(host_process(gpu))
         env.process(gpu_process(gpu))
     num_events = 0
     while env.peek() != float("inf"):

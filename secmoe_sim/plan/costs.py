@@ -119,12 +119,12 @@ class KernelTimer(Protocol):
         """Execution time of all of a kernel's launches, launch overhead excluded."""
 
     def launch_time_s(self, kernel: Kernel) -> float:
-        """Host-side launch overhead of all of a kernel's launches."""
+        """Host time to issue all of a kernel's launches (framework dispatch and driver launch)."""
 
 
 @dataclass(frozen=True)
 class RooflineTimer:
-    """The cost model's own timing: roofline execution plus a fixed launch overhead per launch."""
+    """The cost model's own timing: roofline execution, and the host's issue time per launch."""
 
     gpu: GPU
     dtype: str
@@ -149,8 +149,13 @@ def kernel_time_s(kernel: Kernel, gpu: GPU, dtype: str) -> float:
 
 
 def launch_time_s(kernel: Kernel, gpu: GPU) -> float:
-    """Host-side launch overhead of all of a kernel's launches."""
-    return kernel.launches * gpu.kernel_launch_overhead
+    """Host time to issue all of a kernel's launches: per launch, the framework's dispatch and the driver's launch."""
+    return kernel.launches * host_time_per_launch_s(gpu)
+
+
+def host_time_per_launch_s(gpu: GPU) -> float:
+    """The host's time to issue one op: ``host_overhead_per_op + kernel_launch_overhead``."""
+    return gpu.host_overhead_per_op + gpu.kernel_launch_overhead
 
 
 # --- per-sequence op counts -------------------------------------------------------------------

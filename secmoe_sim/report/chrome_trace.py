@@ -1,7 +1,7 @@
 """Chrome / Perfetto trace export (``traceEvents`` JSON, microseconds).
 
-One process per (architecture entry, E) configuration, one thread per GPU stream; kernels and
-collectives are complete events (``ph: "X"``) and each transfer is a flow arrow from the sender's
+One process per (architecture entry, E) configuration, one thread per GPU stream (the host that
+issues its ops, compute, communication); host issues, kernels and collectives are complete events (``ph: "X"``) and each transfer is a flow arrow from the sender's
 communication track to the receiver's. Open the file in https://ui.perfetto.dev or
 chrome://tracing.
 """
@@ -13,11 +13,11 @@ import pandas as pd
 from secmoe_sim.spec.units import to_microseconds
 
 MAX_TRACE_EVENTS = 200_000  # keeps trace.json small enough for a browser to open
-STREAM_THREADS = {"compute": 0, "comm": 1}
+STREAM_THREADS = {"host": 0, "compute": 1, "comm": 2}
 
 
 def _thread_id(gpu: int, stream: str) -> int:
-    return 2 * gpu + STREAM_THREADS[stream]
+    return len(STREAM_THREADS) * gpu + STREAM_THREADS[stream]
 
 
 def trace_events(timeline: pd.DataFrame, process_id: int, process_name: str, budget: int) -> list[dict]:

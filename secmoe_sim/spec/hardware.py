@@ -36,7 +36,18 @@ class GPU(StrictModel):
     peak_flops: dict[Dtype, FlopRate] = Field(description="dense peak FLOP/s per compute dtype (datasheet)")
     memory_bandwidth: Bandwidth = Field(description="achievable memory bandwidth, bytes/s")
     memory_capacity: Size = Field(description="device memory, bytes")
-    kernel_launch_overhead: Duration = Field(description="host-side cost of launching one kernel, seconds")
+    kernel_launch_overhead: Duration = Field(description="host-side cost of launching one kernel through the driver, seconds")
+    host_overhead_per_op: Duration = Field(
+        default=0.0,
+        description="the framework's host time per op on top of the launch (eager PyTorch dispatch), seconds; "
+        "0: a runtime that only launches (CUDA graphs replay many kernels per host call)",
+    )
+    launch_queue_depth: int = Field(
+        default=1024,
+        ge=1,
+        le=2**20,
+        description="ops the host may issue ahead of the GPU before it waits for one to finish",
+    )
     compute_efficiency: float = Field(
         default=1.0, gt=0, le=1, description="fraction of peak reached by large kernels; used when no table is given"
     )
