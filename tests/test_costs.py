@@ -15,7 +15,23 @@ from secmoe_sim.spec.workload import DenseArchitecture, PreExpertBlock, Sectiona
 
 def test_attention_block_flops_by_hand():
     layer = make_layer(d_model=16, seq_len=8, heads=2, ffn_multiplier=4)
-    qkv, scores, out, ffn = costs.attention_block(8, 16, 2, layer, with_ffn=True)
+    ops = costs.attention_block(8, 16, 2, layer, with_ffn=True)
+    assert [op.name for op in ops] == [
+        "norm",
+        "qkv",
+        "attention",
+        "out_proj",
+        "residual",
+        "norm",
+        "ffn",
+        "activation",
+        "residual",
+    ]
+    norm, qkv, scores, out, residual, _, ffn, activation, _ = ops
+    assert (norm.flops, norm.traffic_bytes) == (5 * 8 * 16, 2 * 8 * 16 * 4)  # fp32
+    assert (residual.flops, residual.traffic_bytes) == (8 * 16, 3 * 8 * 16 * 4)
+    assert (activation.flops, activation.traffic_bytes) == (8 * 8 * 64, 2 * 8 * 64 * 4)
+    assert all(op.primitive == "memory" for op in (norm, residual, activation))
     assert qkv.flops == 2 * 3 * 8 * 16 * 16 == 12288
     assert scores.flops == 2 * 2 * 8 * 8 * 16 == 4096
     assert out.flops == 2 * 8 * 16 * 16 == 4096
@@ -128,3 +144,17 @@ def test_weight_bytes_of_an_op_over_many_sequences_are_counted_once():
     experts = one.scaled(8 * 4, weight_copies=4)  # 4 experts, 8 sequences each, as one op
     assert experts.traffic_bytes == pytest.approx((one.traffic_bytes - weights) * 32 + 4 * weights)
     assert one.sharded(2).weight_bytes == weights / 2 and one.backward().weight_bytes == 2 * weights
+
+
+def test_rotary_and_the_section_out_projection_are_switches():
+    rotary = costs.attention_block(8, 16, 2, make_layer(rotary=True), with_ffn=False)
+    assert [op.name for op in rotary] == ["norm", "qkv", "rotary", "attention", "out_proj", "residual"]
+    assert rotary[2].flops == 6 * 8 * 16 and rotary[2].traffic_bytes == 5 * 8 * 16 * 4
+    layer = make_layer(d_model=64, seq_len=16, heads=4)
+    with_out = costs.expert_section(16, 16, 1, layer, section_ffn=False)
+    without = costs.expert_section(16, 16, 1, layer, section_ffn=False, out_projection_too=False)
+    assert [op.name for op in without] == ["expert.norm", "expert.qkv", "expert.attention", "expert.residual"]
+    assert {op.group for op in with_out} == {"elementwise", "projection", "scores"}
+    arch = SectionalMoEArchitecture(kind="sectional_moe", min_section_width=16)
+    no_out = arch.model_copy(update={"section_out_projection": False})
+    assert sectional_params(layer, arch, 4) - sectional_params(layer, no_out, 4) == 4 * 16**2

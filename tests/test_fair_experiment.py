@@ -106,14 +106,15 @@ def test_replicated_on_g_gpus_equals_g_independent_one_gpu_runs():
         assert whole.weight_bytes_per_gpu[0] == alone.weight_bytes_per_gpu[0]
 
 
-def test_switching_the_pre_expert_ffn_off_removes_exactly_its_flops():
+def test_switching_the_pre_expert_ffn_off_removes_exactly_its_sublayer_flops():
     layer = make_layer(d_model=128, seq_len=64, batch=4, heads=4, ffn=True, ffn_multiplier=4)
     with_ffn = SectionalMoEArchitecture(
         kind="sectional_moe", min_section_width=16, pre_expert=PreExpertBlock(sequence_reduction=2)
     )
     without = with_ffn.model_copy(update={"pre_expert": PreExpertBlock(sequence_reduction=2, ffn=False)})
     cluster = make_cluster(gpus_per_node=4)
-    ffn_flops = layer.batch * costs.ffn(layer.seq_len, layer.d_model, layer.ffn_multiplier, 4).flops
+    sublayer = costs.ffn_sublayer(layer.seq_len, layer.d_model, layer.ffn_multiplier, 4, "pre")  # norm, GEMMs, GELU, residual
+    ffn_flops = layer.batch * sum(op.flops for op in sublayer)
     for experts in (1, 4, 8):
         difference = (
             sectional_plan(layer, with_ffn, cluster, experts).flops - sectional_plan(layer, without, cluster, experts).flops

@@ -127,7 +127,7 @@ def sectional_terms(layer: Layer, arch: SectionalMoEArchitecture, cluster: Clust
     passes = 1 + (costs.BACKWARD_FLOP_FACTOR if layer.passes == "forward_backward" else 0)
     c_pre = sum(_time_s(k.scaled(batch), cluster, layer.dtype) for k in pre)
     k_s = sum(_flop_time_s(k.scaled(batch), cluster, layer.dtype) for k in experts if k.group == "projection")
-    a_s = sum(_flop_time_s(k.scaled(batch), cluster, layer.dtype) for k in experts if k.group == "scores")
+    a_s = sum(_flop_time_s(k.scaled(batch), cluster, layer.dtype) for k in experts if k.group in ("scores", costs.ELEMENTWISE))
     flops = sum(k.flops for k in pre + experts) * batch
     return SectionalTerms(c_pre_s=c_pre * passes, k_s=k_s * passes, a_s=a_s * passes, flops_at_one_expert=flops * passes)
 

@@ -23,7 +23,17 @@ mixing projection  ``2*N*w^2``                   ``(2*N*w + w^2) * b``
 router             ``2*N*w*E``                   ``(N*w + w*E + N*E) * b``
 top-k              ``N*E`` comparisons           ``(N*E + 2*N*k) * b``
 combine (sum)      ``N*k*w``                     ``(N*k*w + N*w) * b``
+layer norm         ``5*N*w``                     ``2*N*w * b``: read and write
+residual add       ``N*w``                       ``3*N*w * b``: read two, write one
+activation (GELU)  ``8*N*f*w``                   ``2*N*f*w * b``
+rotary (q and k)   ``6*N*w``                     ``5*N*w * b``: q and k read and written, cos/sin read
 =================  ============================  ==========================================
+
+A block is pre-norm: ``norm, qkv, [rotary], attention, out projection, residual`` and, with its FFN,
+``norm, FFN GEMMs, activation, residual``. The elementwise ops are memory-bound; their labels
+(``norm``, ``residual``, ``activation``, ``rotary``) say what they are in ``timeline.csv``. The
+FLOP counts of the elementwise ops are per element: a norm's mean, variance, normalisation, scale
+and shift; GELU's tanh approximation (a cube, two multiplies, an add, a tanh counted as 3, a multiply).
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from secmoe_sim.spec.hardware import GPU
 from secmoe_sim.spec.units import DTYPE_BYTES
 from secmoe_sim.spec.workload import Layer
 
+ELEMENTWISE = "elementwise"  # the group of an expert's norms, residuals, activations and rotary
 BACKWARD_FLOP_FACTOR = 2.0  # backward of a linear op: grad wrt input and grad wrt weight
 FLOPS_PER_MULTIPLY_ADD = 2
 
@@ -279,30 +290,74 @@ def combine(tokens: float, k: int, width: float, b: int) -> Kernel:
     return Kernel("combine", "router", tokens * k * width, traffic, activation_bytes=tokens * width * b, **_memory(traffic))
 
 
-def attention_block(tokens: float, width: float, heads: int, layer: Layer, with_ffn: bool) -> list[Kernel]:
-    """Full-width transformer block on one sequence: QKV, attention, out-projection, optional FFN."""
+def layer_norm(tokens: float, width: float, b: int, group: str = "pre") -> Kernel:
+    traffic = 2 * tokens * width * b
+    return Kernel("norm", group, 5 * tokens * width, traffic, activation_bytes=tokens * width * b, **_memory(traffic))
+
+
+def residual_add(tokens: float, width: float, b: int, group: str = "pre") -> Kernel:
+    traffic = 3 * tokens * width * b
+    return Kernel("residual", group, tokens * width, traffic, activation_bytes=tokens * width * b, **_memory(traffic))
+
+
+def activation(tokens: float, hidden: float, b: int, group: str = "ffn") -> Kernel:
+    traffic = 2 * tokens * hidden * b
+    return Kernel("activation", group, 8 * tokens * hidden, traffic, activation_bytes=tokens * hidden * b, **_memory(traffic))
+
+
+def rotary(tokens: float, width: float, b: int, group: str = "pre") -> Kernel:
+    traffic = 5 * tokens * width * b
+    return Kernel("rotary", group, 6 * tokens * width, traffic, **_memory(traffic))
+
+
+def attention_sublayer(
+    tokens: float, width: float, heads: int, layer: Layer, group: str, out_projection_too: bool = True
+) -> list[Kernel]:
+    """Pre-norm attention on one sequence: norm, QKV, [rotary], attention, [out-projection], residual."""
     b = DTYPE_BYTES[layer.dtype]
-    kernels = [
-        qkv_projection(tokens, width, b),
-        attention_scores(tokens, width, heads, layer, b),
-        out_projection(tokens, width, b),
-    ]
-    if with_ffn:
-        kernels.append(ffn(tokens, width, layer.ffn_multiplier, b))
+    kernels = [layer_norm(tokens, width, b, group), qkv_projection(tokens, width, b)]
+    if layer.rotary:
+        kernels.append(rotary(tokens, width, b, group))
+    kernels.append(attention_scores(tokens, width, heads, layer, b))
+    if out_projection_too:
+        kernels.append(out_projection(tokens, width, b))
+    kernels.append(residual_add(tokens, width, b, group))
     return kernels
 
 
-def expert_section(tokens: float, width: float, heads: int, layer: Layer, section_ffn: bool) -> list[Kernel]:
-    """One expert on one sequence's section: narrow QKV, attention, out-projection, optional FFN."""
-    b = DTYPE_BYTES[layer.dtype]
-    kernels = [
-        qkv_projection(tokens, width, b),
-        attention_scores(tokens, width, heads, layer, b),
-        out_projection(tokens, width, b),
+def ffn_sublayer(tokens: float, width: float, multiplier: float, b: int, group: str) -> list[Kernel]:
+    """Pre-norm FFN on one sequence: norm, the two GEMMs, the activation between them, residual."""
+    return [
+        layer_norm(tokens, width, b, group),
+        ffn(tokens, width, multiplier, b, group=group),
+        activation(tokens, multiplier * width, b, group),
+        residual_add(tokens, width, b, group),
     ]
+
+
+def attention_block(tokens: float, width: float, heads: int, layer: Layer, with_ffn: bool) -> list[Kernel]:
+    """Full-width transformer block on one sequence: the attention sublayer, and the FFN one if asked.
+
+    Elementwise ops carry the group ``pre`` (the FFN's ``ffn``); the caller regroups the block."""
+    b = DTYPE_BYTES[layer.dtype]
+    kernels = attention_sublayer(tokens, width, heads, layer, "pre")
+    if with_ffn:
+        kernels += ffn_sublayer(tokens, width, layer.ffn_multiplier, b, "ffn")
+    return kernels
+
+
+def expert_section(
+    tokens: float, width: float, heads: int, layer: Layer, section_ffn: bool, out_projection_too: bool = True
+) -> list[Kernel]:
+    """One expert on one sequence's section: norm, narrow QKV, attention, [out-projection], residual,
+    and the FFN sublayer if asked. The GEMMs are the ``projection`` group (their total over E
+    experts falls as 1/E), attention is ``scores`` and the elementwise ops ``elementwise`` (both
+    constant in E: the sections together cover the full width)."""
+    b = DTYPE_BYTES[layer.dtype]
+    kernels = attention_sublayer(tokens, width, heads, layer, ELEMENTWISE, out_projection_too)
     if section_ffn:
-        kernels.append(ffn(tokens, width, layer.ffn_multiplier, b, group="projection"))
-    return [replace(k, name=f"expert.{k.name}") for k in kernels]
+        kernels += ffn_sublayer(tokens, width, layer.ffn_multiplier, b, ELEMENTWISE)
+    return [replace(k, name=f"expert.{k.name}", group="projection" if k.primitive == "gemm" else k.group) for k in kernels]
 
 
 # --- parameters --------------------------------------------------------------------------------

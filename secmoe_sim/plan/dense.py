@@ -30,9 +30,32 @@ def dense_params(layer: Layer, arch: DenseArchitecture) -> float:
 
 def dense_block_ops(layer: Layer, arch: DenseArchitecture, block: int) -> list[Kernel]:
     """Block ``block`` (from 0) on one sequence: over ``N`` tokens, or ``N / r`` after the funnel's reduction."""
+    attention, ffn = dense_sublayers(layer, arch, block)
+    return attention + ffn
+
+
+def dense_sublayers(layer: Layer, arch: DenseArchitecture, block: int) -> tuple[list[Kernel], list[Kernel]]:
+    """The attention and the FFN sublayer of block ``block`` on one sequence (the FFN's empty without ``layer.ffn``)."""
     tokens = layer.seq_len if block == 0 else layer.seq_len / arch.sequence_reduction
-    ops = costs.attention_block(tokens, layer.d_model, layer.heads, layer, with_ffn=layer.ffn)
-    return [replace(k, name=f"block{block}.{k.name}") if arch.blocks > 1 else k for k in ops]
+    b = DTYPE_BYTES[layer.dtype]
+    attention = costs.attention_sublayer(tokens, layer.d_model, layer.heads, layer, "pre")
+    ffn = costs.ffn_sublayer(tokens, layer.d_model, layer.ffn_multiplier, b, "ffn") if layer.ffn else []
+
+    def named(ops: list[Kernel]) -> list[Kernel]:
+        return [replace(k, name=f"block{block}.{k.name}") if arch.blocks > 1 else k for k in ops]
+
+    return named(attention), named(ffn)
+
+
+REPLICATED_UNDER_TP = ("norm", "residual")  # Megatron-style tensor parallelism runs these on the full activations
+
+
+def tensor_parallel_shard(kernel: Kernel, parts: int) -> Kernel:
+    """A rank's share of ``kernel`` under ``parts``-way tensor parallelism: GEMMs, attention and the
+    activation split; norms and residual adds run whole on every rank."""
+    if parts == 1 or kernel.name.rsplit(".", 1)[-1] in REPLICATED_UNDER_TP:
+        return kernel
+    return kernel.sharded(parts)
 
 
 def dense_flops_per_token(layer: Layer, arch: DenseArchitecture) -> float:
@@ -60,15 +83,17 @@ def dense_plan(layer: Layer, arch: DenseArchitecture, cluster: Cluster) -> Layer
     for index, group in enumerate(groups):
         seqs = group_sequences[index]
         for block in range(arch.blocks):
-            ops = [k.scaled(seqs).sharded(tp) for k in dense_block_ops(layer, arch, block)]
+            attention, ffn = (
+                [tensor_parallel_shard(k.scaled(seqs), tp) for k in ops] for ops in dense_sublayers(layer, arch, block)
+            )
             tokens = n if block == 0 else n / r
             reduce_bytes = seqs * tokens * d * wire_b
             for gpu in group:
-                forward[gpu] += nonzero(ops[:3])
+                forward[gpu] += nonzero(attention)
                 if tp > 1 and seqs > 0:
                     forward[gpu].append(AllReduce(f"allreduce.attn[{index}].{block}", "allreduce.attn", group, reduce_bytes))
                 if layer.ffn:
-                    forward[gpu] += nonzero(ops[3:])
+                    forward[gpu] += nonzero(ffn)
                     if tp > 1 and seqs > 0:
                         forward[gpu].append(AllReduce(f"allreduce.ffn[{index}].{block}", "allreduce.ffn", group, reduce_bytes))
                 if block == 0 and r > 1:

@@ -45,7 +45,8 @@ def pre_expert_ops(layer: Layer, arch: SectionalMoEArchitecture) -> list[Kernel]
 def expert_ops(layer: Layer, arch: SectionalMoEArchitecture, num_experts: int) -> list[Kernel]:
     """One expert on one sequence's section: narrow QKV, attention over ``max(1, h/E)`` heads, out-projection, FFN."""
     tokens = layer.seq_len / reduction_of(arch)
-    return costs.expert_section(tokens, layer.d_model / num_experts, max(1, layer.heads // num_experts), layer, arch.section_ffn)
+    heads = max(1, layer.heads // num_experts)
+    return costs.expert_section(tokens, layer.d_model / num_experts, heads, layer, arch.section_ffn, arch.section_out_projection)
 
 
 def post_expert_ops(layer: Layer, arch: SectionalMoEArchitecture) -> list[Kernel]:
@@ -88,7 +89,8 @@ def shared_params(layer: Layer, arch: SectionalMoEArchitecture) -> float:
 def expert_params(layer: Layer, arch: SectionalMoEArchitecture, num_experts: int) -> float:
     """Parameters of one expert of width ``d / E``: ``4 w^2`` (+ ``2 f w^2`` with its FFN)."""
     width = layer.d_model / num_experts
-    return costs.attention_params(width) + (costs.ffn_params(width, layer.ffn_multiplier) if arch.section_ffn else 0.0)
+    attention = costs.attention_params(width) - (0.0 if arch.section_out_projection else width**2)
+    return attention + (costs.ffn_params(width, layer.ffn_multiplier) if arch.section_ffn else 0.0)
 
 
 def _scatters(

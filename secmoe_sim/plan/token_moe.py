@@ -66,8 +66,9 @@ def token_moe_flops_per_token(layer: Layer, arch: TokenMoEArchitecture) -> float
     b = DTYPE_BYTES[layer.dtype]
     n, d, k = layer.seq_len, layer.d_model, arch.top_k
     per_sequence = sum(op.flops for op in costs.attention_block(n, d, layer.heads, layer, with_ffn=False))
-    per_sequence += costs.router(n, d, arch.num_experts, b).flops + costs.top_k(n, arch.num_experts, k, b).flops
-    per_sequence += costs.ffn(n * k, d, expert_ffn_multiplier(layer, arch), b).flops + costs.combine(n, k, d, b).flops
+    per_sequence += sum(op.flops for op in moe_entry_ops(n, d, arch.num_experts, k, b) + moe_exit_ops(n, k, d, b))
+    hidden = expert_ffn_multiplier(layer, arch) * d
+    per_sequence += costs.ffn(n * k, d, expert_ffn_multiplier(layer, arch), b).flops + costs.activation(n * k, hidden, b).flops
     passes = 1 + (costs.BACKWARD_FLOP_FACTOR if layer.passes == "forward_backward" else 0.0)
     return per_sequence * passes / n
 
@@ -86,7 +87,7 @@ def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, r
         tokens = sequences[gpu] * n
         block = costs.attention_block(n, d, layer.heads, layer, with_ffn=False)
         forward[gpu] += nonzero([k_.scaled(sequences[gpu]) for k_ in as_group(block, "pre")])
-        forward[gpu] += nonzero([costs.router(tokens, d, num_experts, b), costs.top_k(tokens, num_experts, k, b)])
+        forward[gpu] += nonzero(moe_entry_ops(tokens, d, num_experts, k, b))
 
     dropped = 0
     expert_tokens: dict[int, list[float]] = defaultdict(list)
@@ -115,16 +116,19 @@ def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, r
         experts_here = max(1, len(loads))
         expert_kernel = costs.ffn(1.0, d, expert_ffn_multiplier(layer, arch), b, group="ffn").scaled(sum(loads), experts_here)
         expert_kernel = replace(expert_kernel, name="expert.ffn", launches=experts_here)
+        hidden = expert_ffn_multiplier(layer, arch) * d
+        expert_activation = replace(costs.activation(sum(loads), hidden, b), name="expert.activation", launches=experts_here)
+        expert_kernels = nonzero([expert_kernel, expert_activation])
         combine = replace(dispatch.transposed(), key=f"combine[{group_index}]", name="combine")
         if arch.overlap_degree > 1:
-            forward[gpu].append(_overlapped(dispatch, nonzero([expert_kernel]), combine, arch.overlap_degree))
+            forward[gpu].append(_overlapped(dispatch, expert_kernels, combine, arch.overlap_degree))
         else:
             if dispatch.messages:
                 forward[gpu].append(dispatch)
-            forward[gpu] += nonzero([expert_kernel])
+            forward[gpu] += expert_kernels
             if dispatch.messages:
                 forward[gpu].append(combine)
-        forward[gpu] += nonzero([costs.combine(sequences[gpu] * n, k, d, b)])
+        forward[gpu] += nonzero(moe_exit_ops(sequences[gpu] * n, k, d, b))
 
     experts_per_gpu = [len(placement.experts_on(g)) for g in range(num_gpus)]
     shared = costs.attention_params(d) + d * num_experts
@@ -142,6 +146,20 @@ def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, r
         tokens=layer.batch * layer.seq_len,
         dropped_tokens=dropped,
     )
+
+
+def moe_entry_ops(tokens: float, d: int, num_experts: int, k: int, b: int) -> list[Kernel]:
+    """Before the dispatch: the MoE sublayer's norm, the router and the top-k."""
+    return [
+        costs.layer_norm(tokens, d, b, "router"),
+        costs.router(tokens, d, num_experts, b),
+        costs.top_k(tokens, num_experts, k, b),
+    ]
+
+
+def moe_exit_ops(tokens: float, k: int, d: int, b: int) -> list[Kernel]:
+    """After the combine: the weighted sum of the ``k`` expert outputs, and the residual add."""
+    return [costs.combine(tokens, k, d, b), costs.residual_add(tokens, d, b, "router")]
 
 
 def _chunk_exchange(exchange: AllToAll, degree: int, index: int) -> AllToAll | None:

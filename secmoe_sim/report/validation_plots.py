@@ -26,6 +26,7 @@ KIND_COLOURS = {
     "pre": "tab:blue",
     "projection": "tab:green",
     "scores": "tab:purple",
+    "elementwise": "tab:gray",
     "ffn": "tab:olive",
     "router": "tab:brown",
     "mix": "tab:cyan",

@@ -32,6 +32,7 @@ class Layer(StrictModel):
     ffn_multiplier: float = Field(default=4.0, gt=0, description="FFN hidden width = ffn_multiplier * width")
     ffn: bool = Field(default=True, description="the full-width blocks (dense, pre-expert, token-MoE attention) include an FFN")
     causal: bool = Field(default=False, description="causal mask: half of the score matrix is computed")
+    rotary: bool = Field(default=False, description="rotary position embedding applied to queries and keys (an elementwise op)")
     attention: Literal["flash", "materialized"] = Field(
         default="flash", description="flash: no N^2 score matrix in memory; materialized: scores written and read"
     )
@@ -214,6 +215,9 @@ class SectionalMoEArchitecture(StrictModel):
     )
     pre_expert: PreExpertBlock = PreExpertBlock()
     section_ffn: bool = Field(default=False, description="each expert has an FFN on its section")
+    section_out_projection: bool = Field(
+        default=True, description="each expert projects its attention output (w x w); false: the heads' outputs are its output"
+    )
     mixing: bool = Field(default=False, description="a full-width projection after the gather mixes sections")
     min_section_width: int = Field(default=64, ge=1, le=MAX_WIDTH, description="smallest allowed d / E")
     sweep_mode: Literal["fixed_cluster", "expert_per_gpu"] = "fixed_cluster"
