@@ -39,10 +39,10 @@ def _stats(time_s: float, rng: np.random.Generator, noise: float) -> dict:
     return sample_statistics(time_s * np.exp(noise * rng.standard_normal(REPEATS)))
 
 
-def synthetic_trace(noise: float = 0.01, seed: int = 0) -> Trace:
-    """GEMM, attention, memory, launch and all-to-all rows timed by the known model, with noise."""
+def synthetic_trace(noise: float = 0.01, seed: int = 0, gpu: GPU | None = None) -> Trace:
+    """GEMM, attention, memory, launch and all-to-all rows timed by the known model (or ``gpu``), with noise."""
     rng = np.random.default_rng(seed)
-    gpu = known_gpu()
+    gpu = gpu or known_gpu()
     timer = RooflineTimer(gpu, "fp32")
     rows = []
 

@@ -104,3 +104,14 @@ def test_measured_stack_keeps_the_ramp_of_achieved_bandwidth():
     assert bandwidth == beta and stack.kind == "nccl" and stack.protocols[0].launch == pytest.approx(9e-6)
     curve = stack.efficiency["nvswitch"]
     assert [knot.efficiency for knot in curve] == pytest.approx(share[sizes / beta >= alpha_s].tolist(), rel=1e-9)
+
+
+def test_fit_recovers_an_attention_floor_per_head():
+    """Heads that cost at least 40 us each whatever their width: the fit finds the floor and predicts the
+    floor-bound shapes, which a rate by FLOPs alone would make far too fast."""
+    truth = known_gpu().model_copy(update={"attention_floor_per_head": 40e-6})
+    trace = synthetic_trace(noise=0.0, gpu=truth)
+    fitted = fit_trace(trace).cluster.gpu
+    assert fitted.attention_floor_per_head == pytest.approx(40e-6, rel=0.05)
+    errors = fit_trace(trace).errors.set_index("op_class")
+    assert errors.loc["attention", "mape_heldout_pct"] < 5

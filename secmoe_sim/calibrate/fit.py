@@ -17,6 +17,7 @@ those numbers from measurements:
   fitted rate (GEMM or attention), the tables are rates over it;
 * ``attention_efficiency_table``: the same for fused attention (non-causal kernels, when the trace
   has them: the causal ones check the cost model's half-the-FLOPs convention), with the peaks fixed;
+* ``attention_floor_per_head``: the fastest any measured head ran, per sequence and head;
 * alpha-beta of each communication path: ``time = alpha + bytes / beta`` per collective; the
   all-to-all sweep (the collective the simulator models) gives the stack (gloo: ``host_staged``
   with ``alpha`` per message; NCCL: ``nccl`` with one ``measured`` protocol launching in
@@ -106,14 +107,20 @@ def _knots(flops: np.ndarray) -> np.ndarray:
 
 
 def fit_rate_table(
-    rows: pd.DataFrame, launch_s: float, bandwidth_bytes_per_s: float, dtype_scale: dict[str, float] | None = None
+    rows: pd.DataFrame,
+    launch_s: float,
+    bandwidth_bytes_per_s: float,
+    dtype_scale: dict[str, float] | None = None,
+    floor_s: np.ndarray | None = None,
 ) -> RateTable:
-    """Knot rates that make ``launch + max(F / rate(F), bytes / bandwidth)`` fit the rows' medians.
+    """Knot rates that make ``launch + max(F / rate(F), bytes / bandwidth, floor)`` fit the rows' medians.
 
     ``dtype_scale`` fixes the rate of each dtype relative to the first; without it the scales of
-    the other dtypes are fitted too.
+    the other dtypes are fitted too. ``floor_s`` is each row's least time (attention's per-head
+    floor), 0 by default.
     """
     flops, traffic = rows["flops"].to_numpy(), rows["traffic_bytes"].to_numpy()
+    floor = np.zeros(len(rows)) if floor_s is None else np.asarray(floor_s, dtype=float)
     measured, dtypes = rows["median_s"].to_numpy(), rows["dtype"].to_numpy()
     ordered_dtypes = list(dict.fromkeys(rows["dtype"].value_counts().index))
     knots = _knots(flops)
@@ -128,7 +135,7 @@ def fit_rate_table(
     def residuals(theta):
         knot_rates, scale = unpack(theta)
         rate = np.interp(log_flops, log_knots, knot_rates) * np.array([scale[d] for d in dtypes])
-        predicted = launch_s + np.maximum(flops / rate, traffic / bandwidth_bytes_per_s)
+        predicted = launch_s + np.maximum(np.maximum(flops / rate, traffic / bandwidth_bytes_per_s), floor)
         smooth = SMOOTHNESS * np.diff(theta[: len(knots)], 2)
         return np.concatenate([np.log(predicted / measured), smooth])
 
@@ -220,8 +227,12 @@ def _fit_gpu(trace: Trace, launch_s: float, bandwidth: float, base: Cluster | No
     gemm_fit, _ = split_heldout(trace.of("gemm"), "flops")
     gemm_table = fit_rate_table(gemm_fit, launch_s, bandwidth)
     attention_fit, _ = split_heldout(attention_rows(trace.rows), "flops")
+    floor_s = _attention_floor_s(trace, launch_s, sources)
+    heads = (attention_fit["batch"] * attention_fit["heads"]).to_numpy() if len(attention_fit) else None
     attention_table = (
-        fit_rate_table(attention_fit, launch_s, bandwidth, gemm_table.dtype_scale) if len(attention_fit) >= 2 else None
+        fit_rate_table(attention_fit, launch_s, bandwidth, gemm_table.dtype_scale, None if heads is None else heads * floor_s)
+        if len(attention_fit) >= 2
+        else None
     )
     gemm_peak = gemm_table.rates_flops_per_s.max()
     peak = max(gemm_peak, attention_table.rates_flops_per_s.max() if attention_table else 0.0)
@@ -257,8 +268,23 @@ def _fit_gpu(trace: Trace, launch_s: float, bandwidth: float, base: Cluster | No
         memory_capacity=memory_capacity,
         kernel_launch_overhead=0.0,
         host_overhead_per_op=launch_s,
+        attention_floor_per_head=floor_s,
         launch_queue_depth=_queue_depth(trace, base, sources),
     )
+
+
+def _attention_floor_s(trace: Trace, launch_s: float, sources: dict) -> float:
+    """The least time any measured attention head took (per sequence and head, launch excluded): no
+    shape ran a head faster, so the floor never speeds a measured shape up, and it holds the time of
+    the many-narrow-heads shapes that a rate by FLOPs alone would make too fast."""
+    attention = trace.rows[trace.rows["primitive"] == "attention"]
+    if attention.empty:
+        sources["gpu.attention_floor_per_head"] = "not measured (no attention rows): 0"
+        return 0.0
+    per_head = (attention["median_s"] - launch_s) / (attention["batch"] * attention["heads"])  # one launch per call
+    floor = float(max(per_head.min(), 0.0))
+    sources["gpu.attention_floor_per_head"] = f"the fastest head of {len(attention)} attention shapes (time / (batch x heads))"
+    return floor
 
 
 def _queue_depth(trace: Trace, base: Cluster | None, sources: dict) -> int:

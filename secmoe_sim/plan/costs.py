@@ -152,11 +152,16 @@ def kernel_time_s(kernel: Kernel, gpu: GPU, dtype: str) -> float:
 
     ``max(FLOPs / (peak * efficiency), bytes / memory bandwidth)``, where the efficiency is looked
     up at the FLOPs of one launch (``flops / launches``) and, for attention kernels, in the GPU's
-    attention table when it has one.
+    attention table when it has one; an attention kernel takes at least ``batch x heads`` times the
+    GPU's ``attention_floor_per_head``.
     """
     per_launch_flops = kernel.flops / kernel.launches
     rate_flops_per_s = gpu.peak_for(dtype) * gpu.efficiency(per_launch_flops, kernel.primitive)
-    return max(kernel.flops / rate_flops_per_s, kernel.traffic_bytes / gpu.memory_bandwidth)
+    roofline_s = max(kernel.flops / rate_flops_per_s, kernel.traffic_bytes / gpu.memory_bandwidth)
+    if kernel.primitive == "attention" and gpu.attention_floor_per_head > 0:
+        dims = kernel.dims()
+        return max(roofline_s, dims.get("batch", 1.0) * dims.get("heads", 1.0) * gpu.attention_floor_per_head)
+    return roofline_s
 
 
 def launch_time_s(kernel: Kernel, gpu: GPU) -> float:

@@ -42,6 +42,11 @@ class GPU(StrictModel):
         description="the framework's host time per op on top of the launch (eager PyTorch dispatch), seconds; "
         "0: a runtime that only launches (CUDA graphs replay many kernels per host call)",
     )
+    attention_floor_per_head: Duration = Field(
+        default=0.0,
+        description="the least time one attention head of one sequence takes, whatever its width (an eager CPU "
+        "runs heads one after another at a fixed cost each); 0: no floor",
+    )
     launch_queue_depth: int = Field(
         default=1024,
         ge=1,
