@@ -40,3 +40,8 @@ class CalibrationError(InputError):
 
     def __init__(self, reason: str, file: str = ""):
         super().__init__(file, "", reason)
+
+
+class SimulationError(RuntimeError):
+    """An internal inconsistency the simulator caught in itself (an op of infinite duration, a GPU whose
+    program never finishes, a non-finite result): a bug to report, never written as data."""

@@ -21,12 +21,14 @@ Summary time columns, all for one layer (the definitions the README repeats):
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from secmoe_sim.engine import SimulationRun, run_plan
+from secmoe_sim.errors import ScenarioError, SimulationError
 from secmoe_sim.plan.costs import KernelTimer
 from secmoe_sim.plan.dense import dense_plan
 from secmoe_sim.plan.sectional import sectional_plan
@@ -126,6 +128,65 @@ def layer_plans(scenario: Scenario, seed: int) -> list[LayerPlan]:
     return plans
 
 
+# What one run may cost before it needs --allow-large (docs/model.md, section 9): each about a minute
+# of this machine's time, far above every shipped scenario (h200-ib-32: ~1e5 messages, 2e7 routing draws).
+MAX_SIMULATED_MESSAGES = 5_000_000
+MAX_ROUTING_DRAWS = 1_000_000_000
+MAX_PLANS = 5_000
+
+
+@dataclass(frozen=True)
+class WorkEstimate:
+    """What simulating a scenario will cost, from the validated scenario alone (no plan is built)."""
+
+    plans: int
+    messages: float  # point-to-point messages over every simulated plan, kernels counted as one each
+    routing_draws: float  # token-MoE routing: tokens x experts random keys
+
+    def over_budget(self) -> str:
+        """Why the run is beyond the budget, or an empty string."""
+        for count, limit, what in (
+            (self.plans, MAX_PLANS, "configurations (entry x placement x E)"),
+            (self.messages, MAX_SIMULATED_MESSAGES, "simulated messages and kernels"),
+            (self.routing_draws, MAX_ROUTING_DRAWS, "token-routing draws (tokens x experts)"),
+        ):
+            if count > limit:
+                return f"about {count:.3g} {what}, beyond the budget of {limit:.3g}"
+        return ""
+
+
+def estimate_work(scenario: Scenario) -> WorkEstimate:
+    """The plans, messages and routing draws ``simulate(scenario)`` will need (upper estimates)."""
+    layer, cluster = scenario.workload.layer, scenario.hardware
+    passes = 2 if layer.passes == "forward_backward" else 1
+    kernels_per_gpu = 40 * passes  # the longest program's ops, elementwise included, with margin
+    plans = 0
+    messages = draws = 0.0
+    for arch in scenario.workload.architectures:
+        if isinstance(arch, SectionalMoEArchitecture):
+            for placement in arch.placements:
+                for e in scenario.expert_counts(arch, placement):
+                    gpus = e if arch.sweep_mode == "expert_per_gpu" else cluster.num_gpus
+                    plans += 1
+                    messages += gpus * (kernels_per_gpu + 2 * passes * min(e, gpus) * (1 if arch.coalesce_messages else e))
+        elif isinstance(arch, TokenMoEArchitecture):
+            plans += 1
+            gpus = cluster.num_gpus
+            messages += gpus * (kernels_per_gpu + 2 * passes * gpus * arch.overlap_degree)
+            draws += layer.batch * layer.seq_len * arch.num_experts
+        else:
+            plans += 1
+            messages += cluster.num_gpus * kernels_per_gpu * arch.blocks * (1 + 2 * arch.tensor_parallel)
+    return WorkEstimate(plans, messages, draws)
+
+
+def check_work(scenario: Scenario, allow_large: bool = False, where: str = "") -> None:
+    """Refuse, with one line, a scenario whose simulation is beyond the budget unless ``allow_large``."""
+    reason = estimate_work(scenario).over_budget()
+    if reason and not allow_large:
+        raise ScenarioError(where or scenario.name, "workload", f"{reason}: pass --allow-large to run it anyway")
+
+
 def simulate(scenario: Scenario, seed: int | None = None, timer: KernelTimer | None = None) -> Results:
     """Simulate every architecture entry of ``scenario``; ``seed`` overrides the scenario's.
 
@@ -181,6 +242,8 @@ def summarize(run: SimulationRun, scenario: Scenario) -> dict:
         interval_union_s(sent["started_at"].to_numpy(), sent["finished_at"].to_numpy()) for _, sent in transfers.groupby("src")
     )
     peak_memory = max(plan.peak_memory_bytes(scenario.workload.layer.passes))
+    if not (math.isfinite(wall_clock_s) and wall_clock_s >= 0 and math.isfinite(compute_s) and compute_s >= 0):
+        raise SimulationError(f"{plan.label} at E = {plan.num_experts}: wall-clock {wall_clock_s} s, compute {compute_s} s")
     exposed_s = wall_clock_s - compute_s - launch_s
     if abs(exposed_s) <= FLOAT_NOISE * wall_clock_s:  # summing kernel durations leaves rounding residue
         exposed_s = 0.0

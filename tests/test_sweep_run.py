@@ -127,19 +127,29 @@ def test_quiet_and_non_terminal_runs_print_no_progress(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failing_point_is_recorded_while_the_others_complete(tmp_path, capsys):
+def test_a_failing_point_is_recorded_while_the_others_complete(tmp_path, capsys, monkeypatch):
+    from secmoe_sim.sweep import executors
+
     path = DATA / "sweep_failing_point.yaml"
-    sweep = load_sweep(path)  # every point is a valid scenario: the failure comes from the simulation
-    failing = next(p for p in sweep.points if p.written["workload.layer.dtype"] == "fp32")
+    sweep = load_sweep(path)  # every point is a valid scenario: the failure is injected into the simulation
+    failing = next(p for p in sweep.points if p.written["seed"] == 2)
+    simulate = executors.simulate
+
+    def failing_simulate(scenario, *args, **kwargs):
+        if scenario.seed == 2:
+            raise RuntimeError("injected failure")
+        return simulate(scenario, *args, **kwargs)
+
+    monkeypatch.setattr(executors, "simulate", failing_simulate)  # the pool's workers are forked: they see it
     assert main(["sweep", str(path), "--out", str(tmp_path), "--workers", "2"]) == 1
     out = capsys.readouterr().out
     assert "3 distinct points: 2 computed, 0 already done, 1 failed" in out
-    assert "failed: point 1 (workload.layer.dtype='fp32'): ValueError: GPU 'GeForce RTX 4090' has no peak_flops entry" in out
+    assert "failed: point 1 (seed=2): RuntimeError: injected failure" in out
     record = json.loads((tmp_path / "failures" / f"{failing.key}.json").read_text())
-    assert record["error"].startswith("ValueError: GPU 'GeForce RTX 4090' has no peak_flops entry for dtype 'fp32'")
-    assert "Traceback" in record["traceback"] and record["values"] == {"workload.layer.dtype": "fp32"}
+    assert record["error"].startswith("RuntimeError: injected failure")
+    assert "Traceback" in record["traceback"] and record["values"] == {"seed": 2}
     table = pd.read_parquet(tmp_path / RESULTS)
-    assert sorted(table["workload.layer.dtype"].unique()) == ["bf16", "fp16"]
+    assert sorted(table["seed"].unique()) == [1, 3]
     metadata = json.loads((tmp_path / "metadata.json").read_text())
     assert [f["point_key"] for f in metadata["failed"]] == [failing.key]
     completed = point_files(tmp_path)

@@ -79,11 +79,27 @@ class Link(BaseModel):
 def test_pydantic_types_parse_and_check_sign():
     link = Link(bandwidth="450 GB/s", latency="1 us", size="1 KiB", peak="1 TFLOP/s")
     assert (link.bandwidth, link.latency, link.size, link.peak) == (450e9, 1e-6, 1024.0, 1e12)
-    assert Link(bandwidth=1, latency=0).latency == 0.0
+    assert Link(bandwidth=1e3, latency=0).latency == 0.0
     with pytest.raises(ValidationError, match="bandwidth must be positive"):
         Link(bandwidth="0 GB/s", latency=0)
     with pytest.raises(ValidationError, match="duration must not be negative"):
-        Link(bandwidth=1, latency="-1 us")
+        Link(bandwidth=1e3, latency="-1 us")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("bandwidth", 1e-300, "outside the physical range of a bandwidth"),
+        ("latency", "1e308 s", "outside the physical range of a duration"),
+        ("peak", "1e-3 FLOP/s", "outside the physical range of a flop rate"),
+        ("size", 2**1100, "beyond any finite size"),
+        ("bandwidth", True, "got a boolean"),
+    ],
+)
+def test_quantities_outside_physical_ranges_are_refused(field, value, reason):
+    fields = {"bandwidth": 1e9, "latency": 0.0, field: value}
+    with pytest.raises(ValidationError, match=reason):
+        Link(**fields)
 
 
 def test_round_trip_through_serialisation():

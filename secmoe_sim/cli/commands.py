@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from secmoe_sim.errors import CalibrationError
+from secmoe_sim.errors import CalibrationError, UsageError
+from secmoe_sim.simulation import check_work
 from secmoe_sim.spec.loading import load_scenario, shipped_scenario_names
 from secmoe_sim.spec.scenario import Scenario
 
@@ -28,6 +29,32 @@ BUSY_LOAD_PER_CORE = 0.5  # above this 1-minute load per core, warn that timings
 REFERENCE_WARMUP = 3  # untimed forward passes of each reference layer before its first timed round
 
 
+def output_dir(option: str | None, default: Path) -> Path:
+    """The output directory ``--out`` names (or ``default``), created now and checked writable, so a
+    bad ``--out`` is a one-line error before any work, not a traceback after it."""
+    path = Path(option) if option else default
+    where = "--out" if option else "output directory"
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path} exists and is not a directory", where)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".secmoe-sim-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"cannot write to {path}: {error.strerror or error}", where) from None
+    return path
+
+
+def output_file(option: str | None, default: Path) -> Path:
+    """The output file ``--out`` names (or ``default``), its folder checked as :func:`output_dir` does."""
+    path = Path(option) if option else default
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory; give a file name", "--out")
+    output_dir(str(path.parent), path.parent)
+    return path
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Simulate every entry at every E; print the table; write the run's files."""
     from secmoe_sim.report.outputs import write_run_outputs
@@ -35,6 +62,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from secmoe_sim.simulation import simulate
 
     scenario = load_scenario(args.scenario)
+    check_work(scenario, args.allow_large, where=str(args.scenario))
+    out_dir = output_dir(args.out, DEFAULT_OUT / scenario.name)
     replay = None
     if args.replay:
         from secmoe_sim.calibrate.replay import replay_results
@@ -43,7 +72,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         results, replay = replay_results(scenario, args.seed, read_trace(args.replay), Path(args.replay))
     else:
         results = simulate(scenario, seed=args.seed)
-    out_dir = Path(args.out) if args.out else DEFAULT_OUT / scenario.name
     paths = write_run_outputs(results, out_dir)
     print(run_table(results))
     if replay is not None:
@@ -83,10 +111,11 @@ def cmd_alpha(args: argparse.Namespace) -> int:
     from secmoe_sim.report.validation import alpha_summary_lines, write_alpha
 
     scenario = load_scenario(args.scenario)
+    check_work(scenario, args.allow_large, where=str(args.scenario))
     modes = (args.sweep_mode,) if args.sweep_mode else SWEEP_MODES
     seed = scenario.seed if args.seed is None else args.seed
+    out_dir = output_dir(args.out, DEFAULT_OUT / scenario.name / "alpha")
     measurements, _ = measure_alpha(scenario, modes, seed=seed)
-    out_dir = Path(args.out) if args.out else DEFAULT_OUT / scenario.name / "alpha"
     paths = write_alpha(measurements, scenario, seed, out_dir)
     if args.json:
         from secmoe_sim.report.text import as_json
@@ -109,8 +138,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from secmoe_sim.report.validation import markdown_table, write_validation
 
     scenarios = _scenarios_or_shipped(args.scenarios)
+    for scenario in scenarios:
+        check_work(scenario, args.allow_large, where=scenario.name)
+    out_dir = output_dir(args.out, DEFAULT_OUT / "validation")
     validation = run_validation(scenarios, with_variants=not args.no_variants, progress=sys.stderr.isatty())
-    out_dir = Path(args.out) if args.out else DEFAULT_OUT / "validation"
     paths = write_validation(validation, out_dir, scenarios)
     print(markdown_table(validation.table))
     print(f"\nwrote {len(paths)} files to {out_dir}/")
@@ -122,7 +153,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from secmoe_sim.report.recommend import recommendation_text
     from secmoe_sim.report.text import as_json
 
-    found = recommend(load_scenario(args.scenario), seed=args.seed)
+    scenario = load_scenario(args.scenario)
+    check_work(scenario, args.allow_large, where=str(args.scenario))
+    found = recommend(scenario, seed=args.seed)
     print(as_json(found.document()) if args.json else recommendation_text(found))
     return 0
 
@@ -131,20 +164,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     from secmoe_sim.report.validation_report import write_validation_report
 
     scenarios = _scenarios_or_shipped([])
-    out_dir = Path(args.out) if args.out else COMMITTED_REPORTS / "validation"
+    out_dir = output_dir(args.out, COMMITTED_REPORTS / "validation")
     readme = write_validation_report(scenarios, out_dir, progress=sys.stderr.isatty())
     print(f"wrote {readme}")
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from secmoe_sim.sweep.executors import require_dask
     from secmoe_sim.sweep.run import ExecutorChoice, report_lines, run_sweep
     from secmoe_sim.sweep.spec import load_sweep
 
     try:
         sweep = load_sweep(args.sweep)
+        for point in sweep.points:  # every point is checked before any runs
+            check_work(point.scenario, args.allow_large, where=f"{sweep.path} point {point.point_id} ({point.describe()})")
         choice = ExecutorChoice.from_options(args.workers, args.dask_local, args.scheduler)
-        out_dir = Path(args.out) if args.out else DEFAULT_OUT / "sweeps" / sweep.spec.name
+        if choice.kind == "dask":
+            require_dask()  # before anything is written
+        out_dir = output_dir(args.out, DEFAULT_OUT / "sweeps" / sweep.spec.name)
         if not args.quiet:
             print(
                 f"sweep {sweep.spec.name}: {len(sweep.points)} points over {sweep.base.name}, on {choice.describe()}", flush=True
@@ -160,7 +198,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from secmoe_sim.sweep.figures import write_sweep_figures
 
-    written, notes = write_sweep_figures(Path(args.sweep_dir), Path(args.out) if args.out else None, args.x, args.y, args.at)
+    figures_dir = output_dir(args.out, Path(args.sweep_dir)) if args.out else None
+    written, notes = write_sweep_figures(Path(args.sweep_dir), figures_dir, args.x, args.y, args.at)
     for note in notes:
         print(note)
     print(f"wrote {', '.join(p.name for p in written)} to {written[0].parent}/")
@@ -171,8 +210,8 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     from secmoe_sim.analysis.fidelity import fidelity_table
     from secmoe_sim.report.fidelity import summary_markdown, write_fidelity
 
+    out_dir = output_dir(args.out, DEFAULT_OUT / "fidelity")
     fidelity = fidelity_table()
-    out_dir = Path(args.out) if args.out else DEFAULT_OUT / "fidelity"
     paths = write_fidelity(fidelity, out_dir)
     table = fidelity.table
     shown = table.drop(columns=["source"]).assign(rel_error=table["rel_error"].map(lambda v: f"{v:.1%}"))
@@ -207,9 +246,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     """Microbenchmarks on the local device, written as a trace."""
     from secmoe_sim.calibrate.trace import write_trace
 
+    out_dir = output_dir(args.out, DEFAULT_OUT / "calibration" / args.device)
     started_at = time.perf_counter()
     _, _, trace = _measure(args.device, args.quick, args.threads, args.dtypes)
-    out_dir = Path(args.out) if args.out else DEFAULT_OUT / "calibration" / args.device
     path = write_trace(trace, out_dir / DEFAULT_TRACE_NAME)
     counts = trace.rows.groupby("primitive").size()
     print(
@@ -227,7 +266,7 @@ def cmd_import_profile(args: argparse.Namespace) -> int:
     from secmoe_sim.calibrate.trace import write_trace
 
     trace = import_profile(args.profile)
-    out = Path(args.out) if args.out else Path(args.profile).with_suffix(".trace.csv")
+    out = output_file(args.out, Path(args.profile).with_suffix(".trace.csv"))
     write_trace(trace, out)
     counts = trace.rows.groupby("primitive").size()
     meta = trace.metadata
@@ -250,7 +289,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     trace = read_trace(trace_path)
     base = load_base(args.base) if args.base else None
     result = fit_trace(trace, base)
-    out = Path(args.out) if args.out else trace_path.parent / DEFAULT_HARDWARE_NAME
+    out = output_file(args.out, trace_path.parent / DEFAULT_HARDWARE_NAME)
     paths = write_hardware(result, trace, trace_path, out)
     print(result.errors.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     print(f"\nwrote {', '.join(str(p) for p in paths)}; include it in a scenario with `hardware: {out.name}`")
@@ -294,7 +333,7 @@ def cmd_check_real(args: argparse.Namespace) -> int:
     from secmoe_sim.report.calibration import check_real_figure, check_real_text
     from secmoe_sim.report.outputs import write_json
 
-    out_dir = Path(args.out) if args.out else DEFAULT_OUT / "calibration" / args.device
+    out_dir = output_dir(args.out, DEFAULT_OUT / "calibration" / args.device)
     out_dir.mkdir(parents=True, exist_ok=True)
     device, threads, trace, trace_path, cluster, hardware_path = _check_inputs(args, out_dir)
     workload = (

@@ -7,6 +7,7 @@ whole number); each command's handler lives in :mod:`secmoe_sim.cli.commands`.
 from __future__ import annotations
 
 import argparse
+import re
 
 from secmoe_sim.calibrate.timing import MIN_REPEATS
 from secmoe_sim.cli import commands
@@ -16,10 +17,39 @@ USAGE_ERROR = 2
 
 
 def _duration(text: str) -> float:
+    """A duration with its unit (``'20 us'``): a bare number is refused, not read as seconds."""
+    if not any(character.isalpha() for character in text):
+        raise argparse.ArgumentTypeError(f"give a unit, e.g. '{text} us' (a bare number is ambiguous)")
     try:
-        return parse_quantity(text, "duration")
+        value = parse_quantity(text, "duration")
     except UnitError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+SCHEDULER_ADDRESS = re.compile(r"^(?:(?:tcp|tls|inproc|ucx|ws|wss)://)?[A-Za-z0-9._\-\[\]:]+:\d{1,5}$")
+
+
+def _scheduler(text: str) -> str:
+    """A Dask scheduler address, ``[protocol://]host:port``."""
+    if not SCHEDULER_ADDRESS.match(text):
+        raise argparse.ArgumentTypeError(f"not a scheduler address: {text!r} (expected e.g. tcp://head:8786)")
+    return text
+
+
+MAX_SEED = 2**63 - 1
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -43,7 +73,12 @@ def _at_least_20(text: str) -> int:
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line on stderr and exit code 2."""
+    """An argument parser whose errors are one line on stderr and exit code 2, and which never guesses
+    an option from its prefix (``--se`` is not ``--seed``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see --help)\n")
@@ -54,18 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="secmoe-sim",
         description="Simulate sectional MoE layers against token-routed MoE and dense baselines on a GPU cluster.",
     )
+    parser.add_argument("--debug", action="store_true", help="on an internal error, print the traceback")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = subcommands.add_parser("run", help="simulate every architecture entry of a scenario and write tables, trace and plot")
     run.add_argument("scenario", help="scenario file, or the name of a shipped scenario (see `list`)")
     run.add_argument("--out", help="output directory (default out/<scenario name>/)")
-    run.add_argument("--seed", type=int, help="random seed; overrides the scenario's")
+    run.add_argument("--seed", type=_seed, help="random seed; overrides the scenario's")
     run.add_argument(
         "--replay",
         metavar="TRACE",
         help="take op times from a calibration trace instead of the roofline "
         "(interpolated between measured shapes; extrapolated ops flagged)",
     )
+    run.add_argument("--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)")
     run.set_defaults(handler=commands.cmd_run)
 
     analyze = subcommands.add_parser("analyze", help="the analytical model: parameters, FLOPs, S(E) and E_opt, no simulation")
@@ -88,20 +125,25 @@ def build_parser() -> argparse.ArgumentParser:
     alpha.add_argument("scenario", help="scenario file, or the name of a shipped scenario")
     alpha.add_argument("--sweep-mode", choices=["fixed_cluster", "expert_per_gpu"], help="only this sweep mode (default: both)")
     alpha.add_argument("--out", help="output directory (default out/<scenario name>/alpha/)")
-    alpha.add_argument("--seed", type=int, help="random seed; overrides the scenario's")
+    alpha.add_argument("--seed", type=_seed, help="random seed; overrides the scenario's")
     alpha.add_argument("--json", action="store_true", help="print the same content as one JSON object")
+    alpha.add_argument("--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)")
     alpha.set_defaults(handler=commands.cmd_alpha)
 
     validate = subcommands.add_parser("validate", help="analytical against simulated E_opt across scenarios and layer sizes")
     validate.add_argument("scenarios", nargs="*", help="scenario files or names (default: every shipped scenario)")
     validate.add_argument("--no-variants", action="store_true", help="skip the half/double seq_len and d_model variants")
     validate.add_argument("--out", help="output directory (default out/validation/)")
+    validate.add_argument("--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)")
     validate.set_defaults(handler=commands.cmd_validate)
 
     recommend = subcommands.add_parser("recommend", help="best E, expected wall-clock, baselines, confidence, what to change")
     recommend.add_argument("scenario", help="scenario file, or the name of a shipped scenario")
-    recommend.add_argument("--seed", type=int, help="random seed; overrides the scenario's")
+    recommend.add_argument("--seed", type=_seed, help="random seed; overrides the scenario's")
     recommend.add_argument("--json", action="store_true", help="print the same content as one JSON object")
+    recommend.add_argument(
+        "--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)"
+    )
     recommend.set_defaults(handler=commands.cmd_recommend)
 
     fidelity = subcommands.add_parser("fidelity", help="the simulator against published NCCL and DeepEP measurements")
@@ -120,9 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     where = sweep.add_mutually_exclusive_group()
     where.add_argument("--workers", type=_positive_int, metavar="N", help="local worker processes (default: one per core)")
     where.add_argument("--dask-local", type=_positive_int, metavar="N", help="start a Dask LocalCluster of N worker processes")
-    where.add_argument("--scheduler", metavar="ADDRESS", help="run on a running Dask scheduler (e.g. tcp://host:8786)")
+    where.add_argument(
+        "--scheduler", type=_scheduler, metavar="ADDRESS", help="run on a running Dask scheduler (e.g. tcp://host:8786)"
+    )
     sweep.add_argument("--quiet", action="store_true", help="no progress bar and no header line")
     sweep.add_argument("--csv", action="store_true", help="also write results.csv")
+    sweep.add_argument("--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)")
     sweep.set_defaults(handler=commands.cmd_sweep)
 
     plot = subcommands.add_parser("plot", help="heatmaps of best E and of speedup over token MoE, analytical vs simulated E_opt")
@@ -151,7 +196,9 @@ def _add_calibration_commands(subcommands) -> None:
     calibrate.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="what to measure (default cpu)")
     calibrate.add_argument("--quick", action="store_true", help="a small grid (under a minute on 2 CPU cores)")
     calibrate.add_argument("--out", help="output directory (default out/calibration/<device>/); writes trace.csv")
-    calibrate.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core); recorded")
+    calibrate.add_argument(
+        "--threads", type=_positive_int, help="torch intra-op threads (default: torch's, one per core); recorded"
+    )
     calibrate.add_argument("--dtypes", help="comma-separated dtypes (default: fp32 on cpu; bf16,fp16 on cuda)")
     calibrate.set_defaults(handler=commands.cmd_calibrate)
 
@@ -183,6 +230,6 @@ def _add_calibration_commands(subcommands) -> None:
     check.add_argument("--trace", help="calibration trace to use (default: calibrate now and write trace.csv)")
     check.add_argument("--hardware", help="fitted hardware file to use (default: fit the trace and write hardware.yaml)")
     check.add_argument("--scenario", help="take the layer and sectional entries from this scenario (default: the built-in check)")
-    check.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's); recorded")
+    check.add_argument("--threads", type=_positive_int, help="torch intra-op threads (default: torch's); recorded")
     check.add_argument("--repeats", type=_at_least_20, default=25, help="timed forward passes per E (default 25, at least 20)")
     check.set_defaults(handler=commands.cmd_check_real)

@@ -16,6 +16,7 @@ GPU finishes (a barrier).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ from secmoe_sim.engine.collectives import start_collective
 from secmoe_sim.engine.network import build_network
 from secmoe_sim.engine.network.flow_table import RateObserver
 from secmoe_sim.engine.recorder import Recorder, Row
+from secmoe_sim.errors import SimulationError
 from secmoe_sim.plan.costs import Kernel, KernelTimer, RooflineTimer, host_time_per_launch_s
 from secmoe_sim.plan.steps import LayerPlan, Pipeline
 from secmoe_sim.plan.topology import Topology
@@ -102,6 +104,8 @@ def run_plan(
                 yield done[gpu][index - depth]
             started_at = env.now
             cost_s = issue_time_s(gpu, step)
+            if not math.isfinite(cost_s) or cost_s < 0:
+                raise SimulationError(f"issuing {step.name!r} on GPU {gpu} takes {cost_s} s")
             if cost_s > 0:
                 yield env.timeout(cost_s)
             recorder.record(
@@ -112,8 +116,11 @@ def run_plan(
     def run_kernel(gpu: int, kernel: Kernel, started_at: float | None = None):
         """The kernel on the compute stream; ``started_at`` is when the GPU became free for it, before it was issued."""
         started_at = env.now if started_at is None else started_at
-        yield env.timeout(timer.kernel_time_s(kernel) * slowdown[gpu])
-        launch_s = max(0.0, env.now - started_at - timer.kernel_time_s(kernel) * slowdown[gpu])
+        duration_s = timer.kernel_time_s(kernel) * slowdown[gpu]
+        if not math.isfinite(duration_s) or duration_s < 0:
+            raise SimulationError(f"kernel {kernel.name!r} on GPU {gpu} has a duration of {duration_s} s")
+        yield env.timeout(duration_s)
+        launch_s = max(0.0, env.now - started_at - duration_s)
         recorder.record(
             Row(
                 gpu=gpu,
@@ -193,6 +200,9 @@ def run_plan(
     while env.peek() != float("inf"):
         env.step()
         num_events += 1
+    stuck = [gpu for gpu, events in enumerate(done) if events and not events[-1].triggered]
+    if stuck:
+        raise SimulationError(f"GPU {stuck[0]} never finished its program ({len(stuck)} GPUs stuck): the plan deadlocks")
     return SimulationRun(
         plan=plan,
         timeline=recorder.frame(),

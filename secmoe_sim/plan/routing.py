@@ -20,7 +20,12 @@ import numpy as np
 
 from secmoe_sim.spec.workload import CountsRouting, GroupedRouting, Routing, ZipfRouting
 
-ROUTING_CHUNK_TOKENS = 16384  # bounds the (tokens x experts) random matrix drawn at once
+ROUTING_CHUNK_TOKENS = 16384  # tokens drawn at once (the grouped draws interleave per chunk, so this fixes them)
+ROUTING_CHUNK_CELLS = 2**22  # ... and at most this many (tokens x experts) keys at once: 32 MiB whatever E is
+
+
+def _chunk_rows(num_experts: int) -> int:
+    return max(1, min(ROUTING_CHUNK_TOKENS, ROUTING_CHUNK_CELLS // num_experts))
 
 
 def popularity(routing: Routing, num_experts: int, rng: np.random.Generator) -> np.ndarray:
@@ -37,8 +42,9 @@ def top_k_counts(num_tokens: int, log_weights: np.ndarray, top_k: int, rng: np.r
     """Tokens per expert when each token draws ``top_k`` distinct experts with keys ``log_weights + Gumbel``."""
     num_experts = len(log_weights)
     counts = np.zeros(num_experts, dtype=np.int64)
-    for start in range(0, num_tokens, ROUTING_CHUNK_TOKENS):
-        chunk = min(ROUTING_CHUNK_TOKENS, num_tokens - start)
+    rows = _chunk_rows(num_experts)
+    for start in range(0, num_tokens, rows):
+        chunk = min(rows, num_tokens - start)
         if top_k == num_experts:
             counts += chunk
             continue
@@ -54,8 +60,9 @@ def grouped_top_k_counts(
     """Tokens per expert when each token picks ``top_groups`` of ``groups`` groups, then ``top_k`` experts in them."""
     per_group = num_experts // groups
     counts = np.zeros(num_experts, dtype=np.int64)
-    for start in range(0, num_tokens, ROUTING_CHUNK_TOKENS):
-        chunk = min(ROUTING_CHUNK_TOKENS, num_tokens - start)
+    rows = _chunk_rows(num_experts)
+    for start in range(0, num_tokens, rows):
+        chunk = min(rows, num_tokens - start)
         group_keys = rng.gumbel(size=(chunk, groups))
         chosen_groups = np.argpartition(-group_keys, top_groups - 1, axis=1)[:, :top_groups]
         allowed = np.zeros((chunk, groups), dtype=bool)

@@ -28,7 +28,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from secmoe_sim.spec.base import FieldIssue, StrictModel
+from secmoe_sim.spec.base import FieldIssue, Name, StrictModel
 from secmoe_sim.spec.units import Duration, Size
 
 LinkClass = Literal["nvswitch", "full_mesh", "pcie", "network"]
@@ -65,7 +65,7 @@ class _Curves(StrictModel):
 class Protocol(StrictModel):
     """One NCCL protocol: its launch latency, its per-step latency per link class, its bandwidth share."""
 
-    name: str = Field(min_length=1, max_length=32)
+    name: Name
     launch: Duration = Field(description="latency of starting a collective with this protocol (NCCL's baseLat)")
     step_latency: dict[LinkClass, Duration] = Field(
         min_length=1,

@@ -24,19 +24,19 @@ from secmoe_sim.spec.hardware import Cluster
 
 class Straggler(StrictModel):
     kind: Literal["straggler"]
-    gpu: int = Field(ge=0)
+    gpu: int = Field(ge=0, le=2**20)
     slowdown: float = Field(ge=1, le=1000, description="kernel times multiplied by this factor")
 
 
 class SlowNode(StrictModel):
     kind: Literal["slow_node"]
-    node: int = Field(ge=0)
+    node: int = Field(ge=0, le=2**20)
     slowdown: float = Field(ge=1, le=1000, description="kernel times of every GPU of the node multiplied by this")
 
 
 class DegradedLink(StrictModel):
     kind: Literal["degraded_link"]
-    gpu: int = Field(ge=0)
+    gpu: int = Field(ge=0, le=2**20)
     link: Literal["intra_node", "nic"] = Field(description="the GPU's NVLink/PCIe port, or its NIC")
     bandwidth_factor: float = Field(gt=0, le=1, description="capacity multiplied by this factor")
 

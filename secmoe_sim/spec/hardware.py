@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from secmoe_sim.spec.base import FieldIssue, StrictModel
+from secmoe_sim.spec.base import FieldIssue, Name, StrictModel
 from secmoe_sim.spec.communication import Communication, HostStagedStack
 from secmoe_sim.spec.units import Bandwidth, Duration, FlopRate, Size
 
@@ -25,14 +25,14 @@ MAX_GPUS_PER_NODE = 64
 class EfficiencyPoint(StrictModel):
     """Fraction of peak FLOP/s reached by a kernel of a given size (FLOPs per kernel)."""
 
-    flops: float = Field(gt=0, description="FLOPs of one kernel at which this efficiency was measured")
+    flops: float = Field(gt=0, le=1e21, description="FLOPs of one kernel at which this efficiency was measured")
     efficiency: float = Field(gt=0, le=1, description="achieved / peak FLOP/s")
 
 
 class GPU(StrictModel):
     """One accelerator: compute peaks, memory system and per-kernel launch cost."""
 
-    name: str
+    name: Name
     peak_flops: dict[Dtype, FlopRate] = Field(description="dense peak FLOP/s per compute dtype (datasheet)")
     memory_bandwidth: Bandwidth = Field(description="achievable memory bandwidth, bytes/s")
     memory_capacity: Size = Field(description="device memory, bytes")
@@ -200,7 +200,7 @@ class Cluster(StrictModel):
     """``nodes`` identical nodes of ``gpus_per_node`` GPUs."""
 
     schema_version: Literal[1] = 1
-    name: str = "cluster"
+    name: Name = "cluster"
     gpu: GPU
     nodes: int = Field(ge=1, le=MAX_NODES)
     gpus_per_node: int = Field(ge=1, le=MAX_GPUS_PER_NODE)

@@ -167,16 +167,68 @@ def _load_included_cluster(scenario_path: Path, include: str) -> Cluster:
     return load_cluster(included)
 
 
+MAX_YAML_DEPTH = 32  # scenario and sweep files nest a handful of levels; deeper is a mistake or an attack
+MAX_YAML_BYTES = 8 * 2**20
+
+
+class _InputLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses duplicate keys (the last would silently win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key].start_mark.line + 1})", key_node.start_mark
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+class _ShapeError(yaml.YAMLError):
+    """A YAML document whose shape the loader refuses (too deep, aliases)."""
+
+    def __init__(self, problem: str, mark: Any):
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
+def _check_shape(text: str) -> None:
+    """Refuse, before building anything, YAML nested deeper than :data:`MAX_YAML_DEPTH` and aliases
+    (``*name``), which scenario files do not need and which can expand without bound."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise _ShapeError(f"aliases (*{event.anchor}) are not supported", event.start_mark)
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise _ShapeError(f"nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+def parse_yaml(text: str) -> tuple[Any, yaml.Node | None]:
+    """Data and node tree of YAML ``text``: duplicate keys, aliases and deep nesting refused (``yaml.YAMLError``)."""
+    _check_shape(text)
+    return yaml.load(text, Loader=_InputLoader), yaml.compose(text, Loader=yaml.SafeLoader)
+
+
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """The file's data and its YAML node tree (for line numbers); one-line :class:`ScenarioError` if unreadable."""
     try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ScenarioError(str(path), "", f"larger than {MAX_YAML_BYTES // 2**20} MiB: not a scenario file")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ScenarioError(str(path), "", "no such file") from None
+    except IsADirectoryError:
+        raise ScenarioError(str(path), "", "is a directory, not a file") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ScenarioError(str(path), "", f"cannot read file: {error}") from None
     try:
-        return yaml.safe_load(text), yaml.compose(text)
+        return parse_yaml(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
@@ -204,7 +256,12 @@ def data_path(loc: tuple, data: Any) -> list[str | int]:
     """
     path: list[str | int] = []
     node = data
+    tag_pending = False  # the discriminator tag comes first, even when a field has the same name ({kind: counts, counts: ...})
     for item in loc:
+        if isinstance(node, dict) and isinstance(item, str) and node.get("kind") == item and not tag_pending:
+            tag_pending = True
+            continue
+        tag_pending = False
         if isinstance(node, dict) and item in node or isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node):
             path.append(item)
             node = node[item]

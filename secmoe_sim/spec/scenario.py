@@ -37,7 +37,7 @@ class Scenario(StrictModel):
     schema_version: Literal[1]
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$", description="names the output directory")
     description: str = ""
-    seed: int = Field(default=0, ge=0, description="root of every random stream of the run")
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="root of every random stream of the run")
     hardware: Cluster
     workload: Workload
     network: NetworkOptions = Field(default_factory=NetworkOptions, description="network model and collective algorithms")
@@ -51,6 +51,16 @@ class Scenario(StrictModel):
     def stacks(self) -> Communication:
         """The communication stacks of the run: the scenario's, else the hardware's."""
         return self.communication if self.communication is not None else self.hardware.stack_settings()
+
+    @model_validator(mode="after")
+    def _dtype_has_a_peak(self) -> Scenario:
+        dtype, peaks = self.workload.layer.dtype, self.hardware.gpu.peak_flops
+        if dtype not in peaks:
+            raise FieldIssue(
+                ("workload", "layer", "dtype"),
+                f"the GPU has no peak_flops entry for {dtype!r} (it has: {', '.join(peaks)}); add hardware.gpu.peak_flops.{dtype}",
+            )
+        return self
 
     @model_validator(mode="after")
     def _fits_cluster(self) -> Scenario:

@@ -53,6 +53,16 @@ UNITS_BY_DIMENSION: dict[str, dict[str, float]] = {
 }
 BASE_UNIT = {"size": "B", "bandwidth": "B/s", "duration": "s", "flop_rate": "FLOP/s"}
 
+# Magnitudes a value may have (zero where the field allows it). Below the lower bounds a rate is a
+# typo that makes times absurd (a 1e-300 FLOP/s peak gives infinite kernels); the upper bounds of the
+# rates are far above any machine so that an idealised "free" link or memory (1e30 B/s) stays possible.
+PHYSICAL_RANGE: dict[str, tuple[float, float]] = {
+    "size": (1.0, 1e18),  # a byte to an exabyte
+    "bandwidth": (1e3, 1e30),  # 1 kB/s up
+    "duration": (1e-15, 1e5),  # a femtosecond to a day
+    "flop_rate": (1e6, 1e30),  # 1 MFLOP/s up
+}
+
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
 
 
@@ -77,7 +87,10 @@ def parse_quantity(value: object, dimension: Dimension) -> float:
     if isinstance(value, bool):
         raise UnitError(f"expected a {dimension}, got a boolean")
     if isinstance(value, (int, float)):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise UnitError(f"{shown(value)} is beyond any finite {dimension}") from None
     elif isinstance(value, str):
         match = _QUANTITY.match(value)
         if match is None:
@@ -96,7 +109,19 @@ def parse_quantity(value: object, dimension: Dimension) -> float:
         raise UnitError(f"expected a {dimension} as a number or a string like '{example(dimension)}', got {type(value).__name__}")
     if not math.isfinite(number):
         raise UnitError(f"{value!r} is not a finite {dimension}")
+    low, high = PHYSICAL_RANGE[dimension]
+    if number != 0 and not low <= abs(number) <= high:
+        raise UnitError(
+            f"{shown(value)} is outside the physical range of a {dimension.replace('_', ' ')} "
+            f"({low:g} to {high:g} {BASE_UNIT[dimension]})"
+        )
     return number
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages (an integer can be 300 digits)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def example(dimension: str) -> str:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from secmoe_sim.spec.base import FieldIssue, StrictModel
+from secmoe_sim.spec.base import FieldIssue, Name, StrictModel
 from secmoe_sim.spec.hardware import Dtype
 
 MAX_WIDTH = 2**20  # bounds that keep a mistyped number from asking for an endless simulation
@@ -29,7 +29,7 @@ class Layer(StrictModel):
     heads: int = Field(ge=1, le=MAX_WIDTH, description="attention heads h of the full-width attention")
     dtype: Dtype = Field(default="bf16", description="compute dtype (weights, activations)")
     comm_dtype: Dtype | None = Field(default=None, description="dtype on the wire; defaults to dtype")
-    ffn_multiplier: float = Field(default=4.0, gt=0, description="FFN hidden width = ffn_multiplier * width")
+    ffn_multiplier: float = Field(default=4.0, gt=0, le=64, description="FFN hidden width = ffn_multiplier * width")
     ffn: bool = Field(default=True, description="the full-width blocks (dense, pre-expert, token-MoE attention) include an FFN")
     causal: bool = Field(default=False, description="causal mask: half of the score matrix is computed")
     rotary: bool = Field(default=False, description="rotary position embedding applied to queries and keys (an elementwise op)")
@@ -65,7 +65,7 @@ class DenseArchitecture(StrictModel):
     """
 
     kind: Literal["dense"]
-    label: str | None = None
+    label: Name | None = None
     tensor_parallel: int = Field(
         default=1, ge=1, le=MAX_EXPERTS, description="GPUs sharing one sequence's layer (Megatron-style)"
     )
@@ -115,6 +115,9 @@ class GroupedRouting(StrictModel):
     top_groups: int = Field(ge=1, le=MAX_EXPERTS)
 
 
+MAX_TOKEN_COUNT = 1e15  # a measured count beyond this is not a token count (and its sum would overflow)
+
+
 class CountsRouting(StrictModel):
     """Measured per-expert token counts (inline, or ``file:`` a text file of numbers beside the scenario),
     used as relative loads: scaled to the layer's tokens x top_k, deterministic."""
@@ -125,8 +128,10 @@ class CountsRouting(StrictModel):
     @model_validator(mode="after")
     def _loads_valid(self) -> CountsRouting:
         for position, count in enumerate(self.counts):
-            if not (count >= 0 and count < float("inf")):
-                raise FieldIssue(("counts", position), f"a token count must be a finite number >= 0, got {count}")
+            if not (0 <= count <= MAX_TOKEN_COUNT):
+                raise FieldIssue(
+                    ("counts", position), f"a token count must be a number from 0 to {MAX_TOKEN_COUNT:g}, got {count}"
+                )
         if sum(self.counts) <= 0:
             raise FieldIssue(("counts",), "the counts sum to zero")
         return self
@@ -139,11 +144,11 @@ class TokenMoEArchitecture(StrictModel):
     """Baseline: full-width attention, then a router sends each token to top_k expert FFNs."""
 
     kind: Literal["token_moe"]
-    label: str | None = None
+    label: Name | None = None
     num_experts: int = Field(ge=1, le=MAX_EXPERTS)
     top_k: int = Field(default=2, ge=1, le=MAX_EXPERTS)
     capacity_factor: float = Field(
-        default=1.25, gt=0, description="expert capacity = capacity_factor * top_k * tokens / num_experts"
+        default=1.25, gt=0, le=1024, description="expert capacity = capacity_factor * top_k * tokens / num_experts"
     )
     routing: Routing = Field(default=UniformRouting(kind="uniform"), description="how tokens choose experts")
     overlap_degree: int = Field(
@@ -156,6 +161,7 @@ class TokenMoEArchitecture(StrictModel):
     expert_ffn_multiplier: float | None = Field(
         default=None,
         gt=0,
+        le=64,
         description="hidden width of each expert's FFN over d (default: layer.ffn_multiplier); ffn_multiplier / top_k "
         "gives the dense layer's active parameters per token",
     )
@@ -209,7 +215,7 @@ class SectionalMoEArchitecture(StrictModel):
     """The paper's layer: each token's embedding is cut into E sections, one per expert."""
 
     kind: Literal["sectional_moe"]
-    label: str | None = None
+    label: Name | None = None
     experts: list[int] | Literal["all_feasible"] = Field(
         default="all_feasible", description="expert counts E to simulate, or every feasible E"
     )

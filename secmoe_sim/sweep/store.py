@@ -80,7 +80,17 @@ class SweepStore:
         return self.failures_dir / f"{key}.json"
 
     def completed_keys(self) -> set[str]:
-        return {path.stem for path in self.points_dir.glob("*.parquet")}
+        """The points whose result file reads back; a file that does not (truncated, corrupt) is removed,
+        so its point counts as not done and is computed again."""
+        done = set()
+        for path in self.points_dir.glob("*.parquet"):
+            try:
+                pq.read_metadata(path)
+            except (OSError, pa.ArrowException):
+                path.unlink(missing_ok=True)
+                continue
+            done.add(path.stem)
+        return done
 
     def write_point(self, key: str, rows: pd.DataFrame) -> None:
         """Record a completed point (atomically); a failure recorded for it earlier is removed."""
@@ -124,13 +134,19 @@ class SweepStore:
 
 
 def read_results(sweep_dir: Path) -> tuple[pd.DataFrame, dict]:
-    """The merged table and the metadata of a sweep directory; :class:`SweepError` if they are missing."""
+    """The merged table and the metadata of a sweep directory; :class:`SweepError` if they are missing or unreadable."""
     sweep_dir = Path(sweep_dir)
     results, metadata = sweep_dir / RESULTS, sweep_dir / METADATA
     for path in (results, metadata):
         if not path.is_file():
             raise SweepError(str(sweep_dir), "", f"no {path.name} here: not the output directory of `secmoe-sim sweep`")
-    return pd.read_parquet(results), json.loads(metadata.read_text(encoding="utf-8"))
+    try:
+        return pd.read_parquet(results), json.loads(metadata.read_text(encoding="utf-8"))
+    except (OSError, ValueError, pa.ArrowException) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise SweepError(
+            str(sweep_dir), "", f"cannot read the results ({reason}): run the sweep again into this directory to rebuild them"
+        ) from None
 
 
 def _json_bytes(document: dict) -> bytes:
@@ -138,7 +154,11 @@ def _json_bytes(document: dict) -> bytes:
 
 
 def _atomic_write(path: Path, write) -> None:
-    """Write through ``write(handle)`` to a temporary file beside ``path``, flush it to disk, move it into place."""
+    """Write through ``write(handle)`` to a temporary file beside ``path``, flush it to disk, move it into place.
+
+    A write that fails (disk full, no permission) leaves nothing half-written and is a one-line
+    :class:`SweepError`: what was completed stays, and running the sweep again resumes.
+    """
     temporary = path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
     try:
         with open(temporary, "wb") as handle:
@@ -146,5 +166,9 @@ def _atomic_write(path: Path, write) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        raise SweepError(
+            str(path), "", f"cannot write: {error.strerror or error}; completed points are kept, run again to resume"
+        ) from None
     finally:
         temporary.unlink(missing_ok=True)
