@@ -224,7 +224,7 @@ def interval_union_s(starts: np.ndarray, ends: np.ndarray) -> float:
 
 
 def summarize(run: SimulationRun, scenario: Scenario) -> dict:
-    """One summary row (design.md "Results") for one simulated layer."""
+    """One summary row (the columns of docs/model.md, section 5) for one simulated layer."""
     plan, timeline = run.plan, run.timeline
     finished = np.asarray(run.finished_at)
     wall_clock_s = float(finished.max())

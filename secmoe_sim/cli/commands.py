@@ -72,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         results, replay = replay_results(scenario, args.seed, read_trace(args.replay), Path(args.replay))
     else:
         results = simulate(scenario, seed=args.seed)
-    paths = write_run_outputs(results, out_dir)
+    paths = write_run_outputs(results, out_dir, trace_experts=args.trace_experts, gzip_trace=args.gzip_trace)
     print(run_table(results))
     if replay is not None:
         from secmoe_sim.report.calibration import replay_text, write_replay
@@ -95,7 +95,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    print(json.dumps(Scenario.model_json_schema(), indent=2))
+    if args.sweep:
+        from secmoe_sim.sweep.spec import SweepSpec
+
+        print(json.dumps(SweepSpec.model_json_schema(), indent=2))
+    else:
+        from secmoe_sim.spec.file_schema import scenario_file_schema
+
+        print(json.dumps(scenario_file_schema(), indent=2))
     return 0
 
 

@@ -12,6 +12,7 @@ import re
 from secmoe_sim.calibrate.timing import MIN_REPEATS
 from secmoe_sim.cli import commands
 from secmoe_sim.spec.units import UnitError, parse_quantity
+from secmoe_sim.version import __version__
 
 USAGE_ERROR = 2
 
@@ -90,12 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate sectional MoE layers against token-routed MoE and dense baselines on a GPU cluster.",
     )
     parser.add_argument("--debug", action="store_true", help="on an internal error, print the traceback")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = subcommands.add_parser("run", help="simulate every architecture entry of a scenario and write tables, trace and plot")
     run.add_argument("scenario", help="scenario file, or the name of a shipped scenario (see `list`)")
     run.add_argument("--out", help="output directory (default out/<scenario name>/)")
     run.add_argument("--seed", type=_seed, help="random seed; overrides the scenario's")
+    run.add_argument(
+        "--trace-experts", type=_positive_int, metavar="E", help="trace each sectional entry at this E instead of its best"
+    )
+    run.add_argument("--gzip-trace", action="store_true", help="write trace.json.gz instead of trace.json")
     run.add_argument(
         "--replay",
         metavar="TRACE",
@@ -115,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--json", action="store_true", help="print the same content as one JSON object")
     analyze.set_defaults(handler=commands.cmd_analyze)
 
-    schema = subcommands.add_parser("schema", help="print the JSON Schema of scenario files")
+    schema = subcommands.add_parser("schema", help="print the JSON Schema of scenario files (or of sweep files)")
+    schema.add_argument("--sweep", action="store_true", help="the schema of sweep files instead")
     schema.set_defaults(handler=commands.cmd_schema)
 
     listing = subcommands.add_parser("list", help="list the shipped scenarios")

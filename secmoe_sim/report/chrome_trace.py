@@ -1,43 +1,98 @@
 """Chrome / Perfetto trace export (``traceEvents`` JSON, microseconds).
 
-One process per (architecture entry, E) configuration, one thread per GPU stream (the host that
-issues its ops, compute, communication); host issues, kernels and collectives are complete events (``ph: "X"``) and each transfer is a flow arrow from the sender's
-communication track to the receiver's. Open the file in https://ui.perfetto.dev or
-chrome://tracing.
+One process per (architecture entry, E) configuration, pids from 1 (pid 0 is special to trace
+processors); one thread per GPU stream: the host that issues its ops, compute, communication. Host
+issues, kernels and collectives are complete events (``ph: "X"``); a collective's slice carries the
+bytes it sent and how many peers it sent to. Each transfer is a flow arrow from the sender's
+communication track to the receiver's, with an id unique in the whole file (viewers key flows
+across processes); its start lies inside the sender's collective slice and its end inside the
+receiver's (an arrival before the receiver reached the collective is drawn where its slice starts).
+The GPU that finishes last is marked ``(critical)`` in its track names. Open the file in
+https://ui.perfetto.dev or chrome://tracing.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+
+import numpy as np
 import pandas as pd
 
 from secmoe_sim.spec.units import to_microseconds
 
 MAX_TRACE_EVENTS = 200_000  # keeps trace.json small enough for a browser to open
 STREAM_THREADS = {"host": 0, "compute": 1, "comm": 2}
+FIRST_PID = 1
 
 
 def _thread_id(gpu: int, stream: str) -> int:
     return len(STREAM_THREADS) * gpu + STREAM_THREADS[stream]
 
 
-def trace_events(timeline: pd.DataFrame, process_id: int, process_name: str, budget: int) -> list[dict]:
-    """Trace events of one configuration's timeline, at most ``budget`` of them."""
+def _collective_traffic(timeline: pd.DataFrame) -> tuple[dict[int, tuple[float, int]], dict]:
+    """Per collective row (by position in ``timeline``): bytes sent and peers; and per (gpu, label) the
+    rows' spans in time order, for the flow ends."""
+    rows = timeline.reset_index(drop=True)
+    collectives = rows[rows["kind"] == "collective"]
+    transfers = rows[rows["kind"] == "transfer"]
+    spans: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
+    for record in collectives.sort_values("started_at").to_dict("records"):
+        key = (int(record["gpu"]), str(record["label"]))
+        starts, ends = spans.get(key, (np.array([]), np.array([])))
+        spans[key] = (np.append(starts, record["started_at"]), np.append(ends, record["finished_at"]))
+    sent: dict[tuple[int, str], list[dict]] = defaultdict(list)
+    for transfer in transfers.to_dict("records"):
+        sent[(int(transfer["src"]), str(transfer["label"]))].append(transfer)
+    traffic: dict[int, tuple[float, int]] = {}
+    for position, record in zip(collectives.index.tolist(), collectives.to_dict("records")):
+        inside = [
+            t
+            for t in sent.get((int(record["gpu"]), str(record["label"])), [])
+            if record["started_at"] <= t["started_at"] <= record["finished_at"]
+        ]
+        traffic[position] = (float(sum(t["bytes"] for t in inside)), len({t["dst"] for t in inside}))
+    return traffic, spans
+
+
+def _flow_end_s(spans: dict, dst: int, label: str, arrival_s: float) -> float:
+    """The arrival, moved into the receiver's collective slice of the same name if it came before it started."""
+    found = spans.get((dst, label))
+    if found is None:
+        return arrival_s
+    starts, ends = found
+    position = int(np.searchsorted(ends, arrival_s, side="left"))
+    if position >= len(starts):
+        return arrival_s
+    return max(arrival_s, float(starts[position]))
+
+
+def trace_events(timeline: pd.DataFrame, process_id: int, process_name: str, budget: int, first_flow_id: int = 0) -> list[dict]:
+    """Trace events of one configuration's timeline, at most ``budget`` of them; flow ids from ``first_flow_id``."""
     events: list[dict] = [{"ph": "M", "name": "process_name", "pid": process_id, "args": {"name": process_name}}]
+    timeline = timeline.reset_index(drop=True)
+    ends = timeline.groupby("gpu")["finished_at"].max()
+    critical = int(ends.to_numpy().argmax()) if len(ends) else -1
+    critical = int(ends.index[critical]) if len(ends) else -1
     for gpu in sorted(timeline["gpu"].unique()):
         for stream in STREAM_THREADS:
+            mark = " (critical)" if gpu == critical else ""
             events.append(
                 {
                     "ph": "M",
                     "name": "thread_name",
                     "pid": process_id,
                     "tid": _thread_id(int(gpu), stream),
-                    "args": {"name": f"GPU {gpu} {stream}"},
+                    "args": {"name": f"GPU {gpu} {stream}{mark}"},
                 }
             )
+    traffic, spans = _collective_traffic(timeline)
     ops = timeline[timeline["kind"] != "transfer"]
-    for row in ops.to_dict("records"):
+    for index, row in zip(ops.index, ops.to_dict("records")):
         if len(events) >= budget:
             return events
+        args = {"flops": row["flops"], "bytes": row["bytes"], "launch_us": to_microseconds(row["launch_s"])}
+        if index in traffic:
+            args["bytes"], args["peers"] = traffic[index]
         events.append(
             {
                 "ph": "X",
@@ -47,13 +102,15 @@ def trace_events(timeline: pd.DataFrame, process_id: int, process_name: str, bud
                 "tid": _thread_id(row["gpu"], row["stream"]),
                 "ts": to_microseconds(row["started_at"]),
                 "dur": to_microseconds(row["finished_at"] - row["started_at"]),
-                "args": {"flops": row["flops"], "bytes": row["bytes"], "launch_us": to_microseconds(row["launch_s"])},
+                "args": args,
             }
         )
-    for flow_id, row in enumerate(timeline[timeline["kind"] == "transfer"].to_dict("records")):
+    flow_id = first_flow_id
+    for row in timeline[timeline["kind"] == "transfer"].to_dict("records"):
         if len(events) + 2 > budget:
             break
         common = {"name": row["label"], "cat": "transfer", "pid": process_id, "id": flow_id}
+        flow_id += 1
         events.append(
             {
                 **common,
@@ -63,15 +120,17 @@ def trace_events(timeline: pd.DataFrame, process_id: int, process_name: str, bud
                 "args": {"bytes": row["bytes"], "dst": row["dst"]},
             }
         )
-        events.append(
-            {**common, "ph": "f", "bp": "e", "tid": _thread_id(row["dst"], "comm"), "ts": to_microseconds(row["finished_at"])}
-        )
+        end_s = _flow_end_s(spans, int(row["dst"]), str(row["label"]), row["finished_at"])
+        events.append({**common, "ph": "f", "bp": "e", "tid": _thread_id(row["dst"], "comm"), "ts": to_microseconds(end_s)})
     return events
 
 
 def chrome_trace(timelines: list[tuple[str, pd.DataFrame]], max_events: int = MAX_TRACE_EVENTS) -> dict:
     """A trace document holding one process per named timeline, capped at ``max_events`` events."""
     events: list[dict] = []
-    for process_id, (name, timeline) in enumerate(timelines):
-        events += trace_events(timeline, process_id, name, max_events - len(events))
+    next_flow_id = 0
+    for process_id, (name, timeline) in enumerate(timelines, start=FIRST_PID):
+        new = trace_events(timeline, process_id, name, max_events - len(events), first_flow_id=next_flow_id)
+        next_flow_id += sum(1 for event in new if event.get("ph") == "s")
+        events += new
     return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"capped_at_events": max_events}}

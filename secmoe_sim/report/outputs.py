@@ -7,8 +7,12 @@ sweep modes, date), so a result is never separated from what produced it.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
 
 from secmoe_sim.analysis.analytical import analytical_curves
 from secmoe_sim.report.chrome_trace import chrome_trace
@@ -37,26 +41,56 @@ def write_json(path: Path, document: dict) -> None:
     path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def write_run_outputs(results: Results, out_dir: Path) -> list[Path]:
-    """Write summary.csv, timeline.csv, trace.json, wall_clock_vs_experts.png and metadata.json."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        name: out_dir / name
-        for name in ("summary.csv", "timeline.csv", "trace.json", "wall_clock_vs_experts.png", "metadata.json")
-    }
-    results.summary.to_csv(paths["summary.csv"], index=False)
-    results.timeline.to_csv(paths["timeline.csv"], index=False)
-    best = results.best()
-    best = best[best["role"] != "same_gpus"]
+def best_timelines(results: Results, trace_experts: int | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """The timelines the trace shows, named: each entry and placement at its best E, or at
+    ``trace_experts`` where that E was simulated (baselines always at their own)."""
+    summary = results.summary[results.summary["role"] != "same_gpus"]
+    chosen = results.best()
+    chosen = chosen[chosen["role"] != "same_gpus"]
+    if trace_experts is not None:
+        at = summary[summary["num_experts"] == trace_experts]
+        keys = set(zip(at["label"], at["placement"]))
+        chosen = pd.concat(
+            [chosen[[(label, placement) not in keys for label, placement in zip(chosen["label"], chosen["placement"])]], at]
+        )
     timeline = results.timeline
-    timelines = []
-    for label, placement, experts in zip(best["label"], best["placement"], best["num_experts"]):
+    named = []
+    for label, placement, experts in zip(chosen["label"], chosen["placement"], chosen["num_experts"]):
         rows = timeline[
             (timeline["entry"] == label) & (timeline["placement"] == placement) & (timeline["num_experts"] == experts)
         ]
-        timelines.append((f"{label}{f' [{placement}]' if placement else ''} E={experts}", rows))
-    write_json(paths["trace.json"], chrome_trace(timelines))
-    figure = wall_clock_vs_experts(results.summary, analytical_curves(results.scenario), results.scenario.hardware.num_gpus)
+        named.append((f"{label}{f' [{placement}]' if placement else ''} E={experts}", rows))
+    return named
+
+
+def run_figure(results: Results) -> Figure:
+    """The run's figure: wall-clock against E per entry and placement, the baselines, the analytical S(E)."""
+    return wall_clock_vs_experts(results.summary, analytical_curves(results.scenario), results.scenario.hardware.num_gpus)
+
+
+def run_trace(results: Results, trace_experts: int | None = None) -> dict:
+    """The run's Chrome/Perfetto trace document (every entry at its best E, or at ``trace_experts``)."""
+    return chrome_trace(best_timelines(results, trace_experts))
+
+
+def write_run_outputs(results: Results, out_dir: Path, trace_experts: int | None = None, gzip_trace: bool = False) -> list[Path]:
+    """Write summary.csv, timeline.csv, trace.json (``.json.gz`` with ``gzip_trace``), wall_clock_vs_experts.png
+    and metadata.json; the trace shows every entry at its best E, or at ``trace_experts``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trace_name = "trace.json.gz" if gzip_trace else "trace.json"
+    paths = {
+        name: out_dir / name for name in ("summary.csv", "timeline.csv", trace_name, "wall_clock_vs_experts.png", "metadata.json")
+    }
+    results.summary.to_csv(paths["summary.csv"], index=False)
+    results.timeline.to_csv(paths["timeline.csv"], index=False)
+    document = run_trace(results, trace_experts)
+    if gzip_trace:
+        with gzip.open(paths[trace_name], "wt", encoding="utf-8") as handle:
+            json.dump(document, handle)
+    else:
+        write_json(paths[trace_name], document)
+    figure = run_figure(results)
     figure.savefig(paths["wall_clock_vs_experts.png"], dpi=120)
     write_json(paths["metadata.json"], metadata(results.scenario, results.seed, command="run"))
     return list(paths.values())

@@ -154,7 +154,7 @@ def _record(store: SweepStore, point: SweepPoint, outcome: PointOutcome | BaseEx
 
 
 def sweep_metadata(report: SweepReport) -> dict:
-    """metadata.json of a sweep directory: what produced the results (design.md "Results")."""
+    """metadata.json of a sweep directory: what produced the results (docs/sweeps.md)."""
     sweep = report.sweep
     by_key = {point.key: point for point in sweep.points}
     return {

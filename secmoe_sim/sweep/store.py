@@ -6,7 +6,7 @@ Layout of ``DIR``::
     failures/<key>.json      one file per failed point: the error and its traceback
     results.parquet          every completed point of the sweep, merged, with the swept values
     results.csv              the same table, on request
-    metadata.json            what produced the results (design.md "Results")
+    metadata.json            what produced the results (docs/sweeps.md)
     .lock                    held while a sweep writes into DIR
 
 Each file is written to a temporary name in its final folder and moved into place with

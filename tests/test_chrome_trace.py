@@ -1,0 +1,46 @@
+"""The Chrome/Perfetto trace of a run: flow ids unique in the file, pids from 1, every flow inside a slice."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+
+from secmoe_sim import load_scenario, simulate
+from secmoe_sim.report.chrome_trace import chrome_trace
+from secmoe_sim.report.outputs import best_timelines
+
+
+@pytest.fixture(scope="module", params=["h100-nvlink-8", "h200-ib-32"])
+def trace(request):
+    results = simulate(load_scenario(request.param))
+    return chrome_trace(best_timelines(results, trace_experts=8))
+
+
+@pytest.mark.slow
+def test_flow_ids_are_unique_in_the_file_and_pids_start_at_one(trace):
+    events = trace["traceEvents"]
+    starts = [(e["id"], e["cat"], e["name"]) for e in events if e["ph"] == "s"]
+    assert starts and len(starts) == len(set(starts))
+    assert len({e["id"] for e in events if e["ph"] == "s"}) == len(starts)
+    assert min(e["pid"] for e in events) == 1
+
+
+@pytest.mark.slow
+def test_every_flow_start_and_end_lies_inside_a_slice_on_its_track(trace):
+    slices = defaultdict(list)
+    for e in trace["traceEvents"]:
+        if e["ph"] == "X":
+            slices[(e["pid"], e["tid"])].append((e["ts"], e["ts"] + e["dur"]))
+    for e in trace["traceEvents"]:
+        if e["ph"] in ("s", "f"):
+            spans = slices[(e["pid"], e["tid"])]
+            assert any(start - 1e-6 <= e["ts"] <= end + 1e-6 for start, end in spans), e
+
+
+@pytest.mark.slow
+def test_collective_slices_carry_their_bytes_and_peers(trace):
+    collectives = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["cat"] == "collective"]
+    assert collectives and any(e["args"]["bytes"] > 0 and e["args"]["peers"] > 0 for e in collectives)
+    names = [e["args"]["name"] for e in trace["traceEvents"] if e["ph"] == "M" and e["name"] == "thread_name"]
+    assert any(name.endswith("(critical)") for name in names)
