@@ -122,12 +122,20 @@ def test_run_with_replay_flags_and_counts(tmp_path, capsys):
     scenario.write_text(SCENARIO)
     trace = write_trace(synthetic_trace(), tmp_path / "trace.csv")
     assert main(["run", str(scenario), "--replay", str(trace), "--out", str(tmp_path / "out")]) == 0
-    assert "replay of" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "replay of" in printed.out
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     kinds = [c for c in summary.columns if c.startswith("replay_")]
     assert len(kinds) == 5 and (summary[kinds].sum(axis=1) > 0).all()
     metadata = json.loads((tmp_path / "out" / "metadata.json").read_text())
     assert metadata["replay"]["trace_sha256"] and metadata["replay"]["replay_exact_ops"] >= 0
+    replay = metadata["replay"]
+    unmeasured = replay["replay_extrapolated_ops"] + replay["replay_roofline_ops"]
+    total = sum(
+        replay[f"replay_{kind}_ops"] for kind in ("exact", "interpolated", "flops_interpolated", "extrapolated", "roofline")
+    )
+    assert replay["unmeasured_fraction"] == pytest.approx(unmeasured / total)
+    assert ("warning:" in printed.err) == (unmeasured / total > 0.1)
     if metadata["replay"]["replay_extrapolated_ops"]:
         flagged = pd.read_csv(tmp_path / "out" / "replay_flagged_ops.csv")
         assert set(flagged["kind"]) <= {"extrapolated", "roofline"}
@@ -152,3 +160,16 @@ def test_run_with_a_bad_trace_is_one_line(tmp_path, capsys):
     bad.write_text("nope\n")
     assert main(["run", "rtx4090-pcie-8", "--replay", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_replay_warns_when_most_kernels_are_outside_the_trace(tmp_path, capsys):
+    """A trace of one tiny GEMM shape cannot time a real layer: the run says so and records the share."""
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(SCENARIO)
+    tiny = synthetic_trace()
+    tiny = Trace(tiny.rows[tiny.rows["primitive"] == "gemm"].head(1).reset_index(drop=True), tiny.metadata)
+    trace = write_trace(tiny, tmp_path / "tiny.csv")
+    assert main(["run", str(scenario), "--replay", str(trace), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    fraction = json.loads((tmp_path / "out" / "metadata.json").read_text())["replay"]["unmeasured_fraction"]
+    assert fraction > 0.1 and "warning:" in err and f"{fraction:.0%}" in err

@@ -1,6 +1,7 @@
 """Real torch measurements on the CPU: a tiny grid, gloo between two processes, check-real, and the
 CUDA timing path exercised with stand-in events (no GPU here)."""
 
+import json
 import time
 
 import numpy as np
@@ -105,9 +106,19 @@ def test_check_real_on_a_tiny_layer(tiny_trace, tmp_path, capsys):
     assert np.allclose(table["rel_error"], table["predicted_s"] / table["measured_s"] - 1)
     summary = pd.read_csv(out / "check_real_summary.csv")
     assert (summary["regret_pct"] >= 0).all() and len(summary) == 4
+    assert (summary["median_error_target_met"] == (summary["median_abs_error_pct"] <= 10)).all()
+    assert (summary["regret_target_met"] == (summary["regret_pct"] <= 3)).all()
+    assert (summary["measured_spread_pct"] >= 0).all()
     assert (out / "check_real.png").stat().st_size > 0
     assert load_scenario(out / "scenario.yaml").hardware.num_gpus == 1
-    assert "regret" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    met = int(summary["median_error_target_met"].sum() + summary["regret_target_met"].sum())
+    assert "regret" in printed.out and f"{met} of 8 targets met" in printed.out
+    metadata = json.loads((out / "check_real_metadata.json").read_text())
+    assert metadata["loaded_machine"] == (
+        max(metadata["load_average_1min"], metadata["load_average_1min_after"]) > 0.5 * metadata["cpu_count"]
+    )
+    assert ("LOADED MACHINE" in printed.err) == metadata["loaded_machine"]
 
 
 class _StandInEvent:

@@ -134,7 +134,7 @@ def package_modules() -> list[Path]:
 def test_every_top_level_module_and_folder_has_a_layer():
     for entry in ROOT.iterdir():
         name = entry.stem
-        if entry.name in ("__init__.py", "py.typed", "__pycache__", "scenarios", "stacks"):  # code-free data folders
+        if entry.name in ("__init__.py", "py.typed", "__pycache__", "scenarios", "stacks", "hardware"):  # code-free data folders
             continue
         if entry.is_dir() or entry.suffix == ".py":
             assert name in LAYER_RANKS or name in SHARED, f"{entry.name} belongs to no layer: add it to docs/architecture.md"

@@ -107,6 +107,17 @@ def test_rerun_skips_completed_points_and_an_edited_sweep_computes_only_new_poin
     assert sorted(table["workload.layer.seq_len"].unique()) == [512, 1024, 4096]
 
 
+@pytest.mark.slow
+def test_a_resumed_sweep_without_csv_keeps_an_earlier_results_csv_current(tmp_path):
+    run_sweep(load_sweep(SMALL), tmp_path, ExecutorChoice("serial", workers=1), csv=True)
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(SMALL.read_text().replace("values: [512, 1024, 2048]", "values: [512, 1024, 2048, 4096]"))
+    run_sweep(load_sweep(edited), tmp_path, ExecutorChoice("serial", workers=1))
+    table = pd.read_parquet(tmp_path / RESULTS)
+    from_csv = pd.read_csv(tmp_path / "results.csv")
+    assert len(from_csv) == len(table) and sorted(from_csv["workload.layer.seq_len"].unique()) == [512, 1024, 2048, 4096]
+
+
 def test_progress_bar_shows_count_rate_and_eta(tmp_path, capsys):
     run_sweep(load_sweep(SMALL), tmp_path, ExecutorChoice("serial", workers=1), progress=True)
     bar = capsys.readouterr().err
@@ -314,3 +325,31 @@ def test_plot_options_are_checked(tmp_path, capsys, options, fragment):
 def test_plot_of_a_directory_without_results_is_one_line(tmp_path, capsys):
     assert main(["plot", str(tmp_path)]) == 2
     assert "no results.parquet here" in capsys.readouterr().err
+
+
+def test_sweep_axes_are_titled_by_the_quantity_with_the_path_beneath():
+    from secmoe_sim.sweep.plots import best_experts_heatmap, quantity_label
+
+    assert quantity_label("hardware.inter_node.nic_bandwidth_per_direction") == (
+        "inter-node NIC bandwidth per direction\n(hardware.inter_node.nic_bandwidth_per_direction)"
+    )
+    assert quantity_label("workload.layer.seq_len").startswith("sequence length (tokens)\n")
+    assert quantity_label("workload.layer.ffn_multiplier").startswith("ffn multiplier\n")
+    best = pd.DataFrame(
+        {
+            "label": ["s", "s"],
+            "hardware.nodes": [1, 2],
+            "workload.layer.seq_len": [512, 512],
+            "best_experts": [4, 8],
+            "largest_experts": [16, 16],
+            "oom": [False, False],
+            "placement": ["replicated", "replicated"],
+            "sweep_mode": ["fixed_cluster", "fixed_cluster"],
+        }
+    )
+    try:
+        figure = best_experts_heatmap(best, "hardware.nodes", "workload.layer.seq_len", {})
+    except KeyError as missing:  # the table's columns are the plotting code's contract; name what this test lacks
+        pytest.fail(f"heatmap needs column {missing}")
+    axes = figure.axes[0]
+    assert axes.get_xlabel() == quantity_label("hardware.nodes") and axes.get_ylabel() == quantity_label("workload.layer.seq_len")

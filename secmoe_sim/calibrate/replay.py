@@ -42,6 +42,7 @@ from secmoe_sim.plan.steps import LayerPlan
 from secmoe_sim.spec.scenario import Scenario
 
 KINDS = ("exact", "interpolated", "flops_interpolated", "extrapolated", "roofline")
+UNMEASURED_WARNING_FRACTION = 0.1  # above this share of kernels timed outside the trace, the replay warns
 REPLAYED = ("gemm", "attention", "memory")
 SHAPE_MATCH = 1e-9  # relative tolerance of a shape at the end of a curve
 SHAPE_DIGITS = 9  # significant digits that identify a shape for an exact match
@@ -214,12 +215,20 @@ class ReplayReport:
         """The summary with ``replay_<kind>_ops`` columns added."""
         return summary.merge(self.counts, on=["label", "num_experts"], how="left")
 
+    def unmeasured_fraction(self) -> float:
+        """Share of kernels timed outside the trace's measured range (extrapolated, or by the roofline)."""
+        totals = self.counts[[f"replay_{kind}_ops" for kind in KINDS]].sum()
+        total = int(totals.sum())
+        unmeasured = int(totals["replay_extrapolated_ops"] + totals["replay_roofline_ops"])
+        return unmeasured / total if total else 0.0
+
     def metadata(self) -> dict:
         totals = self.counts[[f"replay_{kind}_ops" for kind in KINDS]].sum()
         return {
             "trace": str(self.trace_path),
             "trace_sha256": file_sha256(self.trace_path),
             **{name: int(value) for name, value in totals.items()},
+            "unmeasured_fraction": self.unmeasured_fraction(),
             "flagged_ops_file": "replay_flagged_ops.csv" if len(self.flagged) else None,
         }
 

@@ -149,8 +149,8 @@ def make_row(op: str, primitive: str, dtype: str, device: str, stats: dict, sour
 def frame(rows: list[dict]) -> pd.DataFrame:
     """Rows as a trace table with every column, in the documented order."""
     table = pd.DataFrame(rows, columns=list(COLUMNS))
-    for column in TEXT_COLUMNS:
-        table[column] = table[column].fillna("").astype(str)
+    for column in TEXT_COLUMNS:  # a column empty in every row reads back from CSV as floats (NaN)
+        table[column] = ["" if pd.isna(value) else str(value) for value in table[column]]
     for column in NUMBER_COLUMNS + STAT_COLUMNS:
         table[column] = table[column].astype(float)
     table["attempts"] = table["attempts"].fillna(1)

@@ -13,19 +13,35 @@ import json
 import os
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 from secmoe_sim.errors import CalibrationError, UsageError
 from secmoe_sim.simulation import check_work
-from secmoe_sim.spec.loading import load_scenario, shipped_scenario_names
+from secmoe_sim.spec.loading import (
+    SHIPPED_HARDWARE,
+    SHIPPED_SCENARIOS,
+    SHIPPED_STACKS,
+    file_or_shipped,
+    load_scenario,
+    shipped_names,
+    shipped_scenario_names,
+    with_values,
+)
 from secmoe_sim.spec.scenario import Scenario
+
+SHIPPED_KINDS = {  # what `list` and `show` cover: kind -> folder inside the package
+    "scenario": (SHIPPED_SCENARIOS,),
+    "hardware": (SHIPPED_HARDWARE,),
+    "sweep": (SHIPPED_SCENARIOS, "sweeps"),
+    "stack": (SHIPPED_STACKS,),
+}
 
 DEFAULT_OUT = Path("out")  # outputs land here unless --out says otherwise (ignored by git; reports/ is regenerated explicitly)
 COMMITTED_REPORTS = Path("reports")
 INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
 DEFAULT_TRACE_NAME = "trace.csv"
 DEFAULT_HARDWARE_NAME = "hardware.yaml"
-BUSY_LOAD_PER_CORE = 0.5  # above this 1-minute load per core, warn that timings may be disturbed
 REFERENCE_WARMUP = 3  # untimed forward passes of each reference layer before its first timed round
 
 
@@ -55,13 +71,20 @@ def output_file(option: str | None, default: Path) -> Path:
     return path
 
 
+def scenario_of(args: argparse.Namespace) -> Scenario:
+    """The command's scenario with its ``--set PATH=VALUE`` changes, validated as a scenario file is."""
+    scenario = load_scenario(args.scenario)
+    changes = dict(getattr(args, "set", None) or [])
+    return with_values(scenario, changes, source=f"{args.scenario} (--set)") if changes else scenario
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Simulate every entry at every E; print the table; write the run's files."""
     from secmoe_sim.report.outputs import write_run_outputs
     from secmoe_sim.report.run_table import run_table
     from secmoe_sim.simulation import simulate
 
-    scenario = load_scenario(args.scenario)
+    scenario = scenario_of(args)
     check_work(scenario, args.allow_large, where=str(args.scenario))
     out_dir = output_dir(args.out, DEFAULT_OUT / scenario.name)
     replay = None
@@ -72,13 +95,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         results, replay = replay_results(scenario, args.seed, read_trace(args.replay), Path(args.replay))
     else:
         results = simulate(scenario, seed=args.seed)
-    paths = write_run_outputs(results, out_dir, trace_experts=args.trace_experts, gzip_trace=args.gzip_trace)
+    changes = {path: value for path, value in args.set}
+    paths = write_run_outputs(
+        results,
+        out_dir,
+        trace_experts=args.trace_experts,
+        gzip_trace=args.gzip_trace,
+        figure_format=args.format,
+        extra_metadata={"set": changes} if changes else None,
+    )
     print(run_table(results))
     if replay is not None:
-        from secmoe_sim.report.calibration import replay_text, write_replay
+        from secmoe_sim.report.calibration import replay_text, replay_warning, write_replay
 
         write_replay(replay, out_dir)
         print(replay_text(replay))
+        warning = replay_warning(replay)
+        if warning:
+            print(warning, file=sys.stderr)
     print(f"\nwrote {', '.join(p.name for p in paths)} to {out_dir}/")
     return 0
 
@@ -89,7 +123,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from secmoe_sim.report.analyze import analyze_text
     from secmoe_sim.report.text import as_json
 
-    found = overview(load_scenario(args.scenario), alpha_s=args.alpha)
+    found = overview(scenario_of(args), alpha_s=args.alpha)
     print(as_json(overview_document(found)) if args.json else analyze_text(found))
     return 0
 
@@ -99,6 +133,10 @@ def cmd_schema(args: argparse.Namespace) -> int:
         from secmoe_sim.sweep.spec import SweepSpec
 
         print(json.dumps(SweepSpec.model_json_schema(), indent=2))
+    elif args.hardware:
+        from secmoe_sim.spec.file_schema import hardware_file_schema
+
+        print(json.dumps(hardware_file_schema(), indent=2))
     else:
         from secmoe_sim.spec.file_schema import scenario_file_schema
 
@@ -107,9 +145,49 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    for name in shipped_scenario_names():
-        scenario = load_scenario(name)
-        print(f"{name:20s} {scenario.description}")
+    """Every shipped file by kind: name, what it is (its description or first comment line), path."""
+    from secmoe_sim.report.text import table_text, wrapped
+
+    for kind, folder in SHIPPED_KINDS.items():
+        paths = [(name, file_or_shipped(name, *folder)) for name in shipped_names(*folder)]
+        rows = [(name, _what_it_is(path)) for name, path in paths if path is not None]
+        where = Path(str(resources.files("secmoe_sim").joinpath(*folder)))
+        print(f"{kind} files (in {where}):")
+        print(table_text(["name", "what it is"], rows))
+        print()
+    print(
+        wrapped(
+            "Use a scenario or sweep by name (`secmoe-sim run h100-nvlink-8`), hardware as `hardware: NAME` in a "
+            "scenario, a stack as `default: NAME` in `communication`; `secmoe-sim show NAME` prints a file to copy."
+        )
+    )
+    return 0
+
+
+def _what_it_is(path: Path, width: int = 72) -> str:
+    """A shipped file's ``description``, else its first comment line, cut to ``width`` characters."""
+    text = path.read_text(encoding="utf-8")
+    described = next((line.partition(":")[2].strip() for line in text.splitlines() if line.startswith("description:")), "")
+    comment = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), "")
+    found = described or comment
+    return found if len(found) <= width else found[: width - 3].rstrip() + "..."
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print a shipped file as it is, comments and sources included, to copy and edit."""
+    kinds = [args.kind] if args.kind else list(SHIPPED_KINDS)
+    found = {
+        kind: file_or_shipped(args.name, *SHIPPED_KINDS[kind])
+        for kind in kinds
+        if args.name in shipped_names(*SHIPPED_KINDS[kind])
+    }
+    if not found:
+        raise UsageError(f"no shipped {args.kind or 'file'} named {args.name!r} (see `secmoe-sim list`)", "NAME")
+    if len(found) > 1:
+        raise UsageError(f"{args.name!r} is shipped as {' and '.join(found)}: choose one with --kind", "NAME")
+    path = next(iter(found.values()))
+    assert path is not None
+    sys.stdout.write(path.read_text(encoding="utf-8"))
     return 0
 
 
@@ -117,7 +195,7 @@ def cmd_alpha(args: argparse.Namespace) -> int:
     from secmoe_sim.analysis.alpha import SWEEP_MODES, measure_alpha
     from secmoe_sim.report.validation import alpha_summary_lines, write_alpha
 
-    scenario = load_scenario(args.scenario)
+    scenario = scenario_of(args)
     check_work(scenario, args.allow_large, where=str(args.scenario))
     modes = (args.sweep_mode,) if args.sweep_mode else SWEEP_MODES
     seed = scenario.seed if args.seed is None else args.seed
@@ -160,7 +238,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from secmoe_sim.report.recommend import recommendation_text
     from secmoe_sim.report.text import as_json
 
-    scenario = load_scenario(args.scenario)
+    scenario = scenario_of(args)
     check_work(scenario, args.allow_large, where=str(args.scenario))
     found = recommend(scenario, seed=args.seed)
     print(as_json(found.document()) if args.json else recommendation_text(found))
@@ -206,7 +284,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from secmoe_sim.sweep.figures import write_sweep_figures
 
     figures_dir = output_dir(args.out, Path(args.sweep_dir)) if args.out else None
-    written, notes = write_sweep_figures(Path(args.sweep_dir), figures_dir, args.x, args.y, args.at)
+    written, notes = write_sweep_figures(Path(args.sweep_dir), figures_dir, args.x, args.y, args.at, figure_format=args.format)
     for note in notes:
         print(note)
     print(f"wrote {', '.join(p.name for p in written)} to {written[0].parent}/")
@@ -233,6 +311,8 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 
 
 def _warn_if_busy() -> None:
+    from secmoe_sim.calibrate.check_real import BUSY_LOAD_PER_CORE
+
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load > BUSY_LOAD_PER_CORE * cores:
         print(f"warning: load average {load:.2f} on {cores} cores: other processes may disturb the timings", file=sys.stderr)
@@ -362,12 +442,18 @@ def cmd_check_real(args: argparse.Namespace) -> int:
     figure.savefig(out_dir / "check_real.png", dpi=120)
     include = os.path.relpath(hardware_path, out_dir) if cluster.num_gpus == 1 else None
     (out_dir / "scenario.yaml").write_text(check_real.scenario_yaml(scenario, include), encoding="utf-8")
+    load_after = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
+    loaded = check_real.loaded_machine([started["load_average_1min"], load_after], cores)
     write_json(
         out_dir / "check_real_metadata.json",
         {
             "command": "check-real",
             **started,
-            "load_average_1min_after": os.getloadavg()[0],
+            "load_average_1min_after": load_after,
+            "cpu_count": cores,
+            "loaded_machine": loaded,
+            "targets": {"median_abs_error_pct": check_real.TARGET_MEDIAN_ERROR_PCT, "regret_pct": check_real.TARGET_REGRET_PCT},
             "warmup": REFERENCE_WARMUP,
             "repeats": args.repeats,
             "trace": str(trace_path),
@@ -381,6 +467,13 @@ def cmd_check_real(args: argparse.Namespace) -> int:
         },
     )
     print("\n" + check_real_text(result))
+    if loaded:
+        print(
+            f"warning: LOADED MACHINE: 1-minute load {started['load_average_1min']:.2f} before and {load_after:.2f} after on "
+            f"{cores} cores (above {check_real.BUSY_LOAD_PER_CORE} per core): other processes disturbed the timings, so "
+            "errors and regrets include that disturbance; rerun on an idle machine before trusting a miss",
+            file=sys.stderr,
+        )
     print(
         f"\nwrote check_real.csv, check_real_summary.csv, check_real.png, scenario.yaml, check_real_metadata.json to {out_dir}/"
     )

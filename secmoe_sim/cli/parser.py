@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import Any
+
+import yaml
 
 from secmoe_sim.calibrate.timing import MIN_REPEATS
 from secmoe_sim.cli import commands
+from secmoe_sim.spec.loading import parse_yaml
+from secmoe_sim.spec.paths import PATH_PATTERN
 from secmoe_sim.spec.units import UnitError, parse_quantity
 from secmoe_sim.version import __version__
 
@@ -73,6 +78,35 @@ def _at_least_20(text: str) -> int:
     return value
 
 
+def _assignment(text: str) -> tuple[str, Any]:
+    """``PATH=VALUE`` of ``--set``: a dotted scenario path and a YAML value (``8192``, ``200 GB/s``, ``[1, 2]``)."""
+    path, equals, value = text.partition("=")
+    path = path.strip()
+    if not equals or not re.match(PATH_PATTERN, path):
+        raise argparse.ArgumentTypeError(
+            f"expected PATH=VALUE with a dotted field path (workload.layer.seq_len=8192), got {text!r}"
+        )
+    try:
+        parsed, _ = parse_yaml(value)
+    except yaml.YAMLError as error:
+        raise argparse.ArgumentTypeError(
+            f"{path}: value {value!r} is not valid YAML: {getattr(error, 'problem', error)}"
+        ) from None
+    return path, parsed
+
+
+def _add_set(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--set",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="set one scenario field for this run (repeatable), validated as the file is: "
+        "--set workload.layer.seq_len=8192 --set 'hardware.intra_node.bandwidth_per_direction=200 GB/s'",
+    )
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line on stderr and exit code 2, and which never guesses
     an option from its prefix (``--se`` is not ``--seed``)."""
@@ -109,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(interpolated between measured shapes; extrapolated ops flagged)",
     )
     run.add_argument("--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)")
+    run.add_argument("--format", choices=["png", "svg", "pdf"], default="png", help="file format of the figures (default png)")
+    _add_set(run)
     run.set_defaults(handler=commands.cmd_run)
 
     analyze = subcommands.add_parser("analyze", help="the analytical model: parameters, FLOPs, S(E) and E_opt, no simulation")
@@ -119,14 +155,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="overhead coefficient alpha as a duration (e.g. '20 us'); default: estimated from the hardware",
     )
     analyze.add_argument("--json", action="store_true", help="print the same content as one JSON object")
+    _add_set(analyze)
     analyze.set_defaults(handler=commands.cmd_analyze)
 
-    schema = subcommands.add_parser("schema", help="print the JSON Schema of scenario files (or of sweep files)")
-    schema.add_argument("--sweep", action="store_true", help="the schema of sweep files instead")
+    schema = subcommands.add_parser("schema", help="print the JSON Schema of scenario files (or of sweep or hardware files)")
+    kind = schema.add_mutually_exclusive_group()
+    kind.add_argument("--sweep", action="store_true", help="the schema of sweep files instead")
+    kind.add_argument("--hardware", action="store_true", help="the schema of stand-alone hardware files instead")
     schema.set_defaults(handler=commands.cmd_schema)
 
-    listing = subcommands.add_parser("list", help="list the shipped scenarios")
+    listing = subcommands.add_parser(
+        "list", help="list the shipped scenarios, hardware files, sweeps and stacks with their paths"
+    )
     listing.set_defaults(handler=commands.cmd_list)
+
+    show = subcommands.add_parser("show", help="print a shipped file (scenario, hardware, sweep or stack) to copy")
+    show.add_argument("name", metavar="NAME", help="a name that `list` shows")
+    show.add_argument("--kind", choices=list(commands.SHIPPED_KINDS), help="which kind, when a name is shipped as several")
+    show.set_defaults(handler=commands.cmd_show)
 
     alpha = subcommands.add_parser("alpha", help="measure the empirical alpha: fit the simulated overhead against E")
     alpha.add_argument("scenario", help="scenario file, or the name of a shipped scenario")
@@ -135,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     alpha.add_argument("--seed", type=_seed, help="random seed; overrides the scenario's")
     alpha.add_argument("--json", action="store_true", help="print the same content as one JSON object")
     alpha.add_argument("--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)")
+    _add_set(alpha)
     alpha.set_defaults(handler=commands.cmd_alpha)
 
     validate = subcommands.add_parser("validate", help="analytical against simulated E_opt across scenarios and layer sizes")
@@ -151,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument(
         "--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)"
     )
+    _add_set(recommend)
     recommend.set_defaults(handler=commands.cmd_recommend)
 
     fidelity = subcommands.add_parser("fidelity", help="the simulator against published NCCL and DeepEP measurements")
@@ -191,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="AXIS=VALUE",
         help="fix another grid dimension at a value as written in the sweep file (default: its first value)",
     )
+    plot.add_argument("--format", choices=["png", "svg", "pdf"], default="png", help="file format of the figures (default png)")
     plot.set_defaults(handler=commands.cmd_plot)
 
     _add_calibration_commands(subcommands)

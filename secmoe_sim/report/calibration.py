@@ -11,8 +11,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from secmoe_sim.calibrate.check_real import MODES, PERCENT, CheckResult
-from secmoe_sim.calibrate.replay import KINDS, ReplayReport
+from secmoe_sim.calibrate.check_real import MODES, PERCENT, TARGET_MEDIAN_ERROR_PCT, TARGET_REGRET_PCT, CheckResult
+from secmoe_sim.calibrate.replay import KINDS, UNMEASURED_WARNING_FRACTION, ReplayReport
 from secmoe_sim.spec.units import SECOND_FACTORS
 
 REPLAY_FLAGGED_CSV = "replay_flagged_ops.csv"
@@ -60,10 +60,28 @@ def check_real_text(result: CheckResult) -> str:
         table[column] = table[column].map(lambda s: f"{s / SECOND_FACTORS['ms']:.3f} ms")
     table["rel_error"] = table["rel_error"].map(lambda e: f"{e * PERCENT:+.1f}%")
     summary = result.summary.copy()
-    for column in ("median_abs_error_pct", "worst_error_pct", "regret_pct"):
+    for column in ("median_abs_error_pct", "worst_error_pct", "regret_pct", "measured_spread_pct"):
         summary[column] = summary[column].map(lambda v: f"{v:.1f}")
     shown = table[["entry", "E", "mode", "measured_s", "predicted_s", "rel_error"]].to_string(index=False)
-    return shown + "\n\n" + summary.to_string(index=False)
+    columns = ["entry", "mode", "median_abs_error_pct", "worst_error_pct", "measured_best_E", "predicted_best_E", "regret_pct"]
+    return "\n\n".join([shown, summary[columns].to_string(index=False), "\n".join(target_lines(result))])
+
+
+def target_lines(result: CheckResult) -> list[str]:
+    """Per (entry, mode): each documented target met or missed, beside the measurement's own spread."""
+    lines = [
+        f"Targets (docs/calibration.md): median error within {TARGET_MEDIAN_ERROR_PCT:g}%, regret within {TARGET_REGRET_PCT:g}%"
+    ]
+    for row in result.summary.itertuples():
+        median = "met" if row.median_error_target_met else "MISSED"
+        regret = "met" if row.regret_target_met else "MISSED"
+        lines.append(
+            f"  {row.entry} ({row.mode}): median error {row.median_abs_error_pct:.1f}% {median}, regret "
+            f"{row.regret_pct:.1f}% {regret}; measured spread (p10-p90 over the median) {row.measured_spread_pct:.1f}%"
+        )
+    met = int(result.summary["median_error_target_met"].sum() + result.summary["regret_target_met"].sum())
+    lines.append(f"  {met} of {2 * len(result.summary)} targets met")
+    return lines
 
 
 def replay_text(report: ReplayReport) -> str:
@@ -74,6 +92,18 @@ def replay_text(report: ReplayReport) -> str:
     if len(report.flagged):
         line += f" (flagged ops listed in {REPLAY_FLAGGED_CSV})"
     return line
+
+
+def replay_warning(report: ReplayReport) -> str | None:
+    """A warning when more than a tenth of kernels were timed outside the trace's measured shapes."""
+    fraction = report.unmeasured_fraction()
+    if fraction <= UNMEASURED_WARNING_FRACTION:
+        return None
+    return (
+        f"warning: {fraction:.0%} of kernels were timed outside the trace's measured shapes (extrapolated or roofline), "
+        f"more than {UNMEASURED_WARNING_FRACTION:.0%}: this run is mostly the model, not the measurement; calibrate over "
+        "shapes that cover this scenario"
+    )
 
 
 def write_replay(report: ReplayReport, out_dir: Path) -> None:

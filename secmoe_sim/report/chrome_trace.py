@@ -7,8 +7,10 @@ bytes it sent and how many peers it sent to. Each transfer is a flow arrow from 
 communication track to the receiver's, with an id unique in the whole file (viewers key flows
 across processes); its start lies inside the sender's collective slice and its end inside the
 receiver's (an arrival before the receiver reached the collective is drawn where its slice starts).
-The GPU that finishes last is marked ``(critical)`` in its track names. Open the file in
-https://ui.perfetto.dev or chrome://tracing.
+The GPU that finishes last is marked ``(critical)`` in its track names. Counter tracks
+(``ph: "C"``) show the send rate of the busiest GPUs' outgoing links, in GB/s: each message counts at
+its average rate (bytes over the time from its start to its arrival), so the counter's area is the
+bytes the GPU sent. Open the file in https://ui.perfetto.dev or chrome://tracing.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from secmoe_sim.spec.units import to_microseconds
 MAX_TRACE_EVENTS = 200_000  # keeps trace.json small enough for a browser to open
 STREAM_THREADS = {"host": 0, "compute": 1, "comm": 2}
 FIRST_PID = 1
+COUNTER_GPUS = 4  # send-rate counter tracks for this many of the GPUs that send the most bytes
+BYTES_PER_GB = 1e9
 
 
 def _thread_id(gpu: int, stream: str) -> int:
@@ -125,6 +129,35 @@ def trace_events(timeline: pd.DataFrame, process_id: int, process_name: str, bud
     return events
 
 
+def egress_counters(timeline: pd.DataFrame, process_id: int, gpus: int = COUNTER_GPUS) -> list[dict]:
+    """Counter events of the send rate (GB/s) of the ``gpus`` GPUs that send the most bytes."""
+    transfers = timeline[timeline["kind"] == "transfer"]
+    if transfers.empty:
+        return []
+    busiest = transfers.groupby("src")["bytes"].sum().sort_values(ascending=False, kind="stable").index[:gpus]
+    events = []
+    for gpu in busiest:
+        sent = transfers[transfers["src"] == gpu]
+        starts, ends = sent["started_at"].to_numpy(float), sent["finished_at"].to_numpy(float)
+        rates = np.where(ends > starts, sent["bytes"].to_numpy(float) / np.maximum(ends - starts, 1e-300), 0.0)
+        times = np.concatenate([starts, ends])
+        order = np.argsort(times, kind="stable")
+        level = np.cumsum(np.concatenate([rates, -rates])[order])
+        times = times[order]
+        last_at_each_time = np.append(times[1:] != times[:-1], True)
+        for at_s, rate in zip(times[last_at_each_time], level[last_at_each_time]):
+            events.append(
+                {
+                    "ph": "C",
+                    "name": f"GPU {gpu} send rate",
+                    "pid": process_id,
+                    "ts": to_microseconds(float(at_s)),
+                    "args": {"GB/s": max(float(rate), 0.0) / BYTES_PER_GB},
+                }
+            )
+    return events
+
+
 def chrome_trace(timelines: list[tuple[str, pd.DataFrame]], max_events: int = MAX_TRACE_EVENTS) -> dict:
     """A trace document holding one process per named timeline, capped at ``max_events`` events."""
     events: list[dict] = []
@@ -133,4 +166,6 @@ def chrome_trace(timelines: list[tuple[str, pd.DataFrame]], max_events: int = MA
         new = trace_events(timeline, process_id, name, max_events - len(events), first_flow_id=next_flow_id)
         next_flow_id += sum(1 for event in new if event.get("ph") == "s")
         events += new
+        counters = egress_counters(timeline, process_id)
+        events += counters[: max(max_events - len(events), 0)]
     return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"capped_at_events": max_events}}

@@ -73,15 +73,27 @@ def run_trace(results: Results, trace_experts: int | None = None) -> dict:
     return chrome_trace(best_timelines(results, trace_experts))
 
 
-def write_run_outputs(results: Results, out_dir: Path, trace_experts: int | None = None, gzip_trace: bool = False) -> list[Path]:
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+def write_run_outputs(
+    results: Results,
+    out_dir: Path,
+    trace_experts: int | None = None,
+    gzip_trace: bool = False,
+    figure_format: str = "png",
+    extra_metadata: dict | None = None,
+) -> list[Path]:
     """Write summary.csv, timeline.csv, trace.json (``.json.gz`` with ``gzip_trace``), wall_clock_vs_experts.png
-    and metadata.json; the trace shows every entry at its best E, or at ``trace_experts``."""
+    (or ``.svg``/``.pdf``) and metadata.json (with ``extra_metadata``); the trace shows every entry at its
+    best E, or at ``trace_experts``."""
+    if figure_format not in FIGURE_FORMATS:
+        raise ValueError(f"figure_format must be one of {FIGURE_FORMATS}, got {figure_format!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     trace_name = "trace.json.gz" if gzip_trace else "trace.json"
-    paths = {
-        name: out_dir / name for name in ("summary.csv", "timeline.csv", trace_name, "wall_clock_vs_experts.png", "metadata.json")
-    }
+    figure_name = f"wall_clock_vs_experts.{figure_format}"
+    paths = {name: out_dir / name for name in ("summary.csv", "timeline.csv", trace_name, figure_name, "metadata.json")}
     results.summary.to_csv(paths["summary.csv"], index=False)
     results.timeline.to_csv(paths["timeline.csv"], index=False)
     document = run_trace(results, trace_experts)
@@ -91,6 +103,6 @@ def write_run_outputs(results: Results, out_dir: Path, trace_experts: int | None
     else:
         write_json(paths[trace_name], document)
     figure = run_figure(results)
-    figure.savefig(paths["wall_clock_vs_experts.png"], dpi=120)
-    write_json(paths["metadata.json"], metadata(results.scenario, results.seed, command="run"))
+    figure.savefig(paths[figure_name], dpi=120)
+    write_json(paths["metadata.json"], metadata(results.scenario, results.seed, command="run", **(extra_metadata or {})))
     return list(paths.values())

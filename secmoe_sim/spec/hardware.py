@@ -19,7 +19,7 @@ from secmoe_sim.spec.units import Bandwidth, Duration, FlopRate, Size
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8"]
 
 MAX_NODES = 4096  # bounds that keep a mistyped number from asking for an endless simulation
-MAX_GPUS_PER_NODE = 64
+MAX_GPUS_PER_NODE = 72  # one NVLink domain: a GB200 NVL72 rack
 
 
 class EfficiencyPoint(StrictModel):

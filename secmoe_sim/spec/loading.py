@@ -2,7 +2,12 @@
 
 ``load_scenario(path_or_name)`` accepts a file path or the name of a shipped scenario. A scenario
 may include its hardware from another file (``hardware: ../hardware/my-cluster.yaml``, relative to
-the scenario file), so a calibrated hardware description can be reused by many scenarios.
+the scenario file) or name a shipped hardware file (``hardware: h100-hgx``, ``secmoe-sim list``), so
+one hardware description serves many scenarios. A scenario may also extend another
+(``extends: h100-nvlink-8``): the base's sections, replaced by the sections this file gives, then
+``overrides`` (dotted paths, as in sweep files) set field by field. A ``hardware`` given this way that
+names its own communication stack brings that stack: the base's scenario-level ``communication``,
+chosen for the base's cluster, is dropped unless this file gives one.
 
 Every failure raises :class:`~secmoe_sim.errors.ScenarioError`, whose message is one line: the
 file, the field path, the reason, and the YAML line where it is known. The helpers that read YAML
@@ -11,6 +16,7 @@ and turn a pydantic error into that line are public: sweep files use them too.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -27,13 +33,25 @@ from secmoe_sim.spec.scenario import Scenario
 
 SHIPPED_SCENARIOS = "scenarios"
 SHIPPED_STACKS = "stacks"
+SHIPPED_HARDWARE = "hardware"
+MAX_EXTENDS_DEPTH = 8  # a chain of bases longer than this is a mistake (or a loop through copies)
 STACK_SLOTS = ("default", "all_to_all", "all_reduce", "all_gather", "reduce_scatter")
+
+
+def shipped_names(*folder: str) -> list[str]:
+    """The names of the YAML files shipped in the package ``folder``, sorted."""
+    found = resources.files("secmoe_sim").joinpath(*folder)
+    return sorted(p.name.removesuffix(".yaml") for p in found.iterdir() if p.name.endswith(".yaml"))
 
 
 def shipped_scenario_names() -> list[str]:
     """The names of the scenarios shipped in the package, sorted."""
-    folder = resources.files("secmoe_sim") / SHIPPED_SCENARIOS
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return shipped_names(SHIPPED_SCENARIOS)
+
+
+def shipped_hardware_names() -> list[str]:
+    """The names of the hardware files shipped in the package (``secmoe_sim/hardware``), sorted."""
+    return shipped_names(SHIPPED_HARDWARE)
 
 
 def file_or_shipped(path_or_name: str | Path, *folder: str) -> Path | None:
@@ -59,28 +77,111 @@ def resolve_scenario_path(path_or_name: str | Path) -> Path:
 
 def load_scenario(path_or_name: str | Path) -> Scenario:
     """Load and validate a scenario; raises :class:`ScenarioError` (one line) on any problem."""
-    path = resolve_scenario_path(path_or_name)
+    return _load_scenario(resolve_scenario_path(path_or_name), ())
+
+
+def _load_scenario(path: Path, extending: tuple[Path, ...]) -> Scenario:
+    """The scenario of ``path``; ``extending`` are the files that extend it (to refuse a loop)."""
     data, tree = read_yaml(path)
     if not isinstance(data, dict):
         raise ScenarioError(str(path), "", "expected a mapping of fields at the top level")
-    hardware = data.get("hardware")
-    if isinstance(hardware, str):
-        data = {**data, "hardware": _load_included_cluster(path, hardware)}
-    data = _with_routing_counts_read(path, data, tree)
-    data = _with_stack_files_read(path, data, tree)
+    if "extends" in data:
+        return _extended(path, data, tree, extending)
+    if "overrides" in data:
+        raise ScenarioError(
+            str(path), "overrides", "only a scenario that extends another has overrides", yaml_line(tree, ["overrides"])
+        )
+    data = _with_files_read(path, data, tree)
     try:
         return Scenario.model_validate(data)
     except ValidationError as error:
         raise validation_error(str(path), error, data, tree) from None
 
 
-def load_cluster(path: str | Path) -> Cluster:
-    """Load a stand-alone hardware file (the format of a scenario's ``hardware`` section)."""
-    data, tree = read_yaml(Path(path))
+def _with_files_read(path: Path, data: dict, tree: yaml.Node | None) -> dict:
+    """The scenario data with every included file read in: hardware, routing counts, stacks."""
+    hardware = data.get("hardware")
+    if isinstance(hardware, str):
+        data = {**data, "hardware": _included_cluster_data(path, hardware, tree)}
+    elif isinstance(hardware, dict) and isinstance(hardware.get("communication"), dict):
+        stacks = _stacks_read(path, hardware["communication"], ["hardware", "communication"], tree)
+        data = {**data, "hardware": {**hardware, "communication": stacks}}
+    data = _with_routing_counts_read(path, data, tree)
+    if isinstance(data.get("communication"), dict):
+        data = {**data, "communication": _stacks_read(path, data["communication"], ["communication"], tree)}
+    return data
+
+
+def _extended(path: Path, data: dict, tree: yaml.Node | None, extending: tuple[Path, ...]) -> Scenario:
+    """A scenario that extends a base: the base's sections, those this file gives instead, then its overrides."""
+    base_name = data["extends"]
+    if not isinstance(base_name, str) or not base_name:
+        raise ScenarioError(
+            str(path), "extends", "expected a scenario file or a shipped scenario name", yaml_line(tree, ["extends"])
+        )
+    relative = path.parent / base_name
+    base_path = relative if relative.is_file() else file_or_shipped(base_name, SHIPPED_SCENARIOS)
+    if base_path is None:
+        raise ScenarioError(
+            str(path),
+            "extends",
+            f"no scenario file {base_name!r} next to this one and no shipped scenario of that name "
+            f"(shipped: {', '.join(shipped_scenario_names())})",
+            yaml_line(tree, ["extends"]),
+        )
+    chain = (*extending, path.resolve())
+    if base_path.resolve() in chain or len(chain) > MAX_EXTENDS_DEPTH:
+        raise ScenarioError(str(path), "extends", f"{base_name!r} extends this file again (a loop)", yaml_line(tree, ["extends"]))
+    base = _load_scenario(base_path, chain)
+    overrides = data.get("overrides", {})
+    if not isinstance(overrides, dict):
+        raise ScenarioError(
+            str(path), "overrides", "expected a mapping of dotted field paths to values", yaml_line(tree, ["overrides"])
+        )
+    sections = _with_files_read(path, {key: value for key, value in data.items() if key not in ("extends", "overrides")}, tree)
+    merged = base.model_dump(mode="json") | sections
+    hardware = sections.get("hardware")
+    if isinstance(hardware, dict) and hardware.get("communication") and "communication" not in sections:
+        merged.pop("communication", None)  # a cluster that names its stack brings it: the base's was for the base's cluster
+    try:
+        scenario = Scenario.model_validate(merged)
+    except ValidationError as error:
+        raise validation_error(str(path), error, merged, tree) from None
+    for field in overrides:
+        reason = path_error(scenario, str(field))
+        if reason:
+            raise ScenarioError(str(path), f"overrides.{field}", reason, yaml_line(tree, ["overrides", field]))
+    return with_values(scenario, overrides, source=str(path))
+
+
+def load_cluster(path_or_name: str | Path) -> Cluster:
+    """Load a stand-alone hardware file (the format of a scenario's ``hardware`` section), or a
+    shipped one by name (``h100-hgx``)."""
+    path = _resolve_hardware_path(path_or_name)
+    data = _cluster_data(path)
     try:
         return Cluster.model_validate(data)
     except ValidationError as error:
-        raise validation_error(str(path), error, data, tree) from None
+        raise validation_error(str(path), error, data, read_yaml(path)[1]) from None
+
+
+def _resolve_hardware_path(path_or_name: str | Path) -> Path:
+    found = file_or_shipped(path_or_name, SHIPPED_HARDWARE)
+    if found is None:
+        raise ScenarioError(
+            str(path_or_name),
+            "",
+            f"no such file, and no shipped hardware of that name (shipped: {', '.join(shipped_hardware_names())})",
+        )
+    return found
+
+
+def _cluster_data(path: Path) -> Any:
+    """A hardware file's data with its communication stacks read in (relative to the hardware file)."""
+    data, tree = read_yaml(path)
+    if isinstance(data, dict) and isinstance(data.get("communication"), dict):
+        data = {**data, "communication": _stacks_read(path, data["communication"], ["communication"], tree)}
+    return data
 
 
 def _with_routing_counts_read(scenario_path: Path, data: dict, tree: yaml.Node | None) -> dict:
@@ -120,51 +221,58 @@ def _read_counts(scenario_path: Path, name: object, field: str, line: int | None
 
 def shipped_stack_names() -> list[str]:
     """The names of the communication stacks shipped in the package (``secmoe_sim/stacks``), sorted."""
-    folder = resources.files("secmoe_sim") / SHIPPED_STACKS
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return shipped_names(SHIPPED_STACKS)
 
 
-def _with_stack_files_read(scenario_path: Path, data: dict, tree: yaml.Node | None) -> dict:
-    """Every stack of ``communication`` given as a string, read: a file relative to the scenario, or a
-    shipped stack by name (``nccl-fidelity``: NCCL as the fidelity table fitted it)."""
-    communication = data.get("communication")
-    if not isinstance(communication, dict):
-        return data
+def _stacks_read(file: Path, communication: dict, where: list[str | int], tree: yaml.Node | None) -> dict:
+    """Every stack of a ``communication`` section given as a string, read: a file relative to ``file``,
+    or a shipped stack by name (``nccl-fidelity``: NCCL as the fidelity table fitted it)."""
     resolved = dict(communication)
 
-    def read(name: object, where: list[str | int]) -> object:
+    def read(name: object, at: list[str | int]) -> object:
         if not isinstance(name, str):
             return name
-        found = scenario_path.parent / name if (scenario_path.parent / name).is_file() else file_or_shipped(name, SHIPPED_STACKS)
+        relative = file.parent / name
+        found = relative if relative.is_file() else file_or_shipped(name, SHIPPED_STACKS)
         if found is None or not found.is_file():
             raise ScenarioError(
-                str(scenario_path),
-                format_path(where),
-                f"no stack file {name!r} next to the scenario and no shipped stack of that name "
+                str(file),
+                format_path(at),
+                f"no stack file {name!r} next to this file and no shipped stack of that name "
                 f"(shipped: {', '.join(shipped_stack_names())})",
-                yaml_line(tree, where),
+                yaml_line(tree, at),
             )
         stack, _ = read_yaml(found)
         return stack
 
     for slot in STACK_SLOTS:
         if slot in resolved:
-            resolved[slot] = read(resolved[slot], ["communication", slot])
+            resolved[slot] = read(resolved[slot], [*where, slot])
     if isinstance(resolved.get("architectures"), dict):
         resolved["architectures"] = {
-            label: read(stack, ["communication", "architectures", label]) for label, stack in resolved["architectures"].items()
+            label: read(stack, [*where, "architectures", label]) for label, stack in resolved["architectures"].items()
         }
-    return {**data, "communication": resolved}
+    return resolved
 
 
-def _load_included_cluster(scenario_path: Path, include: str) -> Cluster:
-    included = scenario_path.parent / include
-    if not included.is_file():
-        _, tree = read_yaml(scenario_path)
+def _included_cluster_data(scenario_path: Path, include: str, tree: yaml.Node | None) -> Any:
+    """The data of ``hardware: NAME``: a file relative to the scenario, else a shipped hardware file."""
+    relative = scenario_path.parent / include
+    found = relative if relative.is_file() else file_or_shipped(include, SHIPPED_HARDWARE)
+    if found is None:
         raise ScenarioError(
-            str(scenario_path), "hardware", f"included hardware file {include!r} not found", yaml_line(tree, ["hardware"])
+            str(scenario_path),
+            "hardware",
+            f"no hardware file {include!r} next to the scenario and no shipped hardware of that name "
+            f"(shipped: {', '.join(shipped_hardware_names())})",
+            yaml_line(tree, ["hardware"]),
         )
-    return load_cluster(included)
+    data = _cluster_data(found)
+    try:
+        Cluster.model_validate(data)
+    except ValidationError as error:
+        raise validation_error(str(found), error, data, read_yaml(found)[1]) from None
+    return data
 
 
 MAX_YAML_DEPTH = 32  # scenario and sweep files nest a handful of levels; deeper is a mistake or an attack
@@ -237,15 +345,28 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
 
 def validation_error(file: str, error: ValidationError, data: Any, tree: yaml.Node | None) -> ScenarioError:
     """The first problem of a pydantic error as one line: the field path as the user wrote it, the reason, the line."""
-    first = error.errors(include_url=False)[0]
+    errors = error.errors(include_url=False)
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    first = unknown[0] if unknown else errors[0]  # a misspelt name also makes the right one "missing": name the misspelling
     location = data_path(first["loc"], data)
     reason = first["msg"].removeprefix("Value error, ")
+    if unknown:
+        reason = _unknown_field_reason(first, errors)
     cause = (first.get("ctx") or {}).get("error")
     if isinstance(cause, FieldIssue):
         location = location + list(cause.path)
     if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
         location = location + ["kind"]
     return ScenarioError(file, format_path(location), reason, yaml_line(tree, location))
+
+
+def _unknown_field_reason(unknown: Any, errors: list[Any]) -> str:
+    """``unknown field 'seq_lenn' (did you mean 'seq_len'?)``: the likely intended name is a missing sibling."""
+    name = str(unknown["loc"][-1])
+    parent = unknown["loc"][:-1]
+    missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == parent]
+    close = difflib.get_close_matches(name, missing, n=1, cutoff=0.6)
+    return f"unknown field {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
 def data_path(loc: tuple, data: Any) -> list[str | int]:

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+))*$"  # names and list positions joined by '.'
+
 
 def path_error(scenario: BaseModel, path: str) -> str | None:
     """Why ``path`` does not name a field of ``scenario``, or None if it does.

@@ -18,15 +18,21 @@ from secmoe_sim.sweep.tables import (
 )
 
 FIGURE_DPI = 120
-BEST_EXPERTS_PNG = "best_experts.png"
-SPEEDUP_PNG = "speedup_vs_token_moe.png"
-E_OPT_PNG = "analytical_vs_simulated_e_opt.png"
+BEST_EXPERTS = "best_experts"
+SPEEDUP = "speedup_vs_token_moe"
+E_OPT = "analytical_vs_simulated_e_opt"
 
 
 def write_sweep_figures(
-    sweep_dir: Path, out_dir: Path | None = None, x: str | None = None, y: str | None = None, at: list[str] | None = None
+    sweep_dir: Path,
+    out_dir: Path | None = None,
+    x: str | None = None,
+    y: str | None = None,
+    at: list[str] | None = None,
+    figure_format: str = "png",
 ) -> tuple[list[Path], list[str]]:
-    """Draw the sweep's figures into ``out_dir`` (default: the sweep directory).
+    """Draw the sweep's figures into ``out_dir`` (default: the sweep directory) as ``figure_format``
+    files (png, svg or pdf).
 
     ``x`` and ``y`` pick the heatmap axes (default: the first two grid dimensions); ``at`` fixes
     other grid dimensions (``PATH=VALUE`` as written in the sweep file; default: their first value).
@@ -49,15 +55,16 @@ def write_sweep_figures(
         raise SweepError(str(sweep_dir), "", f"no completed point lies on the plane of {x} and {y} at {caption}")
     written, notes = [], []
     figures = {
-        BEST_EXPERTS_PNG: best_experts_heatmap(best_plane, x, y, labels, caption),
-        E_OPT_PNG: e_opt_across_sweep(best_all, axes, labels),
+        BEST_EXPERTS: best_experts_heatmap(best_plane, x, y, labels, caption),
+        E_OPT: e_opt_across_sweep(best_all, axes, labels),
     }
     speedup = speedup_over_token_moe(plane, axes)
     if speedup.empty:
-        notes.append(f"no {SPEEDUP_PNG}: the sweep has no token_moe entry to compare with")
+        notes.append(f"no {SPEEDUP}.{figure_format}: the sweep has no token_moe entry to compare with")
     else:
-        figures[SPEEDUP_PNG] = speedup_heatmap(speedup, x, y, labels, caption)
+        figures[SPEEDUP] = speedup_heatmap(speedup, x, y, labels, caption)
     for name, figure in figures.items():
-        figure.savefig(out_dir / name, dpi=FIGURE_DPI)
-        written.append(out_dir / name)
+        path = out_dir / f"{name}.{figure_format}"
+        figure.savefig(path, dpi=FIGURE_DPI)
+        written.append(path)
     return written, notes

@@ -27,14 +27,40 @@ def _ordered(values: pd.Series) -> list:
     return list(pd.unique(values))
 
 
+QUANTITY_WORDS = {  # field names as a reader says them; other names read with underscores as spaces
+    "seq_len": "sequence length (tokens)",
+    "d_model": "model width d",
+    "batch": "batch (sequences)",
+    "heads": "attention heads",
+    "nic_bandwidth_per_direction": "NIC bandwidth per direction",
+    "bandwidth_per_direction": "bandwidth per direction",
+    "link_bandwidth_per_direction": "link bandwidth per direction",
+    "nodes": "nodes",
+    "gpus_per_node": "GPUs per node",
+    "num_experts": "experts",
+    "top_k": "top-k",
+}
+PLACE_WORDS = {"intra_node": "intra-node", "inter_node": "inter-node", "gpu": "GPU"}
+
+
+def quantity_label(path: str) -> str:
+    """An axis title for a swept field: the quantity in words, its dotted path beneath
+    (``hardware.inter_node.nic_bandwidth_per_direction`` -> "inter-node NIC bandwidth per direction")."""
+    parts = path.split(".")
+    leaf = parts[-1]
+    words = QUANTITY_WORDS.get(leaf, leaf.replace("_", " "))
+    place = next((PLACE_WORDS[part] for part in reversed(parts[:-1]) if part in PLACE_WORDS), None)
+    return f"{place + ' ' if place else ''}{words}\n({path})"
+
+
 def _axis_ticks(axes, x: str, y: str | None, xs: list, ys: list, labels: dict[str, dict]) -> None:
     axes.set_xticks(range(len(xs)), [labels.get(x, {}).get(v, str(v)) for v in xs], rotation=30, ha="right")
-    axes.set_xlabel(x)
+    axes.set_xlabel(quantity_label(x))
     if y is None:
         axes.set_yticks([])
         return
     axes.set_yticks(range(len(ys)), [labels.get(y, {}).get(v, str(v)) for v in ys])
-    axes.set_ylabel(y)
+    axes.set_ylabel(quantity_label(y))
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:

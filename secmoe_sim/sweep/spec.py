@@ -44,12 +44,11 @@ from secmoe_sim.spec.loading import (
     validation_error,
     yaml_line,
 )
-from secmoe_sim.spec.paths import path_error, value_at, with_value
+from secmoe_sim.spec.paths import PATH_PATTERN, path_error, value_at, with_value
 from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.version import __version__
 
 SHIPPED_SWEEPS = ("scenarios", "sweeps")  # the folder of shipped sweep files inside the package
-PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+))*$"
 MAX_POINTS = 1_000_000  # keeps a mistyped axis from expanding into an endless sweep
 KEY_HEX_DIGITS = 20  # 80 bits of SHA-256: collisions are negligible for any sweep that fits MAX_POINTS
 

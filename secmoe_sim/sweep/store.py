@@ -5,7 +5,7 @@ Layout of ``DIR``::
     points/<key>.parquet     one file per completed point: its summary rows and analytical columns
     failures/<key>.json      one file per failed point: the error and its traceback
     results.parquet          every completed point of the sweep, merged, with the swept values
-    results.csv              the same table, on request
+    results.csv              the same table, on request (kept up to date once written)
     metadata.json            what produced the results (docs/sweeps.md)
     .lock                    held while a sweep writes into DIR
 
@@ -19,7 +19,6 @@ depends on the sweep file: the swept values are attached when the points are mer
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
 
 from secmoe_sim.sweep.spec import Sweep, SweepError
 
@@ -53,19 +53,20 @@ class SweepStore:
     def locked(self) -> Iterator[None]:
         """Hold the directory's lock: two sweeps writing into one directory would race on results.
 
-        ``flock`` locks die with their process, so a killed sweep never leaves the directory locked.
+        An operating-system lock (``filelock``: ``flock`` on Linux and macOS, ``msvcrt`` on Windows)
+        dies with its process, so a killed sweep never leaves the directory locked.
         """
         for folder in (self.points_dir, self.failures_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / LOCK, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise SweepError(str(self.out_dir), "", "another sweep is writing into this directory") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        lock = FileLock(self.out_dir / LOCK, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise SweepError(str(self.out_dir), "", "another sweep is writing into this directory") from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def remove_temporary_files(self) -> None:
         """Delete the partial files of an earlier run that was killed while writing (call under the lock)."""
@@ -120,9 +121,11 @@ class SweepStore:
         return table.sort_values(POINT_ID, kind="stable").reset_index(drop=True)
 
     def write_results(self, table: pd.DataFrame, csv: bool) -> list[Path]:
+        """Write results.parquet, and results.csv when asked or when an earlier run wrote one (a resumed
+        sweep without ``--csv`` must not leave a CSV of fewer points beside the parquet)."""
         paths = [self.out_dir / RESULTS]
         _atomic_write(paths[0], lambda handle: table.to_parquet(handle, index=False))
-        if csv:
+        if csv or (self.out_dir / RESULTS_CSV).exists():
             paths.append(self.out_dir / RESULTS_CSV)
             _atomic_write(paths[1], lambda handle: handle.write(table.to_csv(index=False, float_format="%.17g").encode()))
         return paths
