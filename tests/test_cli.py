@@ -91,3 +91,18 @@ def test_readme_scenario_example_loads(tmp_path):
     path.write_text(example)
     scenario = load_scenario(path)
     assert scenario.name == "my-cluster" and len(scenario.faults) == 3
+
+
+def test_analyze_defines_every_symbol_it_prints(capsys):
+    import re
+
+    assert main(["analyze", "h100-nvlink-8"]) == 0
+    out = capsys.readouterr().out
+    body, _, symbols = out.partition("Symbols: ")
+    used = set(re.findall(r"\b(C_pre|K|A|alpha|S_total|S_per_device|a1|a2|E_opt|params|FLOP/token)\b", body))
+    assert {"C_pre", "K", "A", "alpha", "S_total", "S_per_device", "a1", "a2", "E_opt"} <= used
+    defined = " ".join(symbols.split())
+    for symbol in used:  # defined as "X: ...", "X(E) ..." or, for the pair, "a1, a2: ..."
+        assert any(form in defined for form in (f"{symbol}:", f"{symbol}(E)", "a1, a2:" if symbol in ("a1", "a2") else "\0")), (
+            symbol
+        )

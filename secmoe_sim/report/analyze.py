@@ -17,7 +17,10 @@ SYMBOLS = (
     "K: the experts' projections (QKV, out, FFN) at E = 1, falling as K/E; A: the experts' attention scores, "
     "independent of E; alpha: the overhead coefficient of alpha E^2 (seconds, and seconds x effective FLOP/s as "
     "FLOP-equivalents); S_total(E) = C_pre + K/E + A + alpha E^2 summed over all GPUs; S_per_device(E): one GPU's "
-    "critical path (docs/model.md, section 6); E_opt: the E minimising S, and its best feasible neighbour."
+    "critical path (docs/model.md, section 6); a1, a2: the coefficients of 1/E and 1/E^2 in the view's S(E) "
+    "(total: a1 = K, a2 = 0; per device on a fixed cluster of G GPUs: a1 = K / G, a2 = 0; per device with one "
+    "expert per GPU: a1 = C_pre + A, a2 = K); E_opt: the E minimising S, and its best feasible neighbour; params: "
+    "the layer's parameters; FLOP/token: the layer's FLOPs per input token."
 )
 
 
