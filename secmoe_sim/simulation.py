@@ -158,7 +158,7 @@ class WorkEstimate:
 def estimate_work(scenario: Scenario) -> WorkEstimate:
     """The plans, messages and routing draws ``simulate(scenario)`` will need (upper estimates)."""
     layer, cluster = scenario.workload.layer, scenario.hardware
-    passes = 2 if layer.passes == "forward_backward" else 1
+    passes = 2 if layer.has_backward else 1
     kernels_per_gpu = 40 * passes  # the longest program's ops, elementwise included, with margin
     plans = 0
     messages = draws = 0.0
@@ -241,7 +241,7 @@ def summarize(run: SimulationRun, scenario: Scenario) -> dict:
     send_busy_all_gpus_s = sum(
         interval_union_s(sent["started_at"].to_numpy(), sent["finished_at"].to_numpy()) for _, sent in transfers.groupby("src")
     )
-    peak_memory = max(plan.peak_memory_bytes(scenario.workload.layer.passes))
+    peak_memory = max(plan.peak_memory_bytes(scenario.workload.layer.has_backward))
     if not (math.isfinite(wall_clock_s) and wall_clock_s >= 0 and math.isfinite(compute_s) and compute_s >= 0):
         raise SimulationError(f"{plan.label} at E = {plan.num_experts}: wall-clock {wall_clock_s} s, compute {compute_s} s")
     exposed_s = wall_clock_s - compute_s - launch_s

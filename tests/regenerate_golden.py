@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from secmoe_sim import __version__, load_scenario, simulate
+from secmoe_sim.analysis.model_step import layer_scenario, simulate_model
 from secmoe_sim.spec.loading import shipped_scenario_names
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -23,12 +24,23 @@ def golden_path(name: str) -> Path:
     return GOLDEN / f"{name}.summary.csv"
 
 
+def golden_model_path(name: str) -> Path:
+    """The model steps of a scenario with a ``model`` section."""
+    return GOLDEN / f"{name}.model.csv"
+
+
 def main() -> None:
     GOLDEN.mkdir(exist_ok=True)
     hashes = {}
     for name in shipped_scenario_names():
         scenario = load_scenario(name)
-        simulate(scenario).summary.to_csv(golden_path(name), index=False, float_format="%.17g")
+        if scenario.model is not None:
+            layers = simulate(layer_scenario(scenario))
+            simulate_model(scenario, layers=layers).summary.to_csv(golden_model_path(name), index=False, float_format="%.17g")
+            print(f"wrote {golden_model_path(name)}")
+        else:
+            layers = simulate(scenario)
+        layers.summary.to_csv(golden_path(name), index=False, float_format="%.17g")
         hashes[name] = scenario.content_hash()
         print(f"wrote {golden_path(name)}")
     METADATA.write_text(json.dumps({"version": __version__, "scenario_sha256": hashes}, indent=2) + "\n", encoding="utf-8")

@@ -55,3 +55,29 @@ def test_overlap_keeps_flops_and_bytes_and_hides_communication():
     for _, rows in list(compute_rows.groupby("gpu")) + list(comm_rows.groupby("gpu")):
         rows = rows.sort_values("started_at")
         assert (rows["started_at"].to_numpy()[1:] >= rows["finished_at"].to_numpy()[:-1] - 1e-15).all()
+
+
+def sectional_scenario(degree: int, nic: str = "100 Gb/s", passes: str = "forward") -> Scenario:
+    data = token_scenario(1, nic=nic, passes=passes).model_dump(mode="json")
+    data["workload"]["layer"].update({"d_model": 1024, "seq_len": 1024, "heads": 8})  # experts long enough to hide the exchange
+    data["workload"]["architectures"] = [
+        {
+            "kind": "sectional_moe",
+            "label": "sectional",
+            "experts": [8],
+            "min_section_width": 8,
+            "placement": "spread",
+            "pre_expert": {"enabled": True, "sequence_reduction": 2},
+            "overlap_degree": degree,
+        }
+    ]
+    return Scenario.model_validate(data)
+
+
+@pytest.mark.parametrize("passes", ["forward", "forward_backward"])
+def test_sectional_scatter_and_gather_overlap_with_the_experts(passes):
+    """Chunked as token MoE is: the same FLOPs and bytes, and a shorter layer when the exchange is long."""
+    one, four = (simulate(sectional_scenario(degree, passes=passes)).summary.iloc[0] for degree in (1, 4))
+    assert four["flops"] == pytest.approx(one["flops"]) and four["bytes_sent"] == pytest.approx(one["bytes_sent"])
+    assert four["exposed_communication_s"] < one["exposed_communication_s"]
+    assert four["wall_clock_s"] < one["wall_clock_s"]

@@ -124,12 +124,19 @@ def sectional_terms(layer: Layer, arch: SectionalMoEArchitecture, cluster: Clust
     batch = layer.batch
     pre = pre_expert_ops(layer, arch) + post_expert_ops(layer, arch)  # the same ops the plan runs, E = 1
     experts = expert_ops(layer, arch, 1)
-    passes = 1 + (costs.BACKWARD_FLOP_FACTOR if layer.passes == "forward_backward" else 0)
-    c_pre = sum(_time_s(k.scaled(batch), cluster, layer.dtype) for k in pre)
-    k_s = sum(_flop_time_s(k.scaled(batch), cluster, layer.dtype) for k in experts if k.group == "projection")
-    a_s = sum(_flop_time_s(k.scaled(batch), cluster, layer.dtype) for k in experts if k.group in ("scores", costs.ELEMENTWISE))
-    flops = sum(k.flops for k in pre + experts) * batch
-    return SectionalTerms(c_pre_s=c_pre * passes, k_s=k_s * passes, a_s=a_s * passes, flops_at_one_expert=flops * passes)
+
+    def passes(kernel: Kernel) -> float:
+        return 1 + (costs.backward_factor(kernel.primitive) if layer.has_backward else 0.0)
+
+    c_pre = sum(_time_s(k.scaled(batch), cluster, layer.dtype) * passes(k) for k in pre)
+    k_s = sum(_flop_time_s(k.scaled(batch), cluster, layer.dtype) * passes(k) for k in experts if k.group == "projection")
+    a_s = sum(
+        _flop_time_s(k.scaled(batch), cluster, layer.dtype) * passes(k)
+        for k in experts
+        if k.group in ("scores", costs.ELEMENTWISE)
+    )
+    flops = costs.pass_flops(pre + experts, layer.has_backward) * batch
+    return SectionalTerms(c_pre_s=c_pre, k_s=k_s, a_s=a_s, flops_at_one_expert=flops)
 
 
 def cost_model(terms: SectionalTerms, view: str, sweep_mode: str, num_gpus: int) -> CostModel:
@@ -143,7 +150,7 @@ def cost_model(terms: SectionalTerms, view: str, sweep_mode: str, num_gpus: int)
 
 def collectives_per_layer(layer: Layer) -> int:
     """Sectional all-to-alls per layer: scatter and gather, again in reverse for the backward pass."""
-    return 2 * (2 if layer.passes == "forward_backward" else 1)
+    return 2 * (2 if layer.has_backward else 1)
 
 
 def hardware_alpha_s(layer: Layer, cluster: Cluster, communication: Communication | None = None) -> float:

@@ -11,7 +11,9 @@
   every link bandwidth doubled, every latency halved, the per-message overhead halved.
 
 "Best" means fastest: model quality is not simulated, and a sectional layer's expert capacity falls
-as ``12 d^2 / E``.
+as ``12 d^2 / E``. With a ``model`` section every choice and every study is made on the model's step
+(:mod:`secmoe_sim.analysis.model_step`: ``wall_clock_s`` is then the step time, memory the model's);
+the analytical shortcut stays a property of one layer.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import pandas as pd
 from secmoe_sim.analysis.alpha import AlphaMeasurement, measure_alpha
 from secmoe_sim.analysis.bounds import binding_limit
 from secmoe_sim.analysis.comparison import DENSE, SECTIONAL, comparison_table
+from secmoe_sim.analysis.model_step import as_layer_summary, simulate_model
 from secmoe_sim.simulation import simulate
 from secmoe_sim.spec.scenario import Scenario
-from secmoe_sim.spec.workload import SectionalMoEArchitecture
+from secmoe_sim.spec.workload import SectionalMoEArchitecture, TokenMoEArchitecture
 
 BANDWIDTH_FACTOR = 2.0
 LATENCY_FACTOR = 0.5
@@ -157,14 +160,25 @@ class Recommendation:
         }
 
 
+def simulated_summary(scenario: Scenario, seed: int) -> pd.DataFrame:
+    """What ``recommend`` ranks: the layer summary, or the model steps in its columns when there is a model."""
+    if scenario.model is None:
+        return simulate(scenario, seed=seed).summary
+    return as_layer_summary(simulate_model(scenario, seed=seed))
+
+
 def sensitivity(scenario: Scenario, label: str, placement: str, baseline_s: float, seed: int) -> list[Sensitivity]:
     """Best E and wall-clock of the sectional entry ``label`` (one placement) under each hardware change."""
     arch = next(a for a in scenario.workload.architectures if a.name == label)
     assert isinstance(arch, SectionalMoEArchitecture)
-    reduced = scenario.workload.model_copy(update={"architectures": [arch.model_copy(update={"placement": placement})]})
+    kept: list[SectionalMoEArchitecture | TokenMoEArchitecture] = [arch.model_copy(update={"placement": placement})]
+    if scenario.model is not None and scenario.model.other_layers == "token_moe":  # the model's other layers stay
+        kept += [a for a in scenario.workload.architectures if isinstance(a, TokenMoEArchitecture)][:1]
+    reduced = scenario.workload.model_copy(update={"architectures": kept})
     studies = []
     for change, changed in what_ifs(scenario).items():
-        summary = simulate(changed.model_copy(update={"workload": reduced}), seed=seed).summary
+        summary = simulated_summary(changed.model_copy(update={"workload": reduced}), seed)
+        summary = summary[summary["label"] == label]
         feasible = summary[~summary["oom"]] if (~summary["oom"]).any() else summary
         best = feasible.iloc[int(feasible["wall_clock_s"].to_numpy().argmin())]
         wall = float(best["wall_clock_s"])
@@ -181,7 +195,7 @@ def _fastest(rows: pd.DataFrame) -> dict | None:
 def recommend(scenario: Scenario, seed: int | None = None, with_studies: bool = True) -> Recommendation:
     """Simulate ``scenario`` and choose; ``with_studies`` adds the alpha measurement and the sensitivity study."""
     seed = scenario.seed if seed is None else seed
-    summary = simulate(scenario, seed=seed).summary
+    summary = simulated_summary(scenario, seed)
     feasible = summary[~summary["oom"]]
     fits = comparison_table(feasible, scenario.hardware.num_gpus)  # out-of-memory rows can be neither chosen nor a reference
     here = fits[fits["same_gpus_as_scenario"]]

@@ -37,7 +37,7 @@ from scipy.optimize import isotonic_regression
 
 from secmoe_sim.calibrate import CalibrationError
 from secmoe_sim.calibrate.trace import SHAPE_COLUMNS, Trace, attention_counts, file_sha256, gemm_counts, launch_overhead_s
-from secmoe_sim.plan.costs import BACKWARD_FLOP_FACTOR, Kernel, KernelTimer, RooflineTimer
+from secmoe_sim.plan.costs import Kernel, KernelTimer, RooflineTimer, backward_factor
 from secmoe_sim.plan.steps import LayerPlan
 from secmoe_sim.spec.scenario import Scenario
 
@@ -191,7 +191,7 @@ class ReplayTimer:
         if found.kind == "roofline":
             return self.fallback.kernel_time_s(kernel)
         per_launch_s = max(found.time_s - (self.launch_s or 0.0), 0.0)
-        factor = BACKWARD_FLOP_FACTOR if kernel.is_backward else 1.0
+        factor = backward_factor(kernel.primitive) if kernel.is_backward else 1.0
         return kernel.launches * per_launch_s * factor
 
     def launch_time_s(self, kernel: Kernel) -> float:

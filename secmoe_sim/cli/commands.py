@@ -86,13 +86,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     scenario = scenario_of(args)
     check_work(scenario, args.allow_large, where=str(args.scenario))
+    if args.replay and (scenario.model is not None or scenario.workload.layer.decoding):
+        raise UsageError("replays one layer's forward or forward_backward; a model step or decode is simulated", "--replay")
     out_dir = output_dir(args.out, DEFAULT_OUT / scenario.name)
     replay = None
+    model = None
     if args.replay:
         from secmoe_sim.calibrate.replay import replay_results
         from secmoe_sim.calibrate.trace import read_trace
 
         results, replay = replay_results(scenario, args.seed, read_trace(args.replay), Path(args.replay))
+    elif scenario.model is not None:
+        from secmoe_sim.analysis.model_step import layer_scenario, simulate_model
+
+        results = simulate(layer_scenario(scenario), seed=args.seed)
+        model = simulate_model(scenario, seed=args.seed, layers=results)
     else:
         results = simulate(scenario, seed=args.seed)
     changes = {path: value for path, value in args.set}
@@ -105,6 +113,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         extra_metadata={"set": changes} if changes else None,
     )
     print(run_table(results))
+    if model is not None:
+        from secmoe_sim.report.model_table import model_table
+
+        model.summary.to_csv(out_dir / "model_summary.csv", index=False)
+        paths.append(out_dir / "model_summary.csv")
+        print(model_table(model))
     if replay is not None:
         from secmoe_sim.report.calibration import replay_text, replay_warning, write_replay
 

@@ -47,6 +47,21 @@ from secmoe_sim.spec.workload import Layer
 
 ELEMENTWISE = "elementwise"  # the group of an expert's norms, residuals, activations and rotary
 BACKWARD_FLOP_FACTOR = 2.0  # backward of a linear op: grad wrt input and grad wrt weight
+# Fused attention's backward: five matmuls against the forward's two, the scores recomputed, so 2.5x the
+# forward's FLOPs (Dao 2023, "FlashAttention-2", section 3.2; the paper counts its backward this way).
+ATTENTION_BACKWARD_FLOP_FACTOR = 2.5
+
+
+def backward_factor(primitive: str) -> float:
+    """FLOPs (and traffic) of an op's backward over its forward's: 2.5 for attention, 2 otherwise."""
+    return ATTENTION_BACKWARD_FLOP_FACTOR if primitive == "attention" else BACKWARD_FLOP_FACTOR
+
+
+def pass_flops(kernels: list[Kernel], has_backward: bool) -> float:
+    """FLOPs of ``kernels`` forward, and backward too when ``has_backward``."""
+    return sum(k.flops * (1 + (backward_factor(k.primitive) if has_backward else 0.0)) for k in kernels)
+
+
 FLOPS_PER_MULTIPLY_ADD = 2
 
 
@@ -73,6 +88,8 @@ class Kernel:
     shape: tuple[tuple[str, float], ...] = ()
     is_backward: bool = False
     weight_bytes: float = 0.0  # the part of traffic_bytes that reads the op's weights
+    saved_bytes: float = 0.0  # inputs the backward pass reads, kept from the forward (Korthikanti et al. 2022)
+    cache_bytes: float = 0.0  # decode: the KV cache this op attends to, resident in memory
 
     def scaled(self, factor: float, weight_copies: float = 1.0) -> Kernel:
         """The same op over ``factor`` times as much data (more sequences in one kernel), whose weights
@@ -90,6 +107,8 @@ class Kernel:
             weight_bytes=weights,
             activation_bytes=self.activation_bytes * factor,
             workspace_bytes=self.workspace_bytes * factor,
+            saved_bytes=self.saved_bytes * factor,
+            cache_bytes=self.cache_bytes * factor,
             shape=shape,
         )
 
@@ -103,18 +122,23 @@ class Kernel:
             weight_bytes=self.weight_bytes / parts,
             activation_bytes=self.activation_bytes / parts,
             workspace_bytes=self.workspace_bytes / parts,
+            saved_bytes=self.saved_bytes / parts,
+            cache_bytes=self.cache_bytes / parts,
             shape=tuple((key, value / parts if key == split else value) for key, value in self.shape),
         )
 
     def backward(self) -> Kernel:
-        """The backward op: twice the FLOPs and traffic of the forward op."""
+        """The backward op: :func:`backward_factor` times the FLOPs and traffic of the forward op."""
+        factor = backward_factor(self.primitive)
         return replace(
             self,
             name=f"{self.name}.backward",
-            flops=self.flops * BACKWARD_FLOP_FACTOR,
-            traffic_bytes=self.traffic_bytes * BACKWARD_FLOP_FACTOR,
-            weight_bytes=self.weight_bytes * BACKWARD_FLOP_FACTOR,
+            flops=self.flops * factor,
+            traffic_bytes=self.traffic_bytes * factor,
+            weight_bytes=self.weight_bytes * factor,
             activation_bytes=0.0,
+            saved_bytes=0.0,
+            cache_bytes=0.0,
             is_backward=True,
         )
 
@@ -193,23 +217,40 @@ def qkv_projection(tokens: float, width: float, b: int) -> Kernel:
         (tokens * width + 3 * width**2 + 3 * tokens * width) * b,
         activation_bytes=3 * tokens * width * b,
         weight_bytes=3 * width**2 * b,
+        saved_bytes=tokens * width * b,
         **_gemm(tokens, width, 3 * width),
     )
 
 
-def attention_scores(tokens: float, width: float, heads: int, layer: Layer, b: int) -> Kernel:
-    """QK^T, softmax and the weighted sum over V, fused (flash) or with the score matrix written out."""
-    mask_fraction = 0.5 if layer.causal else 1.0
-    flops = 2 * 2 * tokens**2 * width * mask_fraction
-    traffic = 4 * tokens * width * b
-    scores_bytes = heads * tokens**2 * b
+def attention_scores(tokens: float, width: float, heads: int, layer: Layer, b: int, context: float | None = None) -> Kernel:
+    """QK^T, softmax and the weighted sum over V, fused (flash) or with the score matrix written out.
+
+    ``tokens`` queries attend to ``context`` keys (default: the queries themselves). In decode one
+    query per sequence reads the whole KV cache (``2 context width`` values), which it holds as
+    ``cache_bytes``; the causal mask halves the work only when queries and keys are the same tokens.
+    """
+    context = tokens if context is None else context
+    mask_fraction = 0.5 if layer.causal and context == tokens else 1.0
+    flops = 2 * 2 * tokens * context * width * mask_fraction
+    traffic = (2 * tokens + 2 * context) * width * b  # Q in, O out; K and V read
+    scores_bytes = heads * tokens * context * b
     workspace = 0.0
     activation = tokens * width * b
+    saved = 3 * tokens * width * b  # Q, K, V (fused attention recomputes the scores in its backward)
     if layer.attention == "materialized":
         traffic += 4 * scores_bytes  # write QK^T, read+write softmax, read for PV
         workspace = scores_bytes
         activation += scores_bytes
-    shape = (("batch", 1), ("heads", heads), ("tokens", tokens), ("head_dim", width / heads), ("causal", int(layer.causal)))
+        saved += scores_bytes  # the softmax output
+    shape: tuple[tuple[str, float], ...] = (
+        ("batch", 1),
+        ("heads", heads),
+        ("tokens", tokens),
+        ("head_dim", width / heads),
+        ("causal", int(layer.causal)),
+    )
+    if context != tokens:
+        shape += (("context", context),)
     return Kernel(
         "attention",
         "scores",
@@ -217,6 +258,8 @@ def attention_scores(tokens: float, width: float, heads: int, layer: Layer, b: i
         traffic,
         activation_bytes=activation,
         workspace_bytes=workspace,
+        saved_bytes=saved,
+        cache_bytes=2 * context * width * b if layer.decoding else 0.0,
         primitive="attention",
         shape=shape,
     )
@@ -230,6 +273,7 @@ def out_projection(tokens: float, width: float, b: int) -> Kernel:
         (2 * tokens * width + width**2) * b,
         activation_bytes=tokens * width * b,
         weight_bytes=width**2 * b,
+        saved_bytes=tokens * width * b,
         **_gemm(tokens, width, width),
     )
 
@@ -244,6 +288,7 @@ def ffn(tokens: float, width: float, multiplier: float, b: int, group: str = "ff
         activation_bytes=(tokens * hidden + tokens * width) * b,
         workspace_bytes=tokens * hidden * b,
         weight_bytes=2 * width * hidden * b,
+        saved_bytes=(tokens * width + tokens * hidden) * b,  # the inputs of both GEMMs
         **_gemm(tokens, width, hidden, count=2),
     )
 
@@ -269,6 +314,7 @@ def mixing_projection(tokens: float, width: float, b: int) -> Kernel:
         (2 * tokens * width + width**2) * b,
         activation_bytes=tokens * width * b,
         weight_bytes=width**2 * b,
+        saved_bytes=tokens * width * b,
         **_gemm(tokens, width, width),
     )
 
@@ -281,23 +327,41 @@ def router(tokens: float, width: float, num_experts: int, b: int) -> Kernel:
         (tokens * width + width * num_experts + tokens * num_experts) * b,
         activation_bytes=tokens * num_experts * b,
         weight_bytes=width * num_experts * b,
+        saved_bytes=tokens * width * b,
         **_gemm(tokens, width, num_experts),
     )
 
 
 def top_k(tokens: float, num_experts: int, k: int, b: int) -> Kernel:
     traffic = (tokens * num_experts + 2 * tokens * k) * b
-    return Kernel("top_k", "router", tokens * num_experts, traffic, **_memory(traffic))
+    return Kernel("top_k", "router", tokens * num_experts, traffic, saved_bytes=tokens * num_experts * b, **_memory(traffic))
 
 
 def combine(tokens: float, k: int, width: float, b: int) -> Kernel:
     traffic = (tokens * k * width + tokens * width) * b
-    return Kernel("combine", "router", tokens * k * width, traffic, activation_bytes=tokens * width * b, **_memory(traffic))
+    saved = (tokens * k * width + tokens * k) * b  # the expert outputs and the gates
+    return Kernel(
+        "combine",
+        "router",
+        tokens * k * width,
+        traffic,
+        activation_bytes=tokens * width * b,
+        saved_bytes=saved,
+        **_memory(traffic),
+    )
 
 
 def layer_norm(tokens: float, width: float, b: int, group: str = "pre") -> Kernel:
     traffic = 2 * tokens * width * b
-    return Kernel("norm", group, 5 * tokens * width, traffic, activation_bytes=tokens * width * b, **_memory(traffic))
+    return Kernel(
+        "norm",
+        group,
+        5 * tokens * width,
+        traffic,
+        activation_bytes=tokens * width * b,
+        saved_bytes=tokens * width * b,
+        **_memory(traffic),
+    )
 
 
 def residual_add(tokens: float, width: float, b: int, group: str = "pre") -> Kernel:
@@ -307,7 +371,15 @@ def residual_add(tokens: float, width: float, b: int, group: str = "pre") -> Ker
 
 def activation(tokens: float, hidden: float, b: int, group: str = "ffn") -> Kernel:
     traffic = 2 * tokens * hidden * b
-    return Kernel("activation", group, 8 * tokens * hidden, traffic, activation_bytes=tokens * hidden * b, **_memory(traffic))
+    return Kernel(
+        "activation",
+        group,
+        8 * tokens * hidden,
+        traffic,
+        activation_bytes=tokens * hidden * b,
+        saved_bytes=tokens * hidden * b,
+        **_memory(traffic),
+    )
 
 
 def rotary(tokens: float, width: float, b: int, group: str = "pre") -> Kernel:
@@ -316,14 +388,21 @@ def rotary(tokens: float, width: float, b: int, group: str = "pre") -> Kernel:
 
 
 def attention_sublayer(
-    tokens: float, width: float, heads: int, layer: Layer, group: str, out_projection_too: bool = True
+    tokens: float,
+    width: float,
+    heads: int,
+    layer: Layer,
+    group: str,
+    out_projection_too: bool = True,
+    context: float | None = None,
 ) -> list[Kernel]:
-    """Pre-norm attention on one sequence: norm, QKV, [rotary], attention, [out-projection], residual."""
+    """Pre-norm attention on one sequence: norm, QKV, [rotary], attention over ``context`` keys
+    (default: the tokens themselves), [out-projection], residual."""
     b = DTYPE_BYTES[layer.dtype]
     kernels = [layer_norm(tokens, width, b, group), qkv_projection(tokens, width, b)]
     if layer.rotary:
         kernels.append(rotary(tokens, width, b, group))
-    kernels.append(attention_scores(tokens, width, heads, layer, b))
+    kernels.append(attention_scores(tokens, width, heads, layer, b, context))
     if out_projection_too:
         kernels.append(out_projection(tokens, width, b))
     kernels.append(residual_add(tokens, width, b, group))
@@ -340,29 +419,72 @@ def ffn_sublayer(tokens: float, width: float, multiplier: float, b: int, group: 
     ]
 
 
-def attention_block(tokens: float, width: float, heads: int, layer: Layer, with_ffn: bool) -> list[Kernel]:
+def attention_block(
+    tokens: float, width: float, heads: int, layer: Layer, with_ffn: bool, context: float | None = None
+) -> list[Kernel]:
     """Full-width transformer block on one sequence: the attention sublayer, and the FFN one if asked.
 
     Elementwise ops carry the group ``pre`` (the FFN's ``ffn``); the caller regroups the block."""
     b = DTYPE_BYTES[layer.dtype]
-    kernels = attention_sublayer(tokens, width, heads, layer, "pre")
+    kernels = attention_sublayer(tokens, width, heads, layer, "pre", context=context)
     if with_ffn:
         kernels += ffn_sublayer(tokens, width, layer.ffn_multiplier, b, "ffn")
     return kernels
 
 
 def expert_section(
-    tokens: float, width: float, heads: int, layer: Layer, section_ffn: bool, out_projection_too: bool = True
+    tokens: float,
+    width: float,
+    heads: int,
+    layer: Layer,
+    section_ffn: bool,
+    out_projection_too: bool = True,
+    context: float | None = None,
 ) -> list[Kernel]:
     """One expert on one sequence's section: norm, narrow QKV, attention, [out-projection], residual,
     and the FFN sublayer if asked. The GEMMs are the ``projection`` group (their total over E
     experts falls as 1/E), attention is ``scores`` and the elementwise ops ``elementwise`` (both
     constant in E: the sections together cover the full width)."""
     b = DTYPE_BYTES[layer.dtype]
-    kernels = attention_sublayer(tokens, width, heads, layer, ELEMENTWISE, out_projection_too)
+    kernels = attention_sublayer(tokens, width, heads, layer, ELEMENTWISE, out_projection_too, context)
     if section_ffn:
         kernels += ffn_sublayer(tokens, width, layer.ffn_multiplier, b, ELEMENTWISE)
     return [replace(k, name=f"expert.{k.name}", group="projection" if k.primitive == "gemm" else k.group) for k in kernels]
+
+
+def embedding_lookup(tokens: float, width: float, b: int) -> Kernel:
+    """Rows of the ``V x d`` embedding gathered for ``tokens`` ids: a memory-bound copy (its backward adds
+    the rows' gradients back, the same traffic twice)."""
+    traffic = 2 * tokens * width * b
+    return Kernel("embedding", "model", 0.0, traffic, activation_bytes=tokens * width * b, **_memory(traffic))
+
+
+def lm_head(tokens: float, width: float, vocabulary: float, b: int) -> Kernel:
+    """The output projection to the vocabulary: a ``tokens x d x V`` GEMM."""
+    return Kernel(
+        "lm_head",
+        "model",
+        2 * tokens * width * vocabulary,
+        (tokens * width + width * vocabulary + tokens * vocabulary) * b,
+        activation_bytes=tokens * vocabulary * b,
+        weight_bytes=width * vocabulary * b,
+        saved_bytes=tokens * width * b,
+        **_gemm(tokens, width, vocabulary),
+    )
+
+
+def cross_entropy(tokens: float, vocabulary: float, b: int) -> Kernel:
+    """Softmax over the logits and the loss: memory-bound over ``tokens x V``; the logits are kept for the backward."""
+    traffic = 2 * tokens * vocabulary * b
+    return Kernel(
+        "cross_entropy",
+        "model",
+        5 * tokens * vocabulary,
+        traffic,
+        activation_bytes=tokens * b,
+        saved_bytes=tokens * vocabulary * b,
+        **_memory(traffic),
+    )
 
 
 # --- parameters --------------------------------------------------------------------------------

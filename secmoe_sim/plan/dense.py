@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from secmoe_sim.plan import costs
 from secmoe_sim.plan.costs import Kernel
-from secmoe_sim.plan.steps import AllReduce, LayerPlan, Step, nonzero, with_backward
+from secmoe_sim.plan.steps import AllReduce, LayerPlan, Step, nonzero, replica_groups, with_backward
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.placement import sequences_per_gpu
 from secmoe_sim.spec.units import DTYPE_BYTES
@@ -36,9 +36,12 @@ def dense_block_ops(layer: Layer, arch: DenseArchitecture, block: int) -> list[K
 
 def dense_sublayers(layer: Layer, arch: DenseArchitecture, block: int) -> tuple[list[Kernel], list[Kernel]]:
     """The attention and the FFN sublayer of block ``block`` on one sequence (the FFN's empty without ``layer.ffn``)."""
-    tokens = layer.seq_len if block == 0 else layer.seq_len / arch.sequence_reduction
+    reduction = 1 if block == 0 else arch.sequence_reduction
+    tokens = layer.query_tokens if layer.decoding else layer.seq_len / reduction
     b = DTYPE_BYTES[layer.dtype]
-    attention = costs.attention_sublayer(tokens, layer.d_model, layer.heads, layer, "pre")
+    attention = costs.attention_sublayer(
+        tokens, layer.d_model, layer.heads, layer, "pre", context=layer.context_length / reduction
+    )
     ffn = costs.ffn_sublayer(tokens, layer.d_model, layer.ffn_multiplier, b, "ffn") if layer.ffn else []
 
     def named(ops: list[Kernel]) -> list[Kernel]:
@@ -62,13 +65,12 @@ def dense_flops_per_token(layer: Layer, arch: DenseArchitecture) -> float:
     """FLOPs per input token of every block (and the funnel's reduction and upsampling), backward included."""
     b = DTYPE_BYTES[layer.dtype]
     n, d, r = layer.seq_len, layer.d_model, arch.sequence_reduction
-    per_sequence = sum(op.flops for block in range(arch.blocks) for op in dense_block_ops(layer, arch, block))
-    if r > 1:
-        per_sequence += costs.sequence_reduction(n, r, d, b).flops
-    if arch.upsample:
-        per_sequence += costs.upsample_residual(n, r, d, b).flops
-    passes = 1 + (costs.BACKWARD_FLOP_FACTOR if layer.passes == "forward_backward" else 0.0)
-    return per_sequence * passes / n
+    ops = [op for block in range(arch.blocks) for op in dense_block_ops(layer, arch, block)]
+    if r > 1 and not layer.decoding:
+        ops.append(costs.sequence_reduction(n, r, d, b))
+    if arch.upsample and not layer.decoding:
+        ops.append(costs.upsample_residual(n, r, d, b))
+    return costs.pass_flops(ops, layer.has_backward) / layer.query_tokens
 
 
 def dense_plan(layer: Layer, arch: DenseArchitecture, cluster: Cluster) -> LayerPlan:
@@ -86,7 +88,7 @@ def dense_plan(layer: Layer, arch: DenseArchitecture, cluster: Cluster) -> Layer
             attention, ffn = (
                 [tensor_parallel_shard(k.scaled(seqs), tp) for k in ops] for ops in dense_sublayers(layer, arch, block)
             )
-            tokens = n if block == 0 else n / r
+            tokens = layer.query_tokens if layer.decoding else (n if block == 0 else n / r)
             reduce_bytes = seqs * tokens * d * wire_b
             for gpu in group:
                 forward[gpu] += nonzero(attention)
@@ -96,9 +98,9 @@ def dense_plan(layer: Layer, arch: DenseArchitecture, cluster: Cluster) -> Layer
                     forward[gpu] += nonzero(ffn)
                     if tp > 1 and seqs > 0:
                         forward[gpu].append(AllReduce(f"allreduce.ffn[{index}].{block}", "allreduce.ffn", group, reduce_bytes))
-                if block == 0 and r > 1:
+                if block == 0 and r > 1 and not layer.decoding:
                     forward[gpu] += nonzero([costs.sequence_reduction(n, r, d, b).scaled(seqs).sharded(tp)])
-        if arch.upsample:
+        if arch.upsample and not layer.decoding:
             for gpu in group:
                 forward[gpu] += nonzero([costs.upsample_residual(n, r, d, b).scaled(seqs).sharded(tp)])
 
@@ -110,8 +112,9 @@ def dense_plan(layer: Layer, arch: DenseArchitecture, cluster: Cluster) -> Layer
         sweep_mode="fixed_cluster",
         cluster=cluster,
         dtype=layer.dtype,
-        programs=with_backward(forward, layer.passes),
+        programs=with_backward(forward, layer.has_backward),
         params=params,
         weight_bytes_per_gpu=tuple(params / tp * b for _ in range(num_gpus)),
-        tokens=layer.batch * layer.seq_len,
+        tokens=layer.batch * layer.query_tokens,
+        replicas=replica_groups([(tuple(group[rank] for group in groups), params / tp * b) for rank in range(tp)]),
     )

@@ -5,7 +5,14 @@ sequence reduction ``N -> N/r`` -> scatter (section ``e`` of every token to the 
 ``e`` in its group) -> its experts on the sections they received -> gather (the reverse exchange)
 -> optional mixing projection over the ``N/r`` tokens -> optional upsampling back to ``N`` tokens
 with the residual. Under ``replicated`` placement a GPU hosts all ``E`` experts for its own
-sequences, so there is no scatter and no gather (:mod:`secmoe_sim.spec.placement`).
+sequences, so there is no scatter and no gather (:mod:`secmoe_sim.spec.placement`). With ``overlap_degree: C`` the scatter, the experts and the gather
+run in ``C`` chunks, each chunk's experts while the next chunk is scattered and the previous gathered
+(:func:`~secmoe_sim.plan.steps.overlapped_phase`, as token MoE does).
+
+In decode (``passes: decode``) every op runs on the one new token of each sequence: the pre-expert
+block attends to the ``L`` cached tokens, each expert to its ``L / r`` cached pooled sections, and
+the scatter and gather carry one section per sequence. That charges the experts at every new token,
+an upper bound: a pooled layer could run them once per ``r`` tokens.
 
 The op lists per sequence (:func:`pre_expert_ops`, :func:`expert_ops`, :func:`post_expert_ops`) are
 public: the analytical model sums the same ops, so both count every FLOP the same way.
@@ -18,7 +25,7 @@ from dataclasses import replace
 
 from secmoe_sim.plan import costs
 from secmoe_sim.plan.costs import Kernel
-from secmoe_sim.plan.steps import AllToAll, LayerPlan, Message, Step, nonzero, with_backward
+from secmoe_sim.plan.steps import AllToAll, LayerPlan, Message, Step, nonzero, overlapped_phase, replica_groups, with_backward
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.placement import group_size, place_experts, sectional_cluster, sequences_per_gpu
 from secmoe_sim.spec.units import DTYPE_BYTES
@@ -36,17 +43,26 @@ def pre_expert_ops(layer: Layer, arch: SectionalMoEArchitecture) -> list[Kernel]
     if not pre.enabled:
         return []
     b = DTYPE_BYTES[layer.dtype]
-    ops = costs.attention_block(layer.seq_len, layer.d_model, layer.heads, layer, with_ffn=pre.ffn)
-    if pre.sequence_reduction > 1:
-        ops.append(costs.sequence_reduction(layer.seq_len, pre.sequence_reduction, layer.d_model, b))
+    tokens = layer.query_tokens
+    ops = costs.attention_block(tokens, layer.d_model, layer.heads, layer, with_ffn=pre.ffn, context=layer.context_length)
+    if pre.sequence_reduction > 1 and not layer.decoding:
+        ops.append(costs.sequence_reduction(tokens, pre.sequence_reduction, layer.d_model, b))
     return [replace(k, name=f"pre.{k.name}", group="pre") for k in ops]
 
 
 def expert_ops(layer: Layer, arch: SectionalMoEArchitecture, num_experts: int) -> list[Kernel]:
     """One expert on one sequence's section: narrow QKV, attention over ``max(1, h/E)`` heads, out-projection, FFN."""
-    tokens = layer.seq_len / reduction_of(arch)
+    tokens = expert_tokens(layer, arch)
+    context = layer.context_length / reduction_of(arch)
     heads = max(1, layer.heads // num_experts)
-    return costs.expert_section(tokens, layer.d_model / num_experts, heads, layer, arch.section_ffn, arch.section_out_projection)
+    return costs.expert_section(
+        tokens, layer.d_model / num_experts, heads, layer, arch.section_ffn, arch.section_out_projection, context
+    )
+
+
+def expert_tokens(layer: Layer, arch: SectionalMoEArchitecture) -> float:
+    """Tokens of one sequence each expert computes: ``N / r``, or the one new token in decode."""
+    return 1.0 if layer.decoding else layer.seq_len / reduction_of(arch)
 
 
 def post_expert_ops(layer: Layer, arch: SectionalMoEArchitecture) -> list[Kernel]:
@@ -55,8 +71,8 @@ def post_expert_ops(layer: Layer, arch: SectionalMoEArchitecture) -> list[Kernel
     reduction = reduction_of(arch)
     ops = []
     if arch.mixing:
-        ops.append(costs.mixing_projection(layer.seq_len / reduction, layer.d_model, b))
-    if arch.pre_expert.enabled and arch.pre_expert.upsample:
+        ops.append(costs.mixing_projection(expert_tokens(layer, arch), layer.d_model, b))
+    if arch.pre_expert.enabled and arch.pre_expert.upsample and not layer.decoding:
         ops.append(costs.upsample_residual(layer.seq_len, reduction, layer.d_model, b))
     return ops
 
@@ -64,10 +80,9 @@ def post_expert_ops(layer: Layer, arch: SectionalMoEArchitecture) -> list[Kernel
 def sectional_flops_per_token(layer: Layer, arch: SectionalMoEArchitecture, num_experts: int) -> float:
     """FLOPs of the layer per input token at ``num_experts`` (the backward pass included when it runs),
     from the same op lists the plan runs, without building the plan."""
-    per_sequence = sum(k.flops for k in pre_expert_ops(layer, arch) + post_expert_ops(layer, arch))
-    per_sequence += num_experts * sum(k.flops for k in expert_ops(layer, arch, num_experts))
-    passes = 1 + (costs.BACKWARD_FLOP_FACTOR if layer.passes == "forward_backward" else 0.0)
-    return per_sequence * passes / layer.seq_len
+    per_sequence = costs.pass_flops(pre_expert_ops(layer, arch) + post_expert_ops(layer, arch), layer.has_backward)
+    per_sequence += num_experts * costs.pass_flops(expert_ops(layer, arch, num_experts), layer.has_backward)
+    return per_sequence / layer.query_tokens
 
 
 def sectional_params(layer: Layer, arch: SectionalMoEArchitecture, num_experts: int) -> float:
@@ -98,7 +113,7 @@ def _scatters(
 ) -> list[AllToAll]:
     """Per group: section ``e`` of each token owner's reduced tokens to the GPU hosting expert ``e``."""
     wire_b = DTYPE_BYTES[layer.wire_dtype]
-    section_bytes_per_sequence = layer.seq_len / reduction_of(arch) * layer.d_model / num_experts * wire_b
+    section_bytes_per_sequence = expert_tokens(layer, arch) * layer.d_model / num_experts * wire_b
     scatters = []
     for index, group in enumerate(groups):
         batched: dict[tuple[int, int], list[float]] = defaultdict(list)
@@ -134,16 +149,21 @@ def sectional_plan(
         served = sum(sequences[src] for src in hosts.groups[group_index])
         launches = 1 if arch.grouped_kernels else local_experts
         forward[gpu] += nonzero([k.scaled(sequences[gpu]) for k in pre])
-        if scatter.messages:
-            forward[gpu].append(scatter)
-        forward[gpu] += nonzero([replace(k.scaled(served * local_experts, local_experts), launches=launches) for k in experts])
-        if scatter.messages:
-            forward[gpu].append(replace(scatter.transposed(), key=f"gather[{group_index}]", name="gather"))
+        expert_kernels = nonzero([replace(k.scaled(served * local_experts, local_experts), launches=launches) for k in experts])
+        gather = replace(scatter.transposed(), key=f"gather[{group_index}]", name="gather")
+        if arch.overlap_degree > 1 and scatter.messages:
+            forward[gpu].append(overlapped_phase(scatter, expert_kernels, gather, arch.overlap_degree))
+        elif scatter.messages:
+            forward[gpu] += [scatter, *expert_kernels, gather]
+        else:
+            forward[gpu] += expert_kernels
         forward[gpu] += nonzero([k.scaled(sequences[gpu]) for k in post])
 
     b = DTYPE_BYTES[layer.dtype]
     per_expert = expert_params(layer, arch, num_experts)
     weights = tuple((shared_params(layer, arch) + per_expert * len(hosts.experts_on(gpu))) * b for gpu in range(num_gpus))
+    held = [(tuple(range(num_gpus)), shared_params(layer, arch) * b)]
+    held += [(tuple(group[e % len(group)] for group in hosts.groups), per_expert * b) for e in range(num_experts)]
     return LayerPlan(
         architecture=arch.kind,
         label=arch.name,
@@ -151,9 +171,10 @@ def sectional_plan(
         sweep_mode=arch.sweep_mode,
         cluster=cluster,
         dtype=layer.dtype,
-        programs=with_backward(forward, layer.passes),
+        programs=with_backward(forward, layer.has_backward),
         params=sectional_params(layer, arch, num_experts),
         weight_bytes_per_gpu=weights,
-        tokens=layer.batch * layer.seq_len,
+        tokens=layer.batch * layer.query_tokens,
         placement=placement,
+        replicas=replica_groups(held),
     )

@@ -221,6 +221,30 @@ def chunk_kernel(kernel: Kernel, degree: int, index: int) -> Kernel:
     return replace(kernel.scaled(1.0 / degree), name=f"{kernel.name}[{index}]")
 
 
+def _chunk_exchange(exchange: AllToAll, degree: int, index: int) -> AllToAll | None:
+    if not len(exchange.messages):
+        return None
+    messages = exchange.messages
+    part = Messages(src=messages.src, dst=messages.dst, payload_bytes=messages.payload_bytes / degree)
+    return AllToAll(key=f"{exchange.key}.chunk{index}", name=exchange.name, gpus=exchange.gpus, messages=part)
+
+
+def overlapped_phase(dispatch: AllToAll, kernels: list[Kernel], combine: AllToAll, degree: int) -> Pipeline:
+    """The dispatch -> experts -> combine phase in ``degree`` overlapped chunks of equal size (:class:`Pipeline`):
+    token MoE's dispatch and combine, a sectional layer's scatter and gather."""
+    return Pipeline(
+        name="overlap",
+        chunks=tuple(
+            Chunk(
+                dispatch=_chunk_exchange(dispatch, degree, index),
+                kernels=tuple(chunk_kernel(kernel, degree, index) for kernel in kernels),
+                combine=_chunk_exchange(combine, degree, index),
+            )
+            for index in range(degree)
+        ),
+    )
+
+
 RingCollective = AllReduce | AllGather | ReduceScatter
 Collective = AllToAll | AllReduce | AllGather | ReduceScatter
 Step = Kernel | AllToAll | AllReduce | AllGather | ReduceScatter | Pipeline
@@ -255,6 +279,14 @@ class LayerPlan:
     dropped_tokens: int = 0
     placement: str = ""  # sectional layers: where the experts run (spec.placement); empty for other architectures
     role: str = "entry"  # "entry": a scenario entry; "same_gpus": a baseline re-planned on another entry's GPU count
+    # Parameters held identically by several GPUs, which data-parallel training keeps in sync: per group
+    # of GPUs, the bytes each member holds (:func:`replica_groups`). Parameters on one GPU only are absent.
+    replicas: tuple[tuple[tuple[int, ...], float], ...] = ()
+
+    @property
+    def kv_cache_bytes_per_gpu(self) -> list[float]:
+        """Decode: the KV cache each GPU holds (every attention op's cached keys and values); 0 otherwise."""
+        return [sum(step.cache_bytes for step in flat_steps(program) if isinstance(step, Kernel)) for program in self.programs]
 
     @property
     def flops(self) -> float:
@@ -265,29 +297,49 @@ class LayerPlan:
     def flops_per_token(self) -> float:
         return self.flops / self.tokens
 
-    def peak_memory_bytes(self, passes: str) -> list[float]:
-        """Per-GPU peak memory: weights, live activations, the largest op's workspace, comm buffers.
-
-        Forward only: the weights plus, at worst, one op's input, output and workspace together.
-        Forward+backward: weights and their gradients, every saved forward activation, the largest
-        workspace. Communication buffers: the largest send plus receive volume of one collective.
-        """
-        peaks = []
+    def memory_terms(self) -> list[dict[str, float]]:
+        """Per GPU, the terms peak memory is made of (bytes): ``weights``; ``saved``, every forward op's
+        inputs kept for the backward; ``saved_scores``, the part of it that is attention score matrices;
+        ``window``, the largest forward input + output + workspace of two consecutive ops; ``workspace``,
+        the largest op workspace; ``buffers``, the largest send + receive volume of one collective; ``cache``,
+        the KV cache in decode; ``layer_input``, the activations that enter the layer."""
+        terms = []
         for gpu, program in enumerate(self.programs):
             steps = flat_steps(program)
             kernels = [s for s in steps if isinstance(s, Kernel)]
-            buffers = max((_buffer_bytes(s, gpu) for s in steps if not isinstance(s, Kernel)), default=0.0)
-            workspace = max((k.workspace_bytes for k in kernels), default=0.0)
-            weights = self.weight_bytes_per_gpu[gpu]
-            if passes == "forward_backward":
-                saved = sum(k.activation_bytes for k in kernels)
-                peaks.append(2 * weights + saved + workspace + buffers)
+            forward = [k for k in kernels if not k.is_backward]
+            window = max(
+                (a.activation_bytes + b.activation_bytes + b.workspace_bytes for a, b in itertools.pairwise(forward)),
+                default=sum(k.activation_bytes + k.workspace_bytes for k in forward),
+            )
+            terms.append(
+                {
+                    "weights": self.weight_bytes_per_gpu[gpu],
+                    "saved": sum(k.saved_bytes for k in forward),
+                    "saved_scores": sum(k.workspace_bytes for k in forward if k.primitive == "attention"),
+                    "window": window,
+                    "workspace": max((k.workspace_bytes for k in kernels), default=0.0),
+                    "buffers": max((_buffer_bytes(s, gpu) for s in steps if not isinstance(s, Kernel)), default=0.0),
+                    "cache": sum(k.cache_bytes for k in forward),
+                    "layer_input": forward[0].activation_bytes if forward else 0.0,
+                }
+            )
+        return terms
+
+    def peak_memory_bytes(self, has_backward: bool) -> list[float]:
+        """Per-GPU peak memory of the layer alone, from :meth:`memory_terms`.
+
+        Forward only: the weights plus, at worst, one op's input, output and workspace together (in
+        decode, plus the KV cache). Forward+backward: weights and their gradients, every op's saved
+        inputs (``Kernel.saved_bytes``: the standard accounting of Korthikanti et al. 2022, without
+        dropout masks), the largest workspace. Both: the largest collective's buffers.
+        """
+        peaks = []
+        for term in self.memory_terms():
+            if has_backward:
+                peaks.append(2 * term["weights"] + term["saved"] + term["workspace"] + term["buffers"])
             else:
-                window = max(
-                    (a.activation_bytes + b.activation_bytes + b.workspace_bytes for a, b in itertools.pairwise(kernels)),
-                    default=sum(k.activation_bytes + k.workspace_bytes for k in kernels),
-                )
-                peaks.append(weights + window + buffers)
+                peaks.append(term["weights"] + term["window"] + term["buffers"] + term["cache"])
         return peaks
 
 
@@ -297,8 +349,20 @@ def _buffer_bytes(collective: Collective, gpu: int) -> float:
     return 2 * collective.payload_bytes if gpu in collective.gpus else 0.0
 
 
-def with_backward(programs: list[list[Step]], passes: str) -> tuple[tuple[Step, ...], ...]:
-    if passes != "forward_backward":
+def replica_groups(held: Iterable[tuple[tuple[int, ...], float]]) -> tuple[tuple[tuple[int, ...], float], ...]:
+    """``(GPUs, bytes each holds)`` pairs with equal GPU sets merged, single-GPU sets dropped (nothing to
+    synchronise), in a fixed order (largest groups first), so every GPU meets its groups in one order."""
+    merged: dict[tuple[int, ...], float] = defaultdict(float)
+    for gpus, size in held:
+        members = tuple(sorted(set(gpus)))
+        if len(members) > 1 and size > 0:
+            merged[members] += size
+    return tuple(sorted(merged.items(), key=lambda item: (-len(item[0]), item[0])))
+
+
+def with_backward(programs: list[list[Step]], has_backward: bool) -> tuple[tuple[Step, ...], ...]:
+    """The programs, each continued with its steps' backward in reverse order when ``has_backward``."""
+    if not has_backward:
         return tuple(tuple(p) for p in programs)
     complete = []
     for program in programs:

@@ -17,15 +17,13 @@ from secmoe_sim.plan.costs import Kernel
 from secmoe_sim.plan.routing import capacity_limited_counts, route
 from secmoe_sim.plan.steps import (
     AllToAll,
-    Chunk,
     LayerPlan,
     Message,
-    Messages,
-    Pipeline,
     Step,
     as_group,
-    chunk_kernel,
     nonzero,
+    overlapped_phase,
+    replica_groups,
     with_backward,
 )
 from secmoe_sim.spec.hardware import Cluster
@@ -64,13 +62,12 @@ def token_moe_flops_per_token(layer: Layer, arch: TokenMoEArchitecture) -> float
     """FLOPs per token before capacity drops: attention, router, top-k, ``top_k`` expert FFNs, the weighted sum
     (the backward pass included when it runs); from the op costs, without routing draws."""
     b = DTYPE_BYTES[layer.dtype]
-    n, d, k = layer.seq_len, layer.d_model, arch.top_k
-    per_sequence = sum(op.flops for op in costs.attention_block(n, d, layer.heads, layer, with_ffn=False))
-    per_sequence += sum(op.flops for op in moe_entry_ops(n, d, arch.num_experts, k, b) + moe_exit_ops(n, k, d, b))
+    n, d, k = layer.query_tokens, layer.d_model, arch.top_k
+    ops = costs.attention_block(n, d, layer.heads, layer, with_ffn=False, context=layer.context_length)
+    ops += moe_entry_ops(n, d, arch.num_experts, k, b) + moe_exit_ops(n, k, d, b)
     hidden = expert_ffn_multiplier(layer, arch) * d
-    per_sequence += costs.ffn(n * k, d, expert_ffn_multiplier(layer, arch), b).flops + costs.activation(n * k, hidden, b).flops
-    passes = 1 + (costs.BACKWARD_FLOP_FACTOR if layer.passes == "forward_backward" else 0.0)
-    return per_sequence * passes / n
+    ops += [costs.ffn(n * k, d, expert_ffn_multiplier(layer, arch), b), costs.activation(n * k, hidden, b)]
+    return costs.pass_flops(ops, layer.has_backward) / n
 
 
 def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, rng: np.random.Generator) -> LayerPlan:
@@ -79,13 +76,13 @@ def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, r
     placement = place_experts(num_experts, num_gpus)
     sequences = sequences_per_gpu(layer.batch, num_gpus)
     b, wire_b = DTYPE_BYTES[layer.dtype], DTYPE_BYTES[layer.wire_dtype]
-    d, n = layer.d_model, layer.seq_len
+    d, n = layer.d_model, layer.query_tokens
     token_bytes = d * wire_b
 
     forward: list[list[Step]] = [[] for _ in range(num_gpus)]
     for gpu in range(num_gpus):
         tokens = sequences[gpu] * n
-        block = costs.attention_block(n, d, layer.heads, layer, with_ffn=False)
+        block = costs.attention_block(n, d, layer.heads, layer, with_ffn=False, context=layer.context_length)
         forward[gpu] += nonzero([k_.scaled(sequences[gpu]) for k_ in as_group(block, "pre")])
         forward[gpu] += nonzero(moe_entry_ops(tokens, d, num_experts, k, b))
 
@@ -121,7 +118,7 @@ def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, r
         expert_kernels = nonzero([expert_kernel, expert_activation])
         combine = replace(dispatch.transposed(), key=f"combine[{group_index}]", name="combine")
         if arch.overlap_degree > 1:
-            forward[gpu].append(_overlapped(dispatch, expert_kernels, combine, arch.overlap_degree))
+            forward[gpu].append(overlapped_phase(dispatch, expert_kernels, combine, arch.overlap_degree))
         else:
             if dispatch.messages:
                 forward[gpu].append(dispatch)
@@ -140,11 +137,15 @@ def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, r
         sweep_mode="fixed_cluster",
         cluster=cluster,
         dtype=layer.dtype,
-        programs=with_backward(forward, layer.passes),
+        programs=with_backward(forward, layer.has_backward),
         params=token_moe_params(layer, arch),
         weight_bytes_per_gpu=tuple((shared + per_expert * e) * b for e in experts_per_gpu),
-        tokens=layer.batch * layer.seq_len,
+        tokens=layer.batch * layer.query_tokens,
         dropped_tokens=dropped,
+        replicas=replica_groups(
+            [(tuple(range(num_gpus)), shared * b)]
+            + [(tuple(placement.host_of(group[0], e) for group in placement.groups), per_expert * b) for e in range(num_experts)]
+        ),
     )
 
 
@@ -160,26 +161,3 @@ def moe_entry_ops(tokens: float, d: int, num_experts: int, k: int, b: int) -> li
 def moe_exit_ops(tokens: float, k: int, d: int, b: int) -> list[Kernel]:
     """After the combine: the weighted sum of the ``k`` expert outputs, and the residual add."""
     return [costs.combine(tokens, k, d, b), costs.residual_add(tokens, d, b, "router")]
-
-
-def _chunk_exchange(exchange: AllToAll, degree: int, index: int) -> AllToAll | None:
-    if not len(exchange.messages):
-        return None
-    messages = exchange.messages
-    part = Messages(src=messages.src, dst=messages.dst, payload_bytes=messages.payload_bytes / degree)
-    return AllToAll(key=f"{exchange.key}.chunk{index}", name=exchange.name, gpus=exchange.gpus, messages=part)
-
-
-def _overlapped(dispatch: AllToAll, kernels: list[Kernel], combine: AllToAll, degree: int) -> Pipeline:
-    """The dispatch -> experts -> combine phase in ``degree`` overlapped chunks (:class:`~secmoe_sim.plan.steps.Pipeline`)."""
-    return Pipeline(
-        name="overlap",
-        chunks=tuple(
-            Chunk(
-                dispatch=_chunk_exchange(dispatch, degree, index),
-                kernels=tuple(chunk_kernel(kernel, degree, index) for kernel in kernels),
-                combine=_chunk_exchange(combine, degree, index),
-            )
-            for index in range(degree)
-        ),
-    )

@@ -18,6 +18,7 @@ from secmoe_sim.spec.base import FieldIssue, StrictModel
 from secmoe_sim.spec.communication import Communication
 from secmoe_sim.spec.faults import DegradedLink, Fault, SlowNode, Straggler
 from secmoe_sim.spec.hardware import Cluster
+from secmoe_sim.spec.model import ModelSpec
 from secmoe_sim.spec.network import NetworkOptions
 from secmoe_sim.spec.placement import feasible_expert_counts, placement_error, sectional_feasibility_error
 from secmoe_sim.spec.workload import (
@@ -45,6 +46,11 @@ class Scenario(StrictModel):
     communication: Communication | None = Field(
         default=None,
         description="the software that moves each collective (docs/model.md, section 4.2); absent: the hardware's",
+    )
+    model: ModelSpec | None = Field(
+        default=None,
+        description="a whole model around the layer, for a training or decode step (docs/model.md, section 10); "
+        "absent: one layer",
     )
 
     @property
@@ -93,6 +99,33 @@ class Scenario(StrictModel):
                         path + ("tensor_parallel",), f"tensor_parallel {arch.tensor_parallel} does not divide heads {layer.heads}"
                     )
                 _check_reduction(arch.sequence_reduction, layer.seq_len, path + ("sequence_reduction",))
+        return self
+
+    @model_validator(mode="after")
+    def _model_fits_the_workload(self) -> Scenario:
+        layer, model = self.workload.layer, self.model
+        if layer.passes in ("training_step", "decode") and model is None:
+            raise FieldIssue(("workload", "layer", "passes"), f"{layer.passes} is a step of a whole model: add a `model` section")
+        if layer.kv_cache_length is not None and not layer.decoding:
+            raise FieldIssue(("workload", "layer", "kv_cache_length"), "only a decode step reads a KV cache (passes: decode)")
+        if model is None:
+            return self
+        kinds = [arch.kind for arch in self.workload.architectures]
+        if model.other_layers == "token_moe" and "token_moe" not in kinds:
+            raise FieldIssue(
+                ("model", "other_layers"), "other_layers: token_moe needs a token_moe entry in workload.architectures"
+            )
+        if model.reduction == "carry":
+            sectional = model.entry_positions()
+            for index, arch in enumerate(self.workload.architectures):
+                if isinstance(arch, SectionalMoEArchitecture) and arch.pre_expert.enabled:
+                    r = arch.pre_expert.sequence_reduction
+                    if layer.seq_len % r ** len(sectional):
+                        raise FieldIssue(
+                            ("model", "reduction"),
+                            f"carry: {len(sectional)} layers of workload.architectures[{index}] each divide the sequence by "
+                            f"{r}, and {r}^{len(sectional)} does not divide seq_len {layer.seq_len}",
+                        )
         return self
 
     @model_validator(mode="after")

@@ -36,8 +36,15 @@ class Layer(StrictModel):
     attention: Literal["flash", "materialized"] = Field(
         default="flash", description="flash: no N^2 score matrix in memory; materialized: scores written and read"
     )
-    passes: Literal["forward", "forward_backward"] = Field(
-        default="forward", description="forward only, or forward then backward (2x FLOPs, collectives in reverse)"
+    passes: Literal["forward", "forward_backward", "training_step", "decode"] = Field(
+        default="forward",
+        description="forward: one forward pass over N tokens (a prefill); forward_backward: then the backward "
+        "(2x FLOPs, collectives in reverse); training_step: a whole model's training step (needs `model`: every "
+        "layer forward and backward, gradient sync, optimizer); decode: one new token per sequence against a KV "
+        "cache of kv_cache_length tokens (needs `model`)",
+    )
+    kv_cache_length: int | None = Field(
+        default=None, ge=1, le=MAX_TOKENS, description="decode: tokens already in each sequence's KV cache (default seq_len)"
     )
 
     @model_validator(mode="after")
@@ -49,6 +56,25 @@ class Layer(StrictModel):
     @property
     def wire_dtype(self) -> str:
         return self.comm_dtype or self.dtype
+
+    @property
+    def has_backward(self) -> bool:
+        """Whether each layer runs its backward pass (forward_backward, and every layer of a training step)."""
+        return self.passes in ("forward_backward", "training_step")
+
+    @property
+    def decoding(self) -> bool:
+        return self.passes == "decode"
+
+    @property
+    def query_tokens(self) -> int:
+        """Tokens of each sequence a layer computes: one new token in decode, else all ``N``."""
+        return 1 if self.decoding else self.seq_len
+
+    @property
+    def context_length(self) -> int:
+        """Tokens each query attends to: the KV cache in decode (default ``N``), else the sequence itself."""
+        return (self.kv_cache_length or self.seq_len) if self.decoding else self.seq_len
 
 
 Pooling = Literal["mean", "causal_mean"]
@@ -232,6 +258,13 @@ class SectionalMoEArchitecture(StrictModel):
     )
     grouped_kernels: bool = Field(
         default=True, description="a GPU's local experts run as one grouped kernel per op, not one kernel per expert"
+    )
+    overlap_degree: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="chunks of scatter -> experts -> gather overlapped on the compute and communication streams, "
+        "as token MoE's overlap_degree; 1 is no overlap",
     )
     placement: Placement | Literal["all"] = Field(
         default="all",

@@ -1,0 +1,210 @@
+"""A whole model's step: one layer equals the layer run, the 6 P T rule, gradient bytes, overlap, activation
+memory against the standard accounting, and the KV cache against a hand count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_cluster, make_layer
+
+from secmoe_sim.analysis.model_step import gradient_sync_plan, layer_scenario, simulate_model
+from secmoe_sim.engine import run_plan
+from secmoe_sim.errors import ScenarioError
+from secmoe_sim.plan.dense import dense_plan
+from secmoe_sim.plan.sectional import sectional_plan
+from secmoe_sim.plan.token_moe import token_moe_plan
+from secmoe_sim.simulation import simulate
+from secmoe_sim.spec.loading import load_scenario, with_values
+from secmoe_sim.spec.workload import DenseArchitecture, SectionalMoEArchitecture, TokenMoEArchitecture
+
+SMALL = {
+    "workload.layer.d_model": 512,
+    "workload.layer.seq_len": 256,
+    "workload.layer.heads": 8,
+    "workload.layer.batch": 8,
+}
+
+
+def small(name: str = "h100-nvlink-8", **values) -> object:
+    return with_values(load_scenario(name), {**SMALL, **values})
+
+
+def dense_only(scenario, **values):
+    return with_values(scenario, {"workload.architectures": [{"kind": "dense", "label": "dense"}], **values})
+
+
+def test_a_one_layer_model_without_vocabulary_is_the_layer_run():
+    """The model runs each sectional layer with model.reduction's upsampling (layer_scenario); dense and
+    token-MoE layers are the scenario's as written."""
+    scenario = small(model={"layers": 1, "vocab_size": 0})
+    layers = simulate(layer_scenario(scenario)).summary
+    as_written = simulate(scenario).summary
+    baselines = as_written["architecture"] != "sectional_moe"
+    assert (layers.loc[baselines, "wall_clock_s"] == as_written.loc[baselines, "wall_clock_s"]).all()
+    model = simulate_model(scenario).summary
+    on_cluster = layers[(layers["role"] == "entry") & (layers["num_gpus"] == scenario.hardware.num_gpus)]
+    assert len(model) == len(on_cluster)
+    assert model["step_time_s"].to_numpy() == pytest.approx(on_cluster["wall_clock_s"].to_numpy(), rel=1e-12)
+    assert model["model_flops"].to_numpy() == pytest.approx(on_cluster["flops"].to_numpy(), rel=1e-12)
+
+
+def test_training_flops_of_a_dense_model_follow_six_p_t_plus_attention():
+    """6 x (non-embedding parameters + LM head) x tokens, plus attention's 4 N d per token per layer forward
+    and 2.5 times that backward (FlashAttention-2), half under the causal mask; the elementwise ops (norms,
+    residuals, activations, loss) are the rest."""
+    layers, vocabulary = 4, 1000
+    scenario = dense_only(small(model={"layers": layers, "vocab_size": vocabulary}), **{"workload.layer.passes": "training_step"})
+    row = simulate_model(scenario).summary.iloc[0]
+    layer = scenario.workload.layer
+    tokens = layer.batch * layer.seq_len
+    d, n = layer.d_model, layer.seq_len
+    matmul_params = layers * (4 * d**2 + 2 * layer.ffn_multiplier * d**2) + vocabulary * d
+    attention = (1 + 2.5) * layers * tokens * 4 * n * d * (0.5 if layer.causal else 1.0)
+    rule = 6 * matmul_params * tokens + attention
+    assert row["model_flops"] >= rule
+    assert row["model_flops"] == pytest.approx(rule, rel=0.03)  # the elementwise terms
+
+
+def test_gradient_replicas_hold_every_parameter_a_gpu_shares():
+    cluster = make_cluster(gpus_per_node=4)
+    layer = make_layer(d_model=256, seq_len=64, heads=4, batch=4)
+    dense = dense_plan(layer, DenseArchitecture(kind="dense"), cluster)
+    assert dense.replicas == ((tuple(range(4)), dense.weight_bytes_per_gpu[0]),)
+    tp = dense_plan(layer, DenseArchitecture(kind="dense", tensor_parallel=2), cluster)
+    assert {gpus for gpus, _ in tp.replicas} == {(0, 2), (1, 3)}  # each shard with its data-parallel peers
+    arch = SectionalMoEArchitecture(kind="sectional_moe", experts=[4], min_section_width=16)
+    spread = sectional_plan(layer, arch, cluster, 4, "spread")
+    assert spread.replicas[0][0] == (0, 1, 2, 3) and len(spread.replicas) == 1  # experts held once: only shared weights sync
+    replicated = sectional_plan(layer, arch, cluster, 4, "replicated")
+    assert replicated.replicas == ((tuple(range(4)), replicated.weight_bytes_per_gpu[0]),)  # everything on every GPU
+    moe = token_moe_plan(layer, TokenMoEArchitecture(kind="token_moe", num_experts=2, top_k=1), cluster, np.random.default_rng(0))
+    expert_groups = [gpus for gpus, _ in moe.replicas if len(gpus) == 2]
+    assert sorted(expert_groups) == [(0, 2), (1, 3)]  # 2 experts over 4 GPUs: each on two
+    for plan in (dense, spread, replicated, moe):  # no GPU synchronises more than it holds
+        for gpu in range(4):
+            assert sum(size for gpus, size in plan.replicas if gpu in gpus) <= plan.weight_bytes_per_gpu[gpu] + 1e-6
+
+
+@pytest.mark.parametrize(("kind", "share"), [("all_reduce", 2.0), ("reduce_scatter", 1.0), ("all_gather", 1.0)])
+def test_the_sync_moves_the_parameter_bytes_the_algorithm_says(kind, share):
+    """A ring all-reduce of P bytes over G GPUs sends 2 (G - 1) / G P from each; reduce-scatter and all-gather half that."""
+    cluster = make_cluster(gpus_per_node=4)
+    layer = make_layer(d_model=256, seq_len=64, heads=4, batch=4)
+    arch = SectionalMoEArchitecture(kind="sectional_moe", experts=[2], min_section_width=16)
+    plan = sectional_plan(layer, arch, cluster, 2, "node_local")  # groups: shared over 4 GPUs, each expert over 2
+    assert len(plan.replicas) == 3
+    run = run_plan(gradient_sync_plan(plan.replicas, cluster, layer.dtype, kind, 1.0, "test"))
+    sent = run.timeline.loc[run.timeline["kind"] == "transfer", "bytes"].sum()
+    expected = sum(share * (len(gpus) - 1) / len(gpus) * size * len(gpus) for gpus, size in plan.replicas)
+    assert sent == pytest.approx(expected)
+
+
+def test_buckets_cut_each_layer_and_small_ones_pay_more_latency():
+    scenario = dense_only(
+        small(model={"layers": 2, "vocab_size": 0, "bucket_size": "1 MiB"}), **{"workload.layer.passes": "training_step"}
+    )
+    many = simulate_model(scenario).summary.iloc[0]
+    one = simulate_model(with_values(scenario, {"model.bucket_size": "1 GiB"})).summary.iloc[0]
+    assert 0 < one["sync_s"] < many["sync_s"]  # 6 buckets a layer (3 MiB... 6.3 MB in 1 MiB) pay six collectives' latency
+
+
+def test_with_ample_bandwidth_only_the_last_ready_layer_is_exposed():
+    """With a fast fabric every bucket but those of the first layer (ready when the backward ends) hides
+    behind the backward; on a slow one the queue of buckets outlasts it."""
+    fast = dense_only(
+        small(
+            model={"layers": 8, "vocab_size": 0},
+            **{
+                "hardware.intra_node.bandwidth_per_direction": "1 PB/s",
+                "hardware.intra_node.latency": "0 s",
+                "communication": {"default": {"kind": "host_staged", "message_overhead": "0 s"}},
+                "hardware.communication": None,
+            },
+        ),
+        **{"workload.layer.passes": "training_step"},
+    )
+    row = simulate_model(fast).summary.iloc[0]
+    assert 0 < row["sync_exposed_s"] <= row["sync_s"] / 8 * (1 + 1e-9)
+    assert row["sync_exposed_s"] < 0.01 * row["step_time_s"]
+    slow = simulate_model(with_values(fast, {"hardware.intra_node.bandwidth_per_direction": "1 GB/s"})).summary.iloc[0]
+    assert slow["sync_exposed_s"] > slow["sync_s"] / 8
+
+
+def test_dense_activation_memory_is_the_standard_accounting():
+    """Korthikanti et al. 2022 (section 4.1): 34 s b h bytes per layer in 16-bit, of which 2 s b h are dropout
+    masks; without dropout and with fused attention (no s^2 scores kept), the inputs of every op are 32 s b h."""
+    layer = make_layer(d_model=1024, seq_len=512, heads=8, batch=2, dtype="bf16", passes="forward_backward", ffn=True)
+    plan = dense_plan(layer, DenseArchitecture(kind="dense"), make_cluster(gpus_per_node=1))
+    sbh = 512 * 2 * 1024
+    assert plan.memory_terms()[0]["saved"] == 32 * sbh
+    materialized = dense_plan(
+        layer.model_copy(update={"attention": "materialized"}), DenseArchitecture(kind="dense"), make_cluster(gpus_per_node=1)
+    )
+    heads, s, b = 8, 512, 2
+    assert materialized.memory_terms()[0]["saved"] == 32 * sbh + 2 * heads * s**2 * b  # + the softmax output, 2 a s^2 b
+
+
+def test_decode_kv_cache_is_the_hand_count():
+    layers, cache = 3, 2048
+    scenario = small(
+        model={"layers": layers, "vocab_size": 0, "sectional_every": 3},
+        **{"workload.layer.passes": "decode", "workload.layer.kv_cache_length": cache},
+    )
+    summary = simulate_model(scenario).summary
+    layer, gpus = scenario.workload.layer, scenario.hardware.num_gpus
+    per_gpu_sequences = layer.batch // gpus
+    d, b = layer.d_model, 2
+    full_width_layer = 2 * per_gpu_sequences * cache * d * b
+    dense = summary[summary["label"] == "dense"].iloc[0]
+    assert dense["kv_cache_bytes"] == pytest.approx(layers * full_width_layer)
+    sectional = summary[(summary["label"] == "sectional") & (summary["placement"] == "replicated")]
+    arch = scenario.workload.architectures[0]
+    r = arch.pre_expert.sequence_reduction
+    for row in sectional.to_dict("records"):  # two dense layers, one sectional: its block at L, its experts at L / r
+        expected = 2 * full_width_layer + full_width_layer + 2 * per_gpu_sequences * (cache / r) * d * b
+        assert row["kv_cache_bytes"] == pytest.approx(expected), row["num_experts"]
+    assert (summary["time_per_output_token_s"] == summary["step_time_s"]).all()
+    assert summary["tokens_per_s"].to_numpy() == pytest.approx(layer.batch / summary["step_time_s"].to_numpy())
+
+
+def test_mfu_stays_finite_on_out_of_memory_rows():
+    scenario = dense_only(
+        small(model={"layers": 2, "vocab_size": 0}, **{"hardware.gpu.memory_capacity": "1 MB"}),
+        **{"workload.layer.passes": "training_step"},
+    )
+    row = simulate_model(scenario).summary.iloc[0]
+    assert row["oom"] and np.isfinite(row["mfu"]) and 0 < row["mfu"] < 1
+
+
+def test_recomputation_trades_memory_for_time():
+    base = dense_only(small(model={"layers": 4, "vocab_size": 0}), **{"workload.layer.passes": "training_step"})
+    none, full = (simulate_model(with_values(base, {"model.recompute": mode})).summary.iloc[0] for mode in ("none", "full"))
+    assert full["activations_bytes"] < none["activations_bytes"]
+    assert full["recompute_s"] > 0 and full["step_time_s"] > none["step_time_s"]
+
+
+def test_zero_shards_optimizer_state_and_gathers_weights():
+    base = dense_only(small(model={"layers": 2, "vocab_size": 0}), **{"workload.layer.passes": "training_step"})
+    ddp = simulate_model(base).summary.iloc[0]
+    zero = simulate_model(with_values(base, {"model.gradient_sync": "reduce_scatter"})).summary.iloc[0]
+    assert zero["optimizer_state_bytes"] == pytest.approx(ddp["optimizer_state_bytes"] / 8)
+    assert zero["weight_gather_s"] > 0 and ddp["weight_gather_s"] == 0
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"workload.layer.passes": "training_step"}, "workload.layer.passes"),
+        ({"workload.layer.kv_cache_length": 10}, "workload.layer.kv_cache_length"),
+        ({"model": {"layers": 4, "vocab_size": 0, "sectional_layers": [5]}}, "model.sectional_layers[0]"),
+        (
+            {"model": {"layers": 4, "vocab_size": 0, "other_layers": "token_moe"}, "workload.architectures": [{"kind": "dense"}]},
+            "model.other_layers",
+        ),
+        ({"model": {"layers": 32, "vocab_size": 0, "reduction": "carry"}}, "model.reduction"),
+    ],
+)
+def test_bad_model_sections_are_one_line_errors(values, field):
+    with pytest.raises(ScenarioError) as error:
+        with_values(load_scenario("h100-nvlink-8"), values)
+    assert f"{field}:" in str(error.value) and "\n" not in str(error.value)
