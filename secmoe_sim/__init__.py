@@ -3,7 +3,8 @@
 The public names for scripts and notebooks (docs/api.md): :func:`load_scenario`, :class:`Scenario`
 (:meth:`Scenario.with_values` changes fields with validation), :func:`simulate`,
 :func:`write_outputs`, :func:`plot`, :func:`chrome_trace` and :class:`ScenarioError`. The package
-root only re-exports them, lazily for the ones that need the engine or matplotlib; no module of
+root only re-exports them, lazily (importing the package, or ``secmoe_sim.cli`` for ``--help``,
+loads none of the models, numpy, the engine or matplotlib); no module of
 the package imports the root (``tests/test_layers.py`` checks it), so importing a layer never drags
 the others in.
 """
@@ -13,8 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from secmoe_sim.errors import ScenarioError
-from secmoe_sim.spec.loading import load_scenario
-from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.version import __version__
 
 if TYPE_CHECKING:
@@ -22,10 +21,14 @@ if TYPE_CHECKING:
     from secmoe_sim.report.outputs import run_trace as chrome_trace
     from secmoe_sim.report.outputs import write_run_outputs as write_outputs
     from secmoe_sim.simulation import simulate
+    from secmoe_sim.spec.loading import load_scenario
+    from secmoe_sim.spec.scenario import Scenario
 
 __all__ = ["Scenario", "ScenarioError", "__version__", "chrome_trace", "load_scenario", "plot", "simulate", "write_outputs"]
 
 _LAZY = {
+    "load_scenario": ("secmoe_sim.spec.loading", "load_scenario"),
+    "Scenario": ("secmoe_sim.spec.scenario", "Scenario"),
     "simulate": ("secmoe_sim.simulation", "simulate"),
     "write_outputs": ("secmoe_sim.report.outputs", "write_run_outputs"),
     "plot": ("secmoe_sim.report.outputs", "run_figure"),

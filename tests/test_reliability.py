@@ -74,7 +74,7 @@ def test_huge_token_moe_routing_is_refused_by_the_work_budget(tmp_path, capsys):
 
 def test_routing_draws_at_most_a_bounded_matrix_at_once():
     """65,536 experts: each draw is at most 2^22 keys (32 MiB), not 16,384 x 65,536 (8 GiB)."""
-    counts = top_k_counts(100, np.zeros(65536), 2, np.random.default_rng(0))
+    counts = top_k_counts(100, np.ones(65536), 2, np.random.default_rng(0))
     assert counts.sum() == 200
 
 

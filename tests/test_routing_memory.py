@@ -45,7 +45,7 @@ def test_zipf_skews_load_by_rank():
 
 
 def test_each_token_picks_distinct_experts():
-    counts = top_k_counts(1000, np.zeros(4), 4, np.random.default_rng(0))
+    counts = top_k_counts(1000, np.ones(4), 4, np.random.default_rng(0))
     assert list(counts) == [1000] * 4  # top_k == experts: every token visits every expert once
 
 
@@ -133,3 +133,28 @@ def test_materialized_scores_and_backward_need_more_memory():
             peaks[(attention, passes)] = max(plan.peak_memory_bytes(layer.has_backward))
     assert peaks[("materialized", "forward")] > peaks[("flash", "forward")]
     assert peaks[("flash", "forward_backward")] > peaks[("flash", "forward")]
+
+
+def test_routing_draws_without_replacement_in_proportion_to_popularity():
+    """Each token's top_k experts follow successive sampling without replacement: expert i is among a
+    token's 2 of 4 with probability p_i + sum over j != i of p_j p_i / (1 - p_j); 200,000 tokens hold it
+    within five standard errors."""
+    from itertools import permutations
+
+    p = np.array([0.4, 0.3, 0.2, 0.1])
+    inclusion = np.zeros(4)
+    for first, second in permutations(range(4), 2):
+        inclusion[[first, second]] += p[first] * p[second] / (1 - p[first])
+    tokens = 200_000
+    counts = top_k_counts(tokens, p, 2, np.random.default_rng(3))
+    error = np.sqrt(inclusion * (1 - inclusion) / tokens)
+    assert np.all(np.abs(counts / tokens - inclusion) < 5 * error), (counts / tokens, inclusion)
+
+
+def test_the_two_ways_of_taking_the_k_smallest_keys_agree():
+    from secmoe_sim.plan.routing import ARGMIN_PASSES_MAX_K, smallest_k
+
+    keys = np.random.default_rng(0).random((500, 64))
+    for k in (1, 2, ARGMIN_PASSES_MAX_K, ARGMIN_PASSES_MAX_K + 1, 40):
+        expected = np.sort(np.argsort(keys, axis=1)[:, :k], axis=1)
+        assert (np.sort(smallest_k(keys.copy(), k), axis=1) == expected).all(), k

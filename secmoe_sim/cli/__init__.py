@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # --help, --version, or a bad option (already printed as one line)
         return stop.code if isinstance(stop.code, int) else USAGE_ERROR
     try:
-        return int(args.handler(args))
+        from secmoe_sim.cli import commands
+
+        return int(getattr(commands, args.handler)(args))
     except InputError as error:
         print(f"secmoe-sim: error: {error}", file=sys.stderr)
         return USAGE_ERROR

@@ -1,7 +1,8 @@
 """The argument parser of ``secmoe-sim``: every command, option and argument type, and nothing else.
 
 Option values are checked here, before any work starts (a duration has a unit, a count is a
-whole number); each command's handler lives in :mod:`secmoe_sim.cli.commands`.
+whole number); each command's handler lives in :mod:`secmoe_sim.cli.commands`, named here and
+imported only once a command runs, so ``secmoe-sim --help`` imports neither the models nor numpy.
 """
 
 from __future__ import annotations
@@ -10,20 +11,17 @@ import argparse
 import re
 from typing import Any
 
-import yaml
-
-from secmoe_sim.calibrate.timing import MIN_REPEATS
-from secmoe_sim.cli import commands
-from secmoe_sim.spec.loading import parse_yaml
-from secmoe_sim.spec.paths import PATH_PATTERN
-from secmoe_sim.spec.units import UnitError, parse_quantity
 from secmoe_sim.version import __version__
+
+SHIPPED_KINDS = ("scenario", "hardware", "sweep", "stack")  # what `list` and `show` cover (commands.SHIPPED_KINDS)
 
 USAGE_ERROR = 2
 
 
 def _duration(text: str) -> float:
     """A duration with its unit (``'20 us'``): a bare number is refused, not read as seconds."""
+    from secmoe_sim.spec.units import UnitError, parse_quantity
+
     if not any(character.isalpha() for character in text):
         raise argparse.ArgumentTypeError(f"give a unit, e.g. '{text} us' (a bare number is ambiguous)")
     try:
@@ -69,6 +67,8 @@ def _positive_int(text: str) -> int:
 
 
 def _at_least_20(text: str) -> int:
+    from secmoe_sim.calibrate.timing import MIN_REPEATS
+
     try:
         value = int(text)
     except ValueError:
@@ -80,6 +80,11 @@ def _at_least_20(text: str) -> int:
 
 def _assignment(text: str) -> tuple[str, Any]:
     """``PATH=VALUE`` of ``--set``: a dotted scenario path and a YAML value (``8192``, ``200 GB/s``, ``[1, 2]``)."""
+    import yaml
+
+    from secmoe_sim.spec.loading import parse_yaml
+    from secmoe_sim.spec.paths import PATH_PATTERN
+
     path, equals, value = text.partition("=")
     path = path.strip()
     if not equals or not re.match(PATH_PATTERN, path):
@@ -145,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)")
     run.add_argument("--format", choices=["png", "svg", "pdf"], default="png", help="file format of the figures (default png)")
     _add_set(run)
-    run.set_defaults(handler=commands.cmd_run)
+    run.set_defaults(handler="cmd_run")
 
     analyze = subcommands.add_parser("analyze", help="the analytical model: parameters, FLOPs, S(E) and E_opt, no simulation")
     analyze.add_argument("scenario", help="scenario file, or the name of a shipped scenario")
@@ -156,23 +161,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("--json", action="store_true", help="print the same content as one JSON object")
     _add_set(analyze)
-    analyze.set_defaults(handler=commands.cmd_analyze)
+    analyze.set_defaults(handler="cmd_analyze")
 
     schema = subcommands.add_parser("schema", help="print the JSON Schema of scenario files (or of sweep or hardware files)")
     kind = schema.add_mutually_exclusive_group()
     kind.add_argument("--sweep", action="store_true", help="the schema of sweep files instead")
     kind.add_argument("--hardware", action="store_true", help="the schema of stand-alone hardware files instead")
-    schema.set_defaults(handler=commands.cmd_schema)
+    schema.set_defaults(handler="cmd_schema")
 
     listing = subcommands.add_parser(
         "list", help="list the shipped scenarios, hardware files, sweeps and stacks with their paths"
     )
-    listing.set_defaults(handler=commands.cmd_list)
+    listing.set_defaults(handler="cmd_list")
 
     show = subcommands.add_parser("show", help="print a shipped file (scenario, hardware, sweep or stack) to copy")
     show.add_argument("name", metavar="NAME", help="a name that `list` shows")
-    show.add_argument("--kind", choices=list(commands.SHIPPED_KINDS), help="which kind, when a name is shipped as several")
-    show.set_defaults(handler=commands.cmd_show)
+    show.add_argument("--kind", choices=SHIPPED_KINDS, help="which kind, when a name is shipped as several")
+    show.set_defaults(handler="cmd_show")
 
     alpha = subcommands.add_parser("alpha", help="measure the empirical alpha: fit the simulated overhead against E")
     alpha.add_argument("scenario", help="scenario file, or the name of a shipped scenario")
@@ -182,14 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     alpha.add_argument("--json", action="store_true", help="print the same content as one JSON object")
     alpha.add_argument("--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)")
     _add_set(alpha)
-    alpha.set_defaults(handler=commands.cmd_alpha)
+    alpha.set_defaults(handler="cmd_alpha")
 
     validate = subcommands.add_parser("validate", help="analytical against simulated E_opt across scenarios and layer sizes")
     validate.add_argument("scenarios", nargs="*", help="scenario files or names (default: every shipped scenario)")
     validate.add_argument("--no-variants", action="store_true", help="skip the half/double seq_len and d_model variants")
     validate.add_argument("--out", help="output directory (default out/validation/)")
     validate.add_argument("--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)")
-    validate.set_defaults(handler=commands.cmd_validate)
+    validate.set_defaults(handler="cmd_validate")
 
     recommend = subcommands.add_parser("recommend", help="best E, expected wall-clock, baselines, confidence, what to change")
     recommend.add_argument("scenario", help="scenario file, or the name of a shipped scenario")
@@ -199,15 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)"
     )
     _add_set(recommend)
-    recommend.set_defaults(handler=commands.cmd_recommend)
+    recommend.set_defaults(handler="cmd_recommend")
 
     fidelity = subcommands.add_parser("fidelity", help="the simulator against published NCCL and DeepEP measurements")
     fidelity.add_argument("--out", help="output directory (default out/fidelity/)")
-    fidelity.set_defaults(handler=commands.cmd_fidelity)
+    fidelity.set_defaults(handler="cmd_fidelity")
 
     report = subcommands.add_parser("report", help="regenerate the validation report of the shipped scenarios")
     report.add_argument("--out", help="output directory (default reports/validation/)")
-    report.set_defaults(handler=commands.cmd_report)
+    report.set_defaults(handler="cmd_report")
 
     sweep = subcommands.add_parser("sweep", help="simulate a grid of what-if scenarios (resumable; local processes or Dask)")
     sweep.add_argument("sweep", metavar="SWEEP", help="sweep file, or the name of a shipped sweep (see docs/sweeps.md)")
@@ -223,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--quiet", action="store_true", help="no progress bar and no header line")
     sweep.add_argument("--csv", action="store_true", help="also write results.csv")
     sweep.add_argument("--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)")
-    sweep.set_defaults(handler=commands.cmd_sweep)
+    sweep.set_defaults(handler="cmd_sweep")
 
     plot = subcommands.add_parser("plot", help="heatmaps of best E and of speedup over token MoE, analytical vs simulated E_opt")
     plot.add_argument(
@@ -240,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fix another grid dimension at a value as written in the sweep file (default: its first value)",
     )
     plot.add_argument("--format", choices=["png", "svg", "pdf"], default="png", help="file format of the figures (default png)")
-    plot.set_defaults(handler=commands.cmd_plot)
+    plot.set_defaults(handler="cmd_plot")
 
     _add_calibration_commands(subcommands)
     return parser
@@ -256,14 +261,14 @@ def _add_calibration_commands(subcommands) -> None:
         "--threads", type=_positive_int, help="torch intra-op threads (default: torch's, one per core); recorded"
     )
     calibrate.add_argument("--dtypes", help="comma-separated dtypes (default: fp32 on cpu; bf16,fp16 on cuda)")
-    calibrate.set_defaults(handler=commands.cmd_calibrate)
+    calibrate.set_defaults(handler="cmd_calibrate")
 
     importer = subcommands.add_parser(
         "import-profile", help="a torch.profiler Chrome trace (record_shapes=True) as a calibration trace"
     )
     importer.add_argument("profile", help="the profiler's export_chrome_trace JSON (.json or .json.gz)")
     importer.add_argument("--out", help="trace file to write, .csv or .parquet (default: beside the profile, .trace.csv)")
-    importer.set_defaults(handler=commands.cmd_import_profile)
+    importer.set_defaults(handler="cmd_import_profile")
 
     fit = subcommands.add_parser(
         "fit", help="fit a hardware file to a calibration trace; fit error per op class on held-out shapes"
@@ -275,7 +280,7 @@ def _add_calibration_commands(subcommands) -> None:
         metavar="SCENARIO_OR_HARDWARE",
         help="take what the trace does not measure (node shape, fabrics) from this scenario or hardware file",
     )
-    fit.set_defaults(handler=commands.cmd_fit)
+    fit.set_defaults(handler="cmd_fit")
 
     check = subcommands.add_parser(
         "check-real", help="time a real torch sectional layer across E against the calibrated simulator"
@@ -288,4 +293,4 @@ def _add_calibration_commands(subcommands) -> None:
     check.add_argument("--scenario", help="take the layer and sectional entries from this scenario (default: the built-in check)")
     check.add_argument("--threads", type=_positive_int, help="torch intra-op threads (default: torch's); recorded")
     check.add_argument("--repeats", type=_at_least_20, default=25, help="timed forward passes per E (default 25, at least 20)")
-    check.set_defaults(handler=commands.cmd_check_real)
+    check.set_defaults(handler="cmd_check_real")

@@ -33,6 +33,13 @@ def _thread_id(gpu: int, stream: str) -> int:
     return len(STREAM_THREADS) * gpu + STREAM_THREADS[stream]
 
 
+def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
+    """Rows as dicts of plain Python values, built from whole columns (``to_dict("records")`` boxes
+    every cell of an Arrow-backed column one at a time, the trace's largest cost)."""
+    values = [frame[column].tolist() for column in columns]
+    return [dict(zip(columns, row)) for row in zip(*values)]
+
+
 def _collective_traffic(timeline: pd.DataFrame) -> tuple[dict[int, tuple[float, int]], dict]:
     """Per collective row (by position in ``timeline``): bytes sent and peers; and per (gpu, label) the
     rows' spans in time order, for the flow ends."""
@@ -40,15 +47,15 @@ def _collective_traffic(timeline: pd.DataFrame) -> tuple[dict[int, tuple[float, 
     collectives = rows[rows["kind"] == "collective"]
     transfers = rows[rows["kind"] == "transfer"]
     spans: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
-    for record in collectives.sort_values("started_at").to_dict("records"):
+    for record in _records(collectives.sort_values("started_at"), ["gpu", "label", "started_at", "finished_at"]):
         key = (int(record["gpu"]), str(record["label"]))
         starts, ends = spans.get(key, (np.array([]), np.array([])))
         spans[key] = (np.append(starts, record["started_at"]), np.append(ends, record["finished_at"]))
     sent: dict[tuple[int, str], list[dict]] = defaultdict(list)
-    for transfer in transfers.to_dict("records"):
+    for transfer in _records(transfers, ["src", "dst", "label", "started_at", "bytes"]):
         sent[(int(transfer["src"]), str(transfer["label"]))].append(transfer)
     traffic: dict[int, tuple[float, int]] = {}
-    for position, record in zip(collectives.index.tolist(), collectives.to_dict("records")):
+    for position, record in zip(collectives.index.tolist(), _records(collectives, ["gpu", "label", "started_at", "finished_at"])):
         inside = [
             t
             for t in sent.get((int(record["gpu"]), str(record["label"])), [])
@@ -91,7 +98,8 @@ def trace_events(timeline: pd.DataFrame, process_id: int, process_name: str, bud
             )
     traffic, spans = _collective_traffic(timeline)
     ops = timeline[timeline["kind"] != "transfer"]
-    for index, row in zip(ops.index, ops.to_dict("records")):
+    op_columns = ["label", "kind", "gpu", "stream", "started_at", "finished_at", "flops", "bytes", "launch_s"]
+    for index, row in zip(ops.index, _records(ops, op_columns)):
         if len(events) >= budget:
             return events
         args = {"flops": row["flops"], "bytes": row["bytes"], "launch_us": to_microseconds(row["launch_s"])}
@@ -110,7 +118,7 @@ def trace_events(timeline: pd.DataFrame, process_id: int, process_name: str, bud
             }
         )
     flow_id = first_flow_id
-    for row in timeline[timeline["kind"] == "transfer"].to_dict("records"):
+    for row in _records(timeline[timeline["kind"] == "transfer"], ["label", "src", "dst", "started_at", "finished_at", "bytes"]):
         if len(events) + 2 > budget:
             break
         common = {"name": row["label"], "cat": "transfer", "pid": process_id, "id": flow_id}

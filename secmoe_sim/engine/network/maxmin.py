@@ -36,23 +36,34 @@ def max_min_rates(flow_links: np.ndarray, weights: np.ndarray, capacity_bytes_pe
     rates = np.empty(num_flows)
     residual = np.maximum(capacity_bytes_per_s, 0.0)
     count = np.bincount(flow_links.ravel(), weights=np.repeat(weights, width), minlength=num_links)
-    unfrozen, links, flow_weights = np.arange(num_flows), flow_links, weights
+    unfrozen, flow_weights = np.arange(num_flows), weights
+    columns = [np.ascontiguousarray(flow_links[:, j]) for j in range(width)]  # a flow's j-th link, per column
     while True:
         # Every link an unfrozen flow crosses carries at least that flow (count > 0); a link emptied
         # by freezing, whose residual may have rounded below zero, is never looked at again.
-        flow_share = residual[links] / count[links]
-        flow_min = flow_share.min(axis=1)
-        above_min = flow_share > flow_min[:, None]
+        # Column by column: numpy's reductions along a short axis cost many times a few elementwise ops.
+        share = residual / np.where(count > 0, count, 1.0)
+        shares = [share[column] for column in columns]
+        flow_min = shares[0].copy()
+        for column_share in shares[1:]:
+            np.minimum(flow_min, column_share, out=flow_min)
+        above = [column_share > flow_min for column_share in shares]
         blocked = np.zeros(num_links, dtype=bool)
-        blocked[links[above_min]] = True  # some flow on it is held lower by another link
-        waiting = (blocked[links] | above_min).all(axis=1)  # no unblocked link at its minimum
+        for column, column_above in zip(columns, above):
+            blocked[column[column_above]] = True  # some flow on it is held lower by another link
+        waiting = blocked[columns[0]] | above[0]  # no unblocked link at its minimum
+        for column, column_above in zip(columns[1:], above[1:]):
+            waiting &= blocked[column] | column_above
         if not waiting.any():
             rates[unfrozen] = flow_min
             return rates
         freeze = ~waiting
         frozen_rates, frozen_weights = flow_min[freeze], flow_weights[freeze]
         rates[unfrozen[freeze]] = frozen_rates
-        frozen_links = links[freeze].ravel()
-        residual -= np.bincount(frozen_links, weights=np.repeat(frozen_rates * frozen_weights, width), minlength=num_links)
-        count -= np.bincount(frozen_links, weights=np.repeat(frozen_weights, width), minlength=num_links)
-        unfrozen, links, flow_weights = unfrozen[waiting], links[waiting], flow_weights[waiting]
+        frozen_load, frozen_count = frozen_rates * frozen_weights, frozen_weights
+        for column in columns:
+            frozen_links = column[freeze]
+            residual -= np.bincount(frozen_links, weights=frozen_load, minlength=num_links)
+            count -= np.bincount(frozen_links, weights=frozen_count, minlength=num_links)
+        unfrozen, flow_weights = unfrozen[waiting], flow_weights[waiting]
+        columns = [column[waiting] for column in columns]

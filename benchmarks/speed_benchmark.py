@@ -1,0 +1,314 @@
+"""Speed benchmark, in one run: the exact flow network against a from-scratch reference solver, the
+batched network's CPU per flow, a ring all-reduce's CPU per message against a direct all-to-all's,
+and the command line's start-up.
+
+    .venv/bin/python benchmarks/speed_benchmark.py            # writes reports/benchmarks/speed.md
+    .venv/bin/python benchmarks/speed_benchmark.py --quick    # smaller cases, prints only
+
+Every time is CPU time of this process (``time.process_time``), so other jobs on a shared machine
+blur it less than wall time; the load average at the start and end is recorded with the results.
+Speed is compared as ratios measured in this one run, never asserted in the unit tests.
+
+The exchange: every GPU of nodes of 8 H100 (NVSwitch, one 400 Gb/s NIC per GPU) sends
+``4096 x 8`` tokens of hidden 7168 in bf16 to Zipf-popular destinations (the byte matrix of
+``network_benchmark.py``), one direct all-to-all-v starting at one instant. Latencies and software
+costs are zero, so the engine and the reference (``maxmin_reference.py``, progressive filling from
+scratch at every flow's end) solve the same problem: the same routes and link capacities, and the
+finish time of every message must agree to float rounding (the "agreement" column).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from maxmin_reference import finish_times_s
+from network_benchmark import GPUS_PER_NODE, byte_matrix
+
+from secmoe_sim.engine import run_plan
+from secmoe_sim.engine.network.maxmin import max_min_rates
+from secmoe_sim.plan.steps import AllReduce, AllToAll, LayerPlan
+from secmoe_sim.plan.topology import Topology
+from secmoe_sim.spec.communication import Communication, HostStagedStack
+from secmoe_sim.spec.hardware import Cluster
+from secmoe_sim.spec.loading import load_scenario
+from secmoe_sim.spec.network import NetworkOptions
+
+REPORT = Path(__file__).resolve().parents[1] / "reports" / "benchmarks" / "speed.md"
+FREE = Communication(default=HostStagedStack(kind="host_staged", message_overhead=0.0))
+RING_BYTES = 64 * 2**20  # the all-reduce buffer of each rank
+REFERENCE_RATIO_GOAL = 1.5  # exact mode within 1.5x of the reference's CPU
+GROWTH_GOAL = 2.5  # exact mode's CPU grows no faster than G^2.5
+BATCHED_US_PER_FLOW_GOAL = 10.0  # at 1,024 GPUs
+HELP_CPU_GOAL_S = 0.3
+TEXTBOOK_MAX_GPUS = 128
+
+
+def cluster_of(gpus: int) -> Cluster:
+    hardware = load_scenario("h100-nvlink-8").hardware
+    zero = {"latency": 0.0}
+    return hardware.model_copy(
+        update={
+            "nodes": gpus // GPUS_PER_NODE,
+            "gpus_per_node": GPUS_PER_NODE,
+            "intra_node": hardware.intra_node.model_copy(update=zero),
+            "inter_node": hardware.inter_node.model_copy(update=zero) if hardware.inter_node else None,
+            "communication": None,
+        }
+    )
+
+
+def plan_of(cluster: Cluster, steps: list) -> LayerPlan:
+    return LayerPlan(
+        architecture="benchmark",
+        label="benchmark",
+        num_experts=1,
+        sweep_mode="fixed_cluster",
+        cluster=cluster,
+        dtype="bf16",
+        programs=tuple(tuple(s for s in steps if gpu in s.gpus) for gpu in range(cluster.num_gpus)),
+        params=0.0,
+        weight_bytes_per_gpu=(0.0,) * cluster.num_gpus,
+        tokens=1,
+    )
+
+
+def engine_cpu(plan: LayerPlan, mode: str, tolerance: float) -> tuple[float, object]:
+    gc.collect()
+    started = time.process_time()
+    run = run_plan(plan, network=NetworkOptions(mode=mode, tolerance=tolerance), communication=FREE)
+    return time.process_time() - started, run
+
+
+def exact_against_reference(gpus: int) -> dict:
+    """The exchange in exact mode and in the reference: CPU of each and the largest finish-time difference."""
+    cluster = cluster_of(gpus)
+    matrix = byte_matrix(gpus)
+    exchange = AllToAll.from_matrix("dispatch", "dispatch", tuple(range(gpus)), matrix)
+    cpu_s, run = engine_cpu(plan_of(cluster, [exchange]), "exact", 0.0)
+    transfers = run.timeline[run.timeline["kind"] == "transfer"]
+    topology = Topology(cluster)
+    sentinel = topology.num_links
+    routes = [topology.route(int(s), int(d))[0].links for s, d in zip(exchange.messages.src, exchange.messages.dst)]
+    width = max(len(links) for links in routes)
+    links = np.full((len(routes), width), sentinel, dtype=np.int64)
+    for row, route in enumerate(routes):
+        links[row, : len(route)] = route
+    capacity = np.append(topology.capacity_bytes_per_s, np.inf)
+    gc.collect()
+    started = time.process_time()  # from scratch at every end, with the engine's own solver: the incremental state's worth
+    scratch, solves = finish_times_s(links, exchange.messages.payload_bytes, capacity, solver=_engine_solver)
+    scratch_cpu_s = time.process_time() - started
+    textbook_cpu_s = float("nan")
+    reference = scratch
+    if gpus <= TEXTBOOK_MAX_GPUS:  # its CPU grows as G^5: beyond this it would take most of an hour
+        started = time.process_time()
+        reference, _ = finish_times_s(links, exchange.messages.payload_bytes, capacity)
+        textbook_cpu_s = time.process_time() - started
+    order = {(s, d): i for i, (s, d) in enumerate(zip(exchange.messages.src.tolist(), exchange.messages.dst.tolist()))}
+    engine_finish = np.empty(len(routes))  # from the instant the exchange starts (after its host issue)
+    durations = (transfers["finished_at"] - transfers["started_at"]).tolist()
+    for s, d, duration in zip(transfers["src"].tolist(), transfers["dst"].tolist(), durations):
+        engine_finish[order[(s, d)]] = duration
+    agreement = float(np.max(np.abs(engine_finish - reference) / reference))
+    return {
+        "gpus": gpus,
+        "flows": len(routes),
+        "engine_cpu_s": cpu_s,
+        "textbook_cpu_s": textbook_cpu_s,
+        "scratch_cpu_s": scratch_cpu_s,
+        "ratio": cpu_s / scratch_cpu_s,
+        "scratch_agreement": float(np.max(np.abs(scratch - reference) / reference)),
+        "solves": solves,
+        "recomputations": run.network_statistics.get("rate_recomputations", float("nan")),
+        "agreement": agreement,
+    }
+
+
+def _engine_solver(links: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+    return max_min_rates(links, np.ones(links.shape[0]), capacity)
+
+
+def batched(gpus: int) -> dict:
+    cluster = cluster_of(gpus)
+    exchange = AllToAll.from_matrix("dispatch", "dispatch", tuple(range(gpus)), byte_matrix(gpus))
+    cpu_s, _ = engine_cpu(plan_of(cluster, [exchange]), "batched", 0.05)
+    return {"gpus": gpus, "flows": len(exchange.messages), "cpu_s": cpu_s, "us_per_flow": cpu_s / len(exchange.messages) * 1e6}
+
+
+def ring_against_all_to_all(gpus: int) -> dict:
+    """CPU per message of one ring all-reduce of ``RING_BYTES`` per rank and of a uniform direct all-to-all."""
+    cluster = cluster_of(gpus)
+    members = tuple(range(gpus))
+    ring_cpu_s, ring_run = engine_cpu(plan_of(cluster, [AllReduce("ring", "ring", members, RING_BYTES)]), "exact", 0.0)
+    ring_messages = int((ring_run.timeline["kind"] == "transfer").sum())
+    uniform = np.full((gpus, gpus), RING_BYTES / gpus)
+    exchange = AllToAll.from_matrix("a2a", "a2a", members, uniform)
+    a2a_cpu_s, a2a_run = engine_cpu(plan_of(cluster, [exchange]), "exact", 0.0)
+    a2a_messages = int((a2a_run.timeline["kind"] == "transfer").sum())
+    return {
+        "gpus": gpus,
+        "ring_messages": ring_messages,
+        "ring_us_per_message": ring_cpu_s / ring_messages * 1e6,
+        "a2a_messages": a2a_messages,
+        "a2a_us_per_message": a2a_cpu_s / a2a_messages * 1e6,
+    }
+
+
+def start_up() -> dict:
+    """CPU of ``secmoe-sim --help`` in a fresh interpreter, and of ``run h100-nvlink-8`` split into simulation and the rest."""
+    command = [sys.executable, "-c", "import sys; from secmoe_sim.cli import main; sys.exit(main(['--help']))"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(command, check=True, capture_output=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    help_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    script = (
+        "import time, io, contextlib, json, tempfile\n"
+        "t0 = time.process_time()\n"
+        "from secmoe_sim.cli import main\n"
+        "import secmoe_sim.simulation as sim\n"
+        "original, spent = sim.simulate, []\n"
+        "def timed(*a, **k):\n"
+        "    t = time.process_time(); r = original(*a, **k); spent.append(time.process_time() - t); return r\n"
+        "sim.simulate = timed\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['run', 'h100-nvlink-8', '--out', tempfile.mkdtemp()])\n"
+        "total = time.process_time() - t0\n"
+        "print(json.dumps({'run_cpu_s': total, 'simulation_cpu_s': sum(spent)}))\n"
+    )
+    output = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
+    import json
+
+    measured = json.loads(output.strip().splitlines()[-1])
+    return {"help_cpu_s": help_cpu, **measured, "non_simulation_cpu_s": measured["run_cpu_s"] - measured["simulation_cpu_s"]}
+
+
+def growth_exponent(rows: list[dict], key: str) -> float:
+    gpus = np.log([r["gpus"] for r in rows])
+    cost = np.log([r[key] for r in rows])
+    return float(np.polyfit(gpus, cost, 1)[0])
+
+
+def markdown(results: dict, started: str, load_start: float, load_end: float) -> str:
+    exact, batch, rings, start = results["exact"], results["batched"], results["rings"], results["start_up"]
+    lines = [
+        "# Speed benchmark",
+        "",
+        (
+            f"Generated by `benchmarks/speed_benchmark.py` on {started} ({platform.python_implementation()} "
+            f"{platform.python_version()}, numpy {np.__version__}, {os.cpu_count()} CPUs shared with other jobs; "
+            f"1-minute load average {load_start:.2f} at the start, {load_end:.2f} at the end). All times are CPU "
+            "time of one process, measured in this one run."
+        ),
+        "",
+        "## Exact flow network against the reference solver",
+        "",
+        (
+            "One direct all-to-all-v (Zipf-skewed, 4096 x 8 tokens of 7168 bf16 per GPU), zero latencies and "
+            "software costs. The reference (`maxmin_reference.py`) re-solves every active flow from scratch at every "
+            "flow's end with the engine's solver (every link at a local minimum of fair share frozen per pass); the "
+            "textbook column does the same with progressive filling one saturation level per pass (up to "
+            f"{TEXTBOOK_MAX_GPUS} GPUs). The engine re-solves only the flows at or above the changed level and "
+            "connected to the change. Agreement: the largest relative difference between the engine's finish time of "
+            "any message and the textbook's (the reference's beyond it)."
+        ),
+        "",
+        "| GPUs | flows | engine CPU | reference: from scratch, engine's solver | engine / reference | textbook from scratch | reference solves | engine recomputations | agreement (max rel. finish-time diff) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in exact:
+        lines.append(
+            f"| {r['gpus']} | {r['flows']:,} | {r['engine_cpu_s']:.2f} s | {r['scratch_cpu_s']:.2f} s | {r['ratio']:.2f}x | "
+            f"{'-' if np.isnan(r['textbook_cpu_s']) else format(r['textbook_cpu_s'], '.2f') + ' s'} | {r['solves']:,} | "
+            f"{r['recomputations']:,.0f} | {r['agreement']:.1e} |"
+        )
+    if len(exact) > 1:
+        lines += [
+            "",
+            (
+                f"CPU growth from {exact[0]['gpus']} to {exact[-1]['gpus']} GPUs: engine G^{growth_exponent(exact, 'engine_cpu_s'):.2f}, "
+                f"reference G^{growth_exponent(exact, 'scratch_cpu_s'):.2f} (flows grow as G^2). Goals: within "
+                f"{REFERENCE_RATIO_GOAL}x of the reference, growth at most G^{GROWTH_GOAL}."
+            ),
+        ]
+    lines += [
+        "",
+        "## Batched flow network (tolerance 0.05), CPU per flow",
+        "",
+        "| GPUs | flows | CPU | per flow |",
+        "|---:|---:|---:|---:|",
+    ]
+    for r in batch:
+        lines.append(f"| {r['gpus']} | {r['flows']:,} | {r['cpu_s']:.2f} s | {r['us_per_flow']:.1f} us |")
+    lines += [
+        "",
+        f"Goal: at most {BATCHED_US_PER_FLOW_GOAL:g} us of CPU per flow at 1,024 GPUs.",
+        "",
+        "## Ring all-reduce against direct all-to-all, CPU per message (exact)",
+        "",
+        f"One ring all-reduce of {RING_BYTES // 2**20} MiB per rank, and one uniform direct all-to-all of the same bytes per rank.",
+        "",
+        "| ranks | ring messages | ring per message | all-to-all messages | all-to-all per message |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in rings:
+        lines.append(
+            f"| {r['gpus']} | {r['ring_messages']:,} | {r['ring_us_per_message']:.1f} us | {r['a2a_messages']:,} | "
+            f"{r['a2a_us_per_message']:.1f} us |"
+        )
+    lines += [
+        "",
+        "Goal: a ring's CPU per message at 1,024 ranks no more than a direct all-to-all's.",
+        "",
+        "## The command line",
+        "",
+        f"- `secmoe-sim --help` in a fresh interpreter: {start['help_cpu_s']:.3f} s of CPU (goal under {HELP_CPU_GOAL_S} s).",
+        (
+            f"- `secmoe-sim run h100-nvlink-8`: {start['run_cpu_s']:.2f} s of CPU in all, of which the simulation "
+            f"{start['simulation_cpu_s']:.2f} s and the rest (imports, tables, trace, plot) {start['non_simulation_cpu_s']:.2f} s."
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small cases only; print, do not write the report")
+    options = parser.parse_args()
+    exact_sizes = (64, 128) if options.quick else (64, 128, 256)
+    batched_sizes = (64, 128) if options.quick else (64, 128, 256, 512, 1024)
+    ring_sizes = (64,) if options.quick else (64, 128, 256)
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load_start = os.getloadavg()[0]
+    results: dict = {"exact": [], "batched": [], "rings": []}
+    for gpus in exact_sizes:
+        results["exact"].append(exact_against_reference(gpus))
+        print(results["exact"][-1], flush=True)
+    for gpus in batched_sizes:
+        results["batched"].append(batched(gpus))
+        print(results["batched"][-1], flush=True)
+    for gpus in ring_sizes:
+        results["rings"].append(ring_against_all_to_all(gpus))
+        print(results["rings"][-1], flush=True)
+    results["start_up"] = start_up()
+    print(results["start_up"], flush=True)
+    text = markdown(results, started, load_start, os.getloadavg()[0])
+    if options.quick:
+        print(text)
+    else:
+        REPORT.write_text(text, encoding="utf-8")
+        print(f"wrote {REPORT}")
+
+
+if __name__ == "__main__":
+    main()
