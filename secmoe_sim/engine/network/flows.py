@@ -100,7 +100,7 @@ class FlowNetwork:
             "flows": table.flows_started,
             "rate_recomputations": table.recomputations,
             "recomputed_flows": table.recomputed_flows,
-            "recompute_cpu_s": table.recompute_cpu_s,
+            "recompute_host_s": table.recompute_host_s,
         }
 
     def expect(self, src: int, dst: int, order: tuple[Hashable, ...]) -> None:
