@@ -6,7 +6,7 @@ import pytest
 from calibration_fixtures import ALPHA_S, BANDWIDTH, BETA, LAUNCH_S, known_gpu, synthetic_trace
 
 from secmoe_sim.calibrate import CalibrationError
-from secmoe_sim.calibrate.fit import AlphaBeta, fit_trace, measured_stack, split_heldout
+from secmoe_sim.calibrate.fit import DEFAULT_BASE_HARDWARE, AlphaBeta, fit_trace, measured_stack, split_heldout
 from secmoe_sim.calibrate.hardware_file import write_hardware
 from secmoe_sim.calibrate.trace import Trace, write_trace
 from secmoe_sim.spec.loading import load_cluster, load_scenario
@@ -83,11 +83,12 @@ def test_trace_without_gemms_is_a_clear_error():
         fit_trace(Trace(rows=trace.rows[trace.rows["primitive"] != "gemm"], metadata=trace.metadata))
 
 
-def test_trace_without_fabric_needs_base():
+def test_trace_without_fabric_takes_it_from_the_base_or_the_documented_default():
     trace = synthetic_trace()
     no_comm = Trace(rows=trace.rows[trace.rows["primitive"] != "comm"], metadata=trace.metadata)
-    with pytest.raises(CalibrationError, match="--base"):
-        fit_trace(no_comm)
+    defaulted = fit_trace(no_comm)
+    assert len(defaulted.warnings) == 1 and "the fabric" in defaulted.warnings[0] and "memory" not in defaulted.warnings[0]
+    assert defaulted.cluster.intra_node == load_cluster(DEFAULT_BASE_HARDWARE).intra_node
     kept = fit_trace(no_comm, load_scenario("h100-nvlink-8").hardware).cluster
     assert kept.stack_settings() == load_scenario("h100-nvlink-8").hardware.stack_settings()
 

@@ -89,6 +89,7 @@ class FitResult:
     sources: dict[str, str]
     errors: pd.DataFrame
     links: tuple[AlphaBeta, ...]
+    warnings: tuple[str, ...] = ()  # what came from the documented default base instead of a measurement
 
 
 def split_heldout(rows: pd.DataFrame, size_column: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -180,17 +181,49 @@ def fit_alpha_beta(rows: pd.DataFrame) -> tuple[float, float]:
 # --- the whole fit ----------------------------------------------------------------------------
 
 
+DEFAULT_BASE_HARDWARE = "h100-hgx"  # what a partial trace without --base is completed from (docs/calibration.md)
+
+
 def fit_trace(trace: Trace, base: Cluster | None = None) -> FitResult:
-    """Fit every number the trace measures; the rest (and the node shape) comes from ``base``."""
+    """Fit every number the trace measures; the rest (and the node shape) comes from ``base``.
+
+    Without ``base``, a trace that does not measure everything a hardware file needs (memory-bound
+    ops, the device memory, a fabric) is completed from the shipped :data:`DEFAULT_BASE_HARDWARE`
+    hardware, and the result's ``warnings`` say what was taken from it.
+    """
     sources: dict[str, str] = {}
     if len(trace.of("gemm")) < 2:
         raise CalibrationError("the trace needs at least two GEMM shapes to fit an efficiency table")
+    warnings: tuple[str, ...] = ()
+    missing = _unmeasured(trace) if base is None else []
+    if missing:
+        from secmoe_sim.spec.loading import load_cluster
+
+        base = load_cluster(DEFAULT_BASE_HARDWARE)
+        warnings = (
+            (
+                f"no --base, and the trace does not measure {', '.join(missing)}: taken from the shipped "
+                f"{DEFAULT_BASE_HARDWARE} hardware (with its node shape); pass --base for your machine"
+            ),
+        )
     launch_s = _fit_launch(trace, base, sources)
     bandwidth = _fit_memory(trace, launch_s, base, sources)
     gpu = _fit_gpu(trace, launch_s, bandwidth, base, sources)
     links = tuple(_fit_links(trace.rows))
     cluster = _cluster(gpu, links, trace, base, sources)
-    return FitResult(cluster=cluster, sources=sources, errors=error_table(trace, cluster, links), links=links)
+    return FitResult(cluster=cluster, sources=sources, errors=error_table(trace, cluster, links), links=links, warnings=warnings)
+
+
+def _unmeasured(trace: Trace) -> list[str]:
+    """What a hardware file needs that the trace does not measure (and a base would have to give)."""
+    missing = []
+    if trace.of("memory").empty:
+        missing.append("memory-bound ops (the memory bandwidth)")
+    if not trace.metadata.get("device_memory_bytes"):
+        missing.append("the device memory")
+    if not any(link.op == COMM_FABRIC_OP for link in _fit_links(trace.rows)):
+        missing.append("an all-to-all sweep (the fabric)")
+    return missing
 
 
 def _fit_launch(trace: Trace, base: Cluster | None, sources: dict) -> float:

@@ -392,9 +392,57 @@ def cmd_fit(args: argparse.Namespace) -> int:
     result = fit_trace(trace, base)
     out = output_file(args.out, trace_path.parent / DEFAULT_HARDWARE_NAME)
     paths = write_hardware(result, trace, trace_path, out)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(result.errors.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     print(f"\nwrote {', '.join(str(p) for p in paths)}; include it in a scenario with `hardware: {out.name}`")
     return 0
+
+
+def cmd_import_table(args: argparse.Namespace) -> int:
+    """A table of measured shapes and times as a calibration trace."""
+    from secmoe_sim.calibrate.table_import import import_table
+    from secmoe_sim.calibrate.trace import write_trace
+
+    trace = import_table(Path(args.table), args.op, args.dtype)
+    out = output_file(args.out, Path(args.table).with_suffix(".trace.csv"))
+    write_trace(trace, out)
+    print(
+        f"imported {len(trace.rows)} {args.op} shapes ({args.dtype}) from {args.table}; wrote {out}; next: secmoe-sim fit {out}"
+    )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Predicted op times of a list of shapes on a scenario's or a hardware file's GPU."""
+    from secmoe_sim.calibrate.table_import import predict_shapes
+    from secmoe_sim.report.calibration import prediction_text
+
+    gpu, dtype, where = _gpu_of(args.target, args.dtype)
+    table = predict_shapes(Path(args.shapes), gpu, dtype)
+    print(f"predicted op times on {gpu.name} ({dtype}, from {where}):")
+    print(prediction_text(table))
+    if args.out:
+        out = output_file(args.out, Path(args.out))
+        table.to_csv(out, index=False)
+        print(f"wrote {out}")
+    return 0
+
+
+def _gpu_of(target: str, dtype: str | None):
+    """The GPU of a scenario (and its dtype) or of a hardware file, by path or shipped name."""
+    from secmoe_sim.errors import ScenarioError
+    from secmoe_sim.spec.loading import load_cluster
+
+    try:
+        scenario = load_scenario(target)
+        return scenario.hardware.gpu, dtype or scenario.workload.layer.dtype, f"scenario {scenario.name}"
+    except ScenarioError as as_scenario:
+        try:
+            cluster = load_cluster(target)
+        except ScenarioError:
+            raise as_scenario from None
+        return cluster.gpu, dtype or "bf16", f"hardware {cluster.name}"
 
 
 def _check_inputs(args: argparse.Namespace, out_dir: Path):

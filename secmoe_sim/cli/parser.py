@@ -270,6 +270,28 @@ def _add_calibration_commands(subcommands) -> None:
     importer.add_argument("--out", help="trace file to write, .csv or .parquet (default: beside the profile, .trace.csv)")
     importer.set_defaults(handler="cmd_import_profile")
 
+    table = subcommands.add_parser(
+        "import-table", help="a CSV of measured shapes and times (m,k,n,time_s for GEMMs) as a calibration trace"
+    )
+    table.add_argument(
+        "table", metavar="TABLE", help="CSV with the op's shape columns and time_s (docs/calibration.md, section 4)"
+    )
+    table.add_argument("--op", choices=["gemm", "attention", "memory"], required=True, help="what the table measured")
+    table.add_argument(
+        "--dtype", choices=["fp32", "tf32", "bf16", "fp16", "fp8"], default="bf16", help="its dtype (default bf16)"
+    )
+    table.add_argument("--out", help="trace file to write, .csv or .parquet (default: beside the table, .trace.csv)")
+    table.set_defaults(handler="cmd_import_table")
+
+    predict = subcommands.add_parser(
+        "predict", help="predicted op times of a list of shapes, and the roofline term that bound each"
+    )
+    predict.add_argument("target", metavar="SCENARIO_OR_HARDWARE", help="a scenario or hardware file, or a shipped name")
+    predict.add_argument("--shapes", required=True, help="CSV: an op column (gemm, attention, memory) and its shape columns")
+    predict.add_argument("--dtype", choices=["fp32", "tf32", "bf16", "fp16", "fp8"], help="default: the scenario's, or bf16")
+    predict.add_argument("--out", help="also write the predictions as CSV")
+    predict.set_defaults(handler="cmd_predict")
+
     fit = subcommands.add_parser(
         "fit", help="fit a hardware file to a calibration trace; fit error per op class on held-out shapes"
     )

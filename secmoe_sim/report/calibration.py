@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from secmoe_sim.calibrate.check_real import MODES, PERCENT, TARGET_MEDIAN_ERROR_PCT, TARGET_REGRET_PCT, CheckResult
 from secmoe_sim.calibrate.replay import KINDS, UNMEASURED_WARNING_FRACTION, ReplayReport
+from secmoe_sim.calibrate.trace import SHAPE_COLUMNS
 from secmoe_sim.spec.units import SECOND_FACTORS
 
 REPLAY_FLAGGED_CSV = "replay_flagged_ops.csv"
@@ -114,3 +116,25 @@ def write_replay(report: ReplayReport, out_dir: Path) -> None:
     metadata_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     if len(report.flagged):
         report.flagged.to_csv(out_dir / REPLAY_FLAGGED_CSV, index=False)
+
+
+def prediction_text(table: pd.DataFrame) -> str:
+    """The predicted op times of ``predict``, one row per shape, with the term that bound each."""
+    from secmoe_sim.report.text import table_text
+    from secmoe_sim.spec.units import format_duration, format_flops
+
+    rows = []
+    for row in table.to_dict("records"):
+        shape = " ".join(f"{key}={row[key]:g}" for key in SHAPE_COLUMNS[row["op"]] if row.get(key) is not None)
+        rows.append(
+            [
+                row["op"],
+                shape,
+                format_flops(row["flops"]),
+                format_duration(row["compute_s"]),
+                format_duration(row["memory_s"]),
+                row["bound"],
+                format_duration(row["predicted_s"]),
+            ]
+        )
+    return table_text(["op", "shape", "FLOPs", "compute", "memory", "bound", "predicted"], rows, right=(2, 3, 4, 6))

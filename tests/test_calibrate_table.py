@@ -1,0 +1,82 @@
+"""Measured tables in (import-table), predicted times out (predict), and fitting a partial trace."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from secmoe_sim.calibrate import CalibrationError
+from secmoe_sim.calibrate.fit import DEFAULT_BASE_HARDWARE, fit_trace
+from secmoe_sim.calibrate.table_import import import_table, predict_shapes
+from secmoe_sim.calibrate.trace import read_trace
+from secmoe_sim.cli import main
+from secmoe_sim.plan.costs import FLOPS_PER_MULTIPLY_ADD
+from secmoe_sim.spec.loading import load_cluster, load_scenario
+
+GEMMS = "m,k,n,time_s\n4096,4096,4096,0.000185\n8192,8192,8192,0.00141\n2048,2048,2048,0.0000300\n8192,1024,1024,0.0000301\n"
+
+
+def test_a_gemm_table_becomes_trace_rows_with_its_times(tmp_path):
+    table = tmp_path / "gemms.csv"
+    table.write_text(GEMMS)
+    trace = import_table(table, "gemm", "bf16")
+    rows = trace.rows
+    assert list(rows["primitive"].unique()) == ["gemm"] and len(rows) == 4
+    assert rows["median_s"].tolist() == pytest.approx([0.000185, 0.00141, 0.0000300, 0.0000301])
+    assert rows["flops"].iloc[0] == FLOPS_PER_MULTIPLY_ADD * 4096**3 and (rows["count"] == 1).all()
+
+
+def test_a_partial_trace_fits_without_base_and_says_what_it_borrowed(tmp_path, capsys):
+    table = tmp_path / "gemms.csv"
+    table.write_text(GEMMS)
+    assert main(["import-table", str(table), "--op", "gemm", "--out", str(tmp_path / "t.csv")]) == 0
+    trace = read_trace(tmp_path / "t.csv")
+    result = fit_trace(trace)
+    default = load_cluster(DEFAULT_BASE_HARDWARE)
+    assert result.warnings and "memory bandwidth" in result.warnings[0] and DEFAULT_BASE_HARDWARE in result.warnings[0]
+    assert result.cluster.gpu.memory_bandwidth == default.gpu.memory_bandwidth
+    assert result.cluster.intra_node == default.intra_node
+    fitted = result.cluster.gpu
+    assert fitted.peak_flops["bf16"] == pytest.approx(FLOPS_PER_MULTIPLY_ADD * 8192**3 / 0.00141, rel=0.05)
+    capsys.readouterr()
+    assert main(["fit", str(tmp_path / "t.csv"), "--out", str(tmp_path / "hw.yaml")]) == 0
+    assert "warning: no --base" in capsys.readouterr().err
+    assert load_cluster(tmp_path / "hw.yaml").gpu.peak_flops == fitted.peak_flops
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("m,k,time_s\n1,2,3\n", "missing: n"),
+        ("m,k,n,time_s\n4096,4096,4096,-1\n", "row 2, time_s: expected a positive number"),
+        ("m,k,n,time_s\n4096,4096.5,4096,1\n", "row 2, k: expected a whole number"),
+        ("m,k,n,time_s\n", "no rows"),
+        ("m,k,n,time_s\nx,1,1,1\n", "row 2, m: expected a positive number, got 'x'"),
+    ],
+)
+def test_bad_tables_are_one_line_errors(tmp_path, capsys, text, fragment):
+    table = tmp_path / "bad.csv"
+    table.write_text(text)
+    assert main(["import-table", str(table), "--op", "gemm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err and "bad.csv" in err
+
+
+def test_predict_gives_the_roofline_terms_and_the_bound(tmp_path, capsys):
+    shapes = tmp_path / "shapes.csv"
+    shapes.write_text("op,m,k,n,bytes\ngemm,4096,4096,4096,\ngemm,64,12288,12288,\nmemory,,,,1e9\n")
+    gpu = load_scenario("h100-nvlink-8").hardware.gpu
+    table = predict_shapes(shapes, gpu, "bf16")
+    assert table["bound"].tolist() == ["compute", "memory", "memory"]
+    assert (table["kernel_s"] == table[["compute_s", "memory_s"]].max(axis=1)).all()
+    assert table["memory_s"].iloc[2] == pytest.approx(1e9 / gpu.memory_bandwidth)
+    assert main(["predict", "h100-hgx", "--shapes", str(shapes), "--out", str(tmp_path / "p.csv")]) == 0
+    assert "compute" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "p.csv")["predicted_s"].to_numpy() == pytest.approx(table["predicted_s"].to_numpy())
+
+
+def test_predict_refuses_an_unknown_op(tmp_path):
+    shapes = tmp_path / "shapes.csv"
+    shapes.write_text("op,bytes\nconv,1e6\n")
+    with pytest.raises(CalibrationError, match="op 'conv'"):
+        predict_shapes(shapes, load_scenario("h100-nvlink-8").hardware.gpu, "bf16")
