@@ -10,10 +10,12 @@ import pytest
 from secmoe_sim import load_scenario, simulate
 from secmoe_sim.report.chrome_trace import chrome_trace
 from secmoe_sim.report.outputs import best_timelines
+from secmoe_sim.spec.loading import shipped_scenario_names
 
 
-@pytest.fixture(scope="module", params=["h100-nvlink-8", "h200-ib-32"])
+@pytest.fixture(scope="module", params=shipped_scenario_names())
 def trace(request):
+    """Every shipped scenario's trace (the flow-id check must find no shared key on any of them)."""
     results = simulate(load_scenario(request.param))
     return chrome_trace(best_timelines(results, trace_experts=8))
 
