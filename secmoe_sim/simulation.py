@@ -168,7 +168,8 @@ def estimate_work(scenario: Scenario) -> WorkEstimate:
                 for e in scenario.expert_counts(arch, placement):
                     gpus = e if arch.sweep_mode == "expert_per_gpu" else cluster.num_gpus
                     plans += 1
-                    messages += gpus * (kernels_per_gpu + 2 * passes * min(e, gpus) * (1 if arch.coalesce_messages else e))
+                    exchanged = 2 * passes * min(e, gpus) * (1 if arch.coalesce_messages else e) * arch.overlap_degree
+                    messages += gpus * (kernels_per_gpu + exchanged)
         elif isinstance(arch, TokenMoEArchitecture):
             plans += 1
             gpus = cluster.num_gpus
@@ -177,6 +178,11 @@ def estimate_work(scenario: Scenario) -> WorkEstimate:
         else:
             plans += 1
             messages += cluster.num_gpus * kernels_per_gpu * arch.blocks * (1 + 2 * arch.tensor_parallel)
+    if scenario.model is not None:  # per configuration: the ring messages of its gradient buckets, and one other layer
+        gpus = cluster.num_gpus
+        lengths = scenario.model.layers if scenario.model.reduction == "carry" else 1
+        messages += plans * 4 * gpus * gpus + lengths * gpus * kernels_per_gpu * 3
+        plans += lengths
     return WorkEstimate(plans, messages, draws)
 
 

@@ -48,10 +48,10 @@ def test_a_partial_trace_fits_without_base_and_says_what_it_borrowed(tmp_path, c
     ("text", "fragment"),
     [
         ("m,k,time_s\n1,2,3\n", "missing: n"),
-        ("m,k,n,time_s\n4096,4096,4096,-1\n", "row 2, time_s: expected a positive number"),
-        ("m,k,n,time_s\n4096,4096.5,4096,1\n", "row 2, k: expected a whole number"),
+        ("m,k,n,time_s\n4096,4096,4096,-1\n", "line 2, time_s: expected a positive number"),
+        ("m,k,n,time_s\n4096,4096.5,4096,1\n", "line 2, k: expected a whole number"),
         ("m,k,n,time_s\n", "no rows"),
-        ("m,k,n,time_s\nx,1,1,1\n", "row 2, m: expected a positive number, got 'x'"),
+        ("m,k,n,time_s\nx,1,1,1\n", "line 2, m: expected a positive number, got 'x'"),
     ],
 )
 def test_bad_tables_are_one_line_errors(tmp_path, capsys, text, fragment):
@@ -80,3 +80,33 @@ def test_predict_refuses_an_unknown_op(tmp_path):
     shapes.write_text("op,bytes\nconv,1e6\n")
     with pytest.raises(CalibrationError, match="op 'conv'"):
         predict_shapes(shapes, load_scenario("h100-nvlink-8").hardware.gpu, "bf16")
+
+
+def test_errors_name_the_file_line_past_comments_and_other_ops(tmp_path):
+    table = tmp_path / "commented.csv"
+    table.write_text("# a vendor sweep\nm,k,n,time_s\n\n4096,4096,4096,1e-4\n# the next row is wrong\n8,8,8,0\n")
+    with pytest.raises(CalibrationError, match=r"line 6, time_s"):
+        import_table(table, "gemm", "bf16")
+    shapes = tmp_path / "shapes.csv"
+    shapes.write_text(
+        "op,m,k,n,batch,heads,tokens,head_dim\ngemm,64,64,64,,,,\nattention,,,,1,8,1024,64\nattention,,,,1,0,1024,64\n"
+    )
+    with pytest.raises(CalibrationError, match=r"line 4, heads"):
+        predict_shapes(shapes, load_scenario("h100-nvlink-8").hardware.gpu, "bf16")
+
+
+def test_optional_columns_default_when_blank_and_causal_reads_booleans(tmp_path):
+    table = tmp_path / "gemms.csv"
+    table.write_text("m,k,n,count,time_s\n64,64,64,,1e-5\n64,64,64,4,3e-5\n")
+    assert import_table(table, "gemm", "bf16").rows["count"].tolist() == [1, 4]
+    attention = tmp_path / "attention.csv"
+    attention.write_text("batch,heads,tokens,head_dim,causal,time_s\n1,8,1024,64,true,1e-4\n1,8,1024,64,False,2e-4\n")
+    assert import_table(attention, "attention", "bf16").rows["causal"].tolist() == [1, 0]
+
+
+def test_an_imported_table_keeps_its_kernel_times_when_fitted_without_base(tmp_path):
+    """The default base lends memory, fabric and node shape, never a host time to subtract from kernel times."""
+    table = tmp_path / "gemms.csv"
+    table.write_text(GEMMS)
+    result = fit_trace(import_table(table, "gemm", "bf16"))
+    assert result.cluster.gpu.host_overhead_per_op == 0 and "time per op is 0" in result.warnings[0]

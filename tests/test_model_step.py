@@ -208,3 +208,56 @@ def test_bad_model_sections_are_one_line_errors(values, field):
     with pytest.raises(ScenarioError) as error:
         with_values(load_scenario("h100-nvlink-8"), values)
     assert f"{field}:" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_model_scenarios_on_shipped_hardware_recommend_and_record_their_own_hash(tmp_path, capsys):
+    """A hardware file names its own stack; the what-if that halves software costs keeps it valid."""
+    from secmoe_sim.cli import main
+
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "name: m\nextends: h100-nvlink-8\nhardware: h100-hgx\noverrides:\n"
+        "  workload.layer.d_model: 512\n  workload.layer.seq_len: 256\n  workload.layer.heads: 8\n  workload.layer.batch: 8\n"
+        "model: {layers: 2, vocab_size: 0}\n"
+    )
+    assert main(["recommend", str(path), "--json"]) == 0
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 0
+    import json
+
+    metadata = json.loads((tmp_path / "out" / "metadata.json").read_text())
+    assert metadata["scenario_sha256"] == load_scenario(path).content_hash()
+
+
+def test_per_entry_stacks_and_carried_lengths_compose(tmp_path):
+    scenario = small(
+        model={"layers": 4, "vocab_size": 0, "sectional_every": 2, "reduction": "carry", "other_layers": "token_moe"},
+        **{
+            "workload.layer.seq_len": 256,
+            "communication": {
+                "default": {"kind": "nccl"},
+                "architectures": {"token-moe": {"kind": "gpu_initiated", "kernel": "20 us", "per_peer": "1 us"}},
+            },
+            "hardware.communication": None,
+        },
+    )
+    summary = simulate_model(scenario).summary
+    assert len(summary) and np.isfinite(summary["step_time_s"]).all()
+    decode = with_values(scenario, {"workload.layer.passes": "decode", "workload.layer.kv_cache_length": 256})
+    unset = with_values(scenario, {"workload.layer.passes": "decode"})
+    kv = [simulate_model(s).summary["kv_cache_bytes"].to_numpy() for s in (decode, unset)]
+    assert kv[0] == pytest.approx(kv[1])  # a carried cache is carried whether or not its length is written out
+
+
+def test_a_model_needs_an_entry_on_the_scenario_gpus_and_a_model_pass():
+    per_gpu = small(
+        model={"layers": 2, "vocab_size": 0},
+        **{
+            "workload.architectures": [
+                {"kind": "sectional_moe", "experts": [16], "sweep_mode": "expert_per_gpu", "min_section_width": 16}
+            ]
+        },
+    )
+    with pytest.raises(ScenarioError, match="no entry runs on the scenario's 8 GPUs"):
+        simulate_model(per_gpu)
+    with pytest.raises(ScenarioError, match="with a model section the pass is forward, training_step"):
+        small(model={"layers": 2, "vocab_size": 0}, **{"workload.layer.passes": "forward_backward"})

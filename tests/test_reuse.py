@@ -227,3 +227,18 @@ def test_the_readme_extends_example_loads(tmp_path):
     scenario = load_scenario(write(tmp_path / "example.yaml", block))
     assert scenario.hardware.num_gpus == 16 and scenario.hardware.gpu.name == "MI300X"
     assert scenario.workload.layer.seq_len == 8192
+
+
+def test_the_parser_and_the_commands_agree_on_the_shipped_kinds():
+    from secmoe_sim.cli import commands, parser
+
+    assert tuple(commands.SHIPPED_KINDS) == parser.SHIPPED_KINDS
+
+
+def test_the_parser_dtypes_are_the_model_dtypes():
+    from typing import get_args
+
+    from secmoe_sim.cli import parser
+    from secmoe_sim.spec.hardware import Dtype
+
+    assert parser.DTYPES == get_args(Dtype)

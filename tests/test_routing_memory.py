@@ -158,3 +158,16 @@ def test_the_two_ways_of_taking_the_k_smallest_keys_agree():
     for k in (1, 2, ARGMIN_PASSES_MAX_K, ARGMIN_PASSES_MAX_K + 1, 40):
         expected = np.sort(np.argsort(keys, axis=1)[:, :k], axis=1)
         assert (np.sort(smallest_k(keys.copy(), k), axis=1) == expected).all(), k
+
+
+def test_steep_popularity_over_many_experts_keeps_finite_keys():
+    """Zipf exponent 10 over 8,192 experts: the rarest popularities are below 1e-38, where 32-bit keys would
+    overflow; the draw stays exact (the two most popular experts take nearly every pick)."""
+    from secmoe_sim.plan.routing import popularity
+    from secmoe_sim.spec.workload import ZipfRouting
+
+    rng = np.random.default_rng(0)
+    weights = popularity(ZipfRouting(kind="zipf", exponent=10.0, shuffle_ranks=False), 8192, rng)
+    with np.errstate(all="raise"):
+        counts = top_k_counts(10_000, weights, 2, rng)
+    assert counts.sum() == 20_000 and counts[:2].sum() > 19_000 and counts[100:].sum() == 0

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from secmoe_sim.engine import run_plan
+from secmoe_sim.errors import ScenarioError
 from secmoe_sim.plan import costs
 from secmoe_sim.plan.costs import Kernel, RooflineTimer
 from secmoe_sim.plan.steps import AllGather, AllReduce, LayerPlan, ReduceScatter
@@ -118,6 +119,13 @@ def simulate_model(scenario: Scenario, seed: int | None = None, layers: Results 
         if row["role"] != "entry" or row["num_gpus"] != base.hardware.num_gpus:
             continue
         rows.append(composer.step(row))
+    if not rows:
+        raise ScenarioError(
+            scenario.name,
+            "model",
+            f"no entry runs on the scenario's {base.hardware.num_gpus} GPUs (expert_per_gpu entries run on G = E GPUs); "
+            "a model step is composed on the scenario's GPUs",
+        )
     return ModelResults(scenario=scenario, summary=pd.DataFrame(rows), layers=layers)
 
 
@@ -162,6 +170,7 @@ class _Composer:
         )
         self.b = DTYPE_BYTES[self.layer.dtype]
         self.timer = RooflineTimer(self.cluster.gpu, self.layer.dtype)
+        self._synced: dict[tuple, float] = {}  # equal collectives (the embedding's, in every row) simulated once
 
     # --- layers ----------------------------------------------------------------------------------
 
@@ -181,11 +190,25 @@ class _Composer:
 
     def _costs_of(self, key: ConfigKey, seq_len: int) -> LayerCosts:
         if (key, seq_len) not in self.costs:
-            archs = [a for a in self.scenario.workload.architectures if a.name == key[0]] or [self.other]
-            values = {"workload.layer.seq_len": seq_len, "workload.architectures": [a.model_dump(mode="json") for a in archs]}
-            at_length = with_values(self.scenario, values, source=f"{self.scenario.name} (model layer at N = {seq_len})")
-            self.add(simulate(at_length, seed=self.seed), seq_len)
+            self.add(simulate(self._layer_only(key, seq_len), seed=self.seed), seq_len)
         return self.costs[(key, seq_len)]
+
+    def _layer_only(self, key: ConfigKey, seq_len: int) -> Scenario:
+        """The scenario of one layer configuration at ``seq_len`` (the other layers, or a carried length):
+        that entry alone, its stacks, and a one-layer model (the whole model's rules were checked once)."""
+        archs = [a for a in self.scenario.workload.architectures if a.name == key[0]] or [self.other]
+        values: dict = {
+            "workload.layer.seq_len": seq_len,
+            "workload.architectures": [a.model_dump(mode="json") for a in archs],
+            "model": {"layers": 1, "vocab_size": 0},
+        }
+        if self.layer.decoding:  # a carried sequence has a carried cache
+            values["workload.layer.kv_cache_length"] = max(1, self.layer.context_length * seq_len // self.layer.seq_len)
+        communication = self.scenario.communication
+        if communication is not None and communication.architectures:
+            kept = {label: stack for label, stack in communication.architectures.items() if label in {a.name for a in archs}}
+            values["communication"] = communication.model_copy(update={"architectures": kept}).model_dump(mode="json")
+        return with_values(self.scenario, values, source=f"{self.scenario.name} (model layer at N = {seq_len})")
 
     def _layer_costs(self, row: dict, plan: LayerPlan, timeline: pd.DataFrame) -> LayerCosts:
         wall = float(row["wall_clock_s"])
@@ -220,11 +243,13 @@ class _Composer:
         """Wall-clock of one collective per replica group, all at once, on ``fraction`` of each group's bytes."""
         if not replicas:
             return 0.0
-        plan = gradient_sync_plan(replicas, self.cluster, self.layer.dtype, kind, fraction, label)
         stacks = self.scenario.stacks.for_entry(label)
-        return float(
-            max(run_plan(plan, None, self.scenario.network, faults=self.scenario.faults, communication=stacks).finished_at)
-        )
+        key = (replicas, kind, fraction, stacks.model_dump_json())
+        if key not in self._synced:
+            plan = gradient_sync_plan(replicas, self.cluster, self.layer.dtype, kind, fraction, label)
+            run = run_plan(plan, None, self.scenario.network, faults=self.scenario.faults, communication=stacks)
+            self._synced[key] = float(max(run.finished_at))
+        return self._synced[key]
 
     # --- the step --------------------------------------------------------------------------------
 

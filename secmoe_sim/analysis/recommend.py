@@ -58,7 +58,10 @@ def what_ifs(scenario: Scenario) -> dict[str, Scenario]:
             update={"hardware": cluster.with_links_scaled(latency_factor=LATENCY_FACTOR)}
         ),
         f"communication software costs x{OVERHEAD_FACTOR:g}": scenario.model_copy(
-            update={"communication": scenario.stacks.scaled(OVERHEAD_FACTOR)}
+            update={  # the scaled stack in one place: the scenario's (a hardware's own stack moves there)
+                "communication": scenario.stacks.scaled(OVERHEAD_FACTOR),
+                "hardware": cluster.model_copy(update={"communication": None, "message_overhead": None}),
+            }
         ),
     }
 

@@ -196,17 +196,19 @@ def fit_trace(trace: Trace, base: Cluster | None = None) -> FitResult:
         raise CalibrationError("the trace needs at least two GEMM shapes to fit an efficiency table")
     warnings: tuple[str, ...] = ()
     missing = _unmeasured(trace) if base is None else []
+    launch_s = _fit_launch(trace, base, sources)  # never from the default: imported times are the kernels' own
     if missing:
         from secmoe_sim.spec.loading import load_cluster
 
         base = load_cluster(DEFAULT_BASE_HARDWARE)
+        unmeasured_host = " (the host's time per op is 0: no launch rows)" if launch_overhead_s(trace) is None else ""
         warnings = (
             (
                 f"no --base, and the trace does not measure {', '.join(missing)}: taken from the shipped "
-                f"{DEFAULT_BASE_HARDWARE} hardware (with its node shape); pass --base for your machine"
+                f"{DEFAULT_BASE_HARDWARE} hardware (with its node shape and launch queue depth){unmeasured_host}; "
+                "pass --base for your machine"
             ),
         )
-    launch_s = _fit_launch(trace, base, sources)
     bandwidth = _fit_memory(trace, launch_s, base, sources)
     gpu = _fit_gpu(trace, launch_s, bandwidth, base, sources)
     links = tuple(_fit_links(trace.rows))

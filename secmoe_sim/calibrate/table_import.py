@@ -27,8 +27,12 @@ INTEGER_COLUMNS = ("m", "k", "n", "count", "batch", "heads", "tokens", "head_dim
 
 
 def _read(path: Path) -> pd.DataFrame:
+    """The table, with each row's line in the file as ``_line`` (``#`` comment and blank lines skipped)."""
     try:
-        return pd.read_csv(path, comment="#")
+        table = pd.read_csv(path, comment="#")
+        text = path.read_text(encoding="utf-8").splitlines()
+        kept = [number for number, line in enumerate(text, start=1) if line.split("#")[0].strip()]  # header first
+        return table.assign(_line=kept[1 : len(table) + 1])
     except FileNotFoundError:
         raise CalibrationError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
@@ -45,16 +49,20 @@ def _shapes(path: Path, table: pd.DataFrame, op: str, with_time: bool) -> list[d
     if table.empty:
         raise CalibrationError(f"{path}: the table has no rows")
     rows = []
-    for index, record in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
-        values = {**OPTIONAL_COLUMNS[op], **{c: record[c] for c in SHAPE_COLUMNS[op] + ("time_s",) if c in record}}
+    for record in table.to_dict("records"):
+        index = record["_line"]
+        given = {c: record[c] for c in SHAPE_COLUMNS[op] + ("time_s",) if c in record}
+        values = {**OPTIONAL_COLUMNS[op], **{c: v for c, v in given.items() if not (c in OPTIONAL_COLUMNS[op] and pd.isna(v))}}
+        if isinstance(values.get("causal"), (bool, np.bool_)) or str(values.get("causal")).lower() in ("true", "false"):
+            values["causal"] = float(str(values["causal"]).lower() == "true")
         for column, value in values.items():
             number = pd.to_numeric(value, errors="coerce")
             if isinstance(value, bool) or not np.isfinite(number) or number < 0 or (column != "causal" and number == 0):
-                raise CalibrationError(f"{path}: row {index}, {column}: expected a positive number, got {value!r}")
+                raise CalibrationError(f"{path}: line {index}, {column}: expected a positive number, got {value!r}")
             if column in INTEGER_COLUMNS and number != math.floor(number):
-                raise CalibrationError(f"{path}: row {index}, {column}: expected a whole number, got {value!r}")
+                raise CalibrationError(f"{path}: line {index}, {column}: expected a whole number, got {value!r}")
             if column == "causal" and number not in (0, 1):
-                raise CalibrationError(f"{path}: row {index}, causal: expected 0 or 1, got {value!r}")
+                raise CalibrationError(f"{path}: line {index}, causal: expected 0 or 1, got {value!r}")
             values[column] = float(number)
         rows.append(values)
     return rows
@@ -78,6 +86,9 @@ def predict_shapes(path: Path, gpu: GPU, dtype: str) -> pd.DataFrame:
     table = _read(path)
     if "op" not in table.columns:
         raise CalibrationError(f"{path}: the shapes table needs an op column (gemm, attention or memory)")
+    blank = table[table["op"].isna()]
+    if len(blank):
+        raise CalibrationError(f"{path}: line {blank['_line'].iloc[0]}, op: expected gemm, attention or memory, got nothing")
     if dtype not in gpu.peak_flops:
         raise CalibrationError(f"the GPU {gpu.name} has no peak_flops entry for {dtype} (it has: {', '.join(gpu.peak_flops)})")
     timer = RooflineTimer(gpu, dtype)

@@ -111,12 +111,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         gzip_trace=args.gzip_trace,
         figure_format=args.format,
         extra_metadata={"set": changes} if changes else None,
+        scenario=scenario,
     )
     print(run_table(results))
     if model is not None:
         from secmoe_sim.report.model_table import model_table
+        from secmoe_sim.report.outputs import write_csv
 
-        model.summary.to_csv(out_dir / "model_summary.csv", index=False)
+        write_csv(model.summary, out_dir / "model_summary.csv")
         paths.append(out_dir / "model_summary.csv")
         print(model_table(model))
     if replay is not None:

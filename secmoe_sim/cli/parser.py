@@ -14,6 +14,7 @@ from typing import Any
 from secmoe_sim.version import __version__
 
 SHIPPED_KINDS = ("scenario", "hardware", "sweep", "stack")  # what `list` and `show` cover (commands.SHIPPED_KINDS)
+DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")  # spec.hardware.Dtype, spelled out so --help imports no model
 
 USAGE_ERROR = 2
 
@@ -277,9 +278,7 @@ def _add_calibration_commands(subcommands) -> None:
         "table", metavar="TABLE", help="CSV with the op's shape columns and time_s (docs/calibration.md, section 4)"
     )
     table.add_argument("--op", choices=["gemm", "attention", "memory"], required=True, help="what the table measured")
-    table.add_argument(
-        "--dtype", choices=["fp32", "tf32", "bf16", "fp16", "fp8"], default="bf16", help="its dtype (default bf16)"
-    )
+    table.add_argument("--dtype", choices=DTYPES, default="bf16", help="its dtype (default bf16)")
     table.add_argument("--out", help="trace file to write, .csv or .parquet (default: beside the table, .trace.csv)")
     table.set_defaults(handler="cmd_import_table")
 
@@ -288,7 +287,7 @@ def _add_calibration_commands(subcommands) -> None:
     )
     predict.add_argument("target", metavar="SCENARIO_OR_HARDWARE", help="a scenario or hardware file, or a shipped name")
     predict.add_argument("--shapes", required=True, help="CSV: an op column (gemm, attention, memory) and its shape columns")
-    predict.add_argument("--dtype", choices=["fp32", "tf32", "bf16", "fp16", "fp8"], help="default: the scenario's, or bf16")
+    predict.add_argument("--dtype", choices=DTYPES, help="default: the scenario's, or bf16")
     predict.add_argument("--out", help="also write the predictions as CSV")
     predict.set_defaults(handler="cmd_predict")
 

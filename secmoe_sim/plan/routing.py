@@ -5,8 +5,8 @@ Spirakis 2006): an expert of popularity ``p`` gets the key ``X / p`` with ``X`` 
 and the ``top_k`` smallest keys win, which samples without replacement in proportion to ``p`` (the
 same distribution as the Gumbel-top-k trick, whose keys ``log p + G`` are ``-log`` of these). The
 keys are 32-bit (the ties they could create have probability ~E^2 / 2^24 per token and only move
-which of two tied experts wins) and the ``top_k`` smallest are found by ``top_k`` passes of argmin
-for small ``top_k``: together a tenth of the cost of 64-bit Gumbel keys and a partition. With equal
+which of two tied experts wins; 64-bit when a popularity is so small that its key could overflow),
+and the ``top_k`` smallest are found by ``top_k`` passes of argmin for small ``top_k``: together a tenth of the cost of 64-bit Gumbel keys and a partition. With equal
 popularities the keys are the exponentials themselves, so Zipf with exponent 0 draws exactly what
 uniform routing draws from the same stream. All randomness comes from the generator the caller
 passes (a child stream of the scenario seed).
@@ -44,6 +44,7 @@ def popularity(routing: Routing, num_experts: int, rng: np.random.Generator) -> 
 
 
 ARGMIN_PASSES_MAX_K = 8  # up to this top_k, k passes of argmin beat a partition of every row
+FLOAT32_KEY_HEADROOM = 1e3  # an exponential draw above 1,000 has probability e^-1000: a key X / p never overflows
 
 
 def smallest_k(keys: np.ndarray, k: int) -> np.ndarray:
@@ -65,13 +66,16 @@ def top_k_counts(num_tokens: int, weights: np.ndarray, top_k: int, rng: np.rando
     counts = np.zeros(num_experts, dtype=np.int64)
     rows = _chunk_rows(num_experts)
     uniform = bool(np.all(weights == weights[0]))
-    inverse = (1.0 / weights).astype(np.float32)
+    inverse = 1.0 / weights
+    # 32-bit keys unless a popularity is so small that its key would overflow (a steep Zipf over many experts)
+    key_dtype = np.float32 if inverse.max() * FLOAT32_KEY_HEADROOM < np.finfo(np.float32).max else np.float64
+    inverse = inverse.astype(key_dtype)
     for start in range(0, num_tokens, rows):
         chunk = min(rows, num_tokens - start)
         if top_k == num_experts:
             counts += chunk
             continue
-        keys = rng.standard_exponential(size=(chunk, num_experts), dtype=np.float32)
+        keys = rng.standard_exponential(size=(chunk, num_experts), dtype=key_dtype)
         if not uniform:
             keys *= inverse
         counts += np.bincount(smallest_k(keys, top_k).ravel(), minlength=num_experts)

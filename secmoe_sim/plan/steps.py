@@ -284,11 +284,6 @@ class LayerPlan:
     replicas: tuple[tuple[tuple[int, ...], float], ...] = ()
 
     @property
-    def kv_cache_bytes_per_gpu(self) -> list[float]:
-        """Decode: the KV cache each GPU holds (every attention op's cached keys and values); 0 otherwise."""
-        return [sum(step.cache_bytes for step in flat_steps(program) if isinstance(step, Kernel)) for program in self.programs]
-
-    @property
     def flops(self) -> float:
         """FLOPs of the whole layer, all GPUs."""
         return sum(step.flops for program in self.programs for step in flat_steps(program) if isinstance(step, Kernel))

@@ -87,11 +87,10 @@ def model_table(found: ModelResults) -> str:
     else:
         headers = ["entry", "placement", "E", "step", "entry lyrs", "other lyrs", "emb+head", "KV cache"]
     lines.append(table_text(headers, phases, right=tuple(range(2, len(headers)))))
-    terms = (
-        "backward includes recomputation; 'sync exp.' is the gradient synchronisation the backward did not hide; "
-        if training
-        else "'step' is the time per output token; "
-    )
+    terms = {
+        "training_step": "backward includes recomputation; 'sync exp.' is the gradient synchronisation the backward did not hide; ",
+        "decode": "'step' is the time per output token; ",
+    }.get(layer.passes, "'step' is one forward pass of the whole model; ")
     lines.append(
         wrapped(
             f"Held equal between rows: the {model.layers} layers' dimensions (d={layer.d_model}, N={layer.seq_len}), the "

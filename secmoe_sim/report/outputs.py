@@ -93,10 +93,12 @@ def write_run_outputs(
     gzip_trace: bool = False,
     figure_format: str = "png",
     extra_metadata: dict | None = None,
+    scenario: Scenario | None = None,
 ) -> list[Path]:
     """Write summary.csv, timeline.csv, trace.json (``.json.gz`` with ``gzip_trace``), wall_clock_vs_experts.png
-    (or ``.svg``/``.pdf``) and metadata.json (with ``extra_metadata``); the trace shows every entry at its
-    best E, or at ``trace_experts``."""
+    (or ``.svg``/``.pdf``) and metadata.json (with ``extra_metadata``; ``scenario``, default the results',
+    names the run: a model's scenario when its layers were simulated as ``layer_scenario`` made them); the
+    trace shows every entry at its best E, or at ``trace_experts``."""
     if figure_format not in FIGURE_FORMATS:
         raise ValueError(f"figure_format must be one of {FIGURE_FORMATS}, got {figure_format!r}")
     out_dir = Path(out_dir)
@@ -114,5 +116,6 @@ def write_run_outputs(
         paths[trace_name].write_text(json.dumps(document, separators=TRACE_SEPARATORS), encoding="utf-8")
     figure = run_figure(results)
     figure.savefig(paths[figure_name], dpi=120)
-    write_json(paths["metadata.json"], metadata(results.scenario, results.seed, command="run", **(extra_metadata or {})))
+    named = scenario if scenario is not None else results.scenario
+    write_json(paths["metadata.json"], metadata(named, results.seed, command="run", **(extra_metadata or {})))
     return list(paths.values())

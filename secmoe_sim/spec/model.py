@@ -42,6 +42,7 @@ class ModelSpec(StrictModel):
     )
     sectional_layers: list[int] | None = Field(
         default=None,
+        min_length=1,
         max_length=MAX_LAYERS,
         description="the positions (from 0) of the entry's layers, instead of sectional_every",
     )

@@ -110,6 +110,11 @@ class Scenario(StrictModel):
             raise FieldIssue(("workload", "layer", "kv_cache_length"), "only a decode step reads a KV cache (passes: decode)")
         if model is None:
             return self
+        if layer.passes == "forward_backward":
+            raise FieldIssue(
+                ("workload", "layer", "passes"),
+                "with a model section the pass is forward, training_step (backward, sync and optimizer) or decode",
+            )
         kinds = [arch.kind for arch in self.workload.architectures]
         if model.other_layers == "token_moe" and "token_moe" not in kinds:
             raise FieldIssue(
