@@ -42,15 +42,17 @@ from secmoe_sim.spec.communication import Communication, HostStagedStack
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.loading import load_scenario
 from secmoe_sim.spec.network import NetworkOptions
+from secmoe_sim.spec.units import SECOND_FACTORS, SIZE_UNITS
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "benchmarks" / "speed.md"
 FREE = Communication(default=HostStagedStack(kind="host_staged", message_overhead=0.0))
-RING_BYTES = 64 * 2**20  # the all-reduce buffer of each rank
+RING_BYTES = 64 * SIZE_UNITS["MiB"]  # the all-reduce buffer of each rank
 REFERENCE_RATIO_GOAL = 1.5  # exact mode within 1.5x of the reference's CPU
 GROWTH_GOAL = 2.5  # exact mode's CPU grows no faster than G^2.5
 BATCHED_US_PER_FLOW_GOAL = 10.0  # at 1,024 GPUs
 HELP_CPU_GOAL_S = 0.3
 TEXTBOOK_MAX_GPUS = 128
+US = SECOND_FACTORS["us"]
 
 
 def cluster_of(gpus: int) -> Cluster:
@@ -142,7 +144,7 @@ def batched(gpus: int) -> dict:
     cluster = cluster_of(gpus)
     exchange = AllToAll.from_matrix("dispatch", "dispatch", tuple(range(gpus)), byte_matrix(gpus))
     cpu_s, _ = engine_cpu(plan_of(cluster, [exchange]), "batched", 0.05)
-    return {"gpus": gpus, "flows": len(exchange.messages), "cpu_s": cpu_s, "us_per_flow": cpu_s / len(exchange.messages) * 1e6}
+    return {"gpus": gpus, "flows": len(exchange.messages), "cpu_s": cpu_s, "us_per_flow": cpu_s / len(exchange.messages) / US}
 
 
 def ring_against_all_to_all(gpus: int) -> dict:
@@ -158,9 +160,9 @@ def ring_against_all_to_all(gpus: int) -> dict:
     return {
         "gpus": gpus,
         "ring_messages": ring_messages,
-        "ring_us_per_message": ring_cpu_s / ring_messages * 1e6,
+        "ring_us_per_message": ring_cpu_s / ring_messages / US,
         "a2a_messages": a2a_messages,
-        "a2a_us_per_message": a2a_cpu_s / a2a_messages * 1e6,
+        "a2a_us_per_message": a2a_cpu_s / a2a_messages / US,
     }
 
 
@@ -255,7 +257,7 @@ def markdown(results: dict, started: str, load_start: float, load_end: float) ->
         "",
         "## Ring all-reduce against direct all-to-all, CPU per message (exact)",
         "",
-        f"One ring all-reduce of {RING_BYTES // 2**20} MiB per rank, and one uniform direct all-to-all of the same bytes per rank.",
+        f"One ring all-reduce of {RING_BYTES / SIZE_UNITS['MiB']:g} MiB per rank, and one uniform direct all-to-all of the same bytes per rank.",
         "",
         "| ranks | ring messages | ring per message | all-to-all messages | all-to-all per message |",
         "|---:|---:|---:|---:|---:|",

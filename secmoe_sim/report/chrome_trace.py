@@ -20,13 +20,13 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
-from secmoe_sim.spec.units import to_microseconds
+from secmoe_sim.spec.units import SIZE_UNITS, to_microseconds
 
 MAX_TRACE_EVENTS = 200_000  # keeps trace.json small enough for a browser to open
 STREAM_THREADS = {"host": 0, "compute": 1, "comm": 2}
 FIRST_PID = 1
 COUNTER_GPUS = 4  # send-rate counter tracks for this many of the GPUs that send the most bytes
-BYTES_PER_GB = 1e9
+BYTES_PER_GB = SIZE_UNITS["GB"]
 
 
 def _thread_id(gpu: int, stream: str) -> int:

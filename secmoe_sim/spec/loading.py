@@ -30,6 +30,7 @@ from secmoe_sim.spec.base import FieldIssue
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.paths import path_error, with_value
 from secmoe_sim.spec.scenario import Scenario
+from secmoe_sim.spec.units import SIZE_UNITS
 
 SHIPPED_SCENARIOS = "scenarios"
 SHIPPED_STACKS = "stacks"
@@ -276,7 +277,7 @@ def _included_cluster_data(scenario_path: Path, include: str, tree: yaml.Node | 
 
 
 MAX_YAML_DEPTH = 32  # scenario and sweep files nest a handful of levels; deeper is a mistake or an attack
-MAX_YAML_BYTES = 8 * 2**20
+MAX_YAML_BYTES = 8 * SIZE_UNITS["MiB"]
 
 
 class _InputLoader(yaml.SafeLoader):
@@ -327,7 +328,7 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """The file's data and its YAML node tree (for line numbers); one-line :class:`ScenarioError` if unreadable."""
     try:
         if path.stat().st_size > MAX_YAML_BYTES:
-            raise ScenarioError(str(path), "", f"larger than {MAX_YAML_BYTES // 2**20} MiB: not a scenario file")
+            raise ScenarioError(str(path), "", f"larger than {MAX_YAML_BYTES / SIZE_UNITS['MiB']:g} MiB: not a scenario file")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ScenarioError(str(path), "", "no such file") from None

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from secmoe_sim.spec.base import FieldIssue, StrictModel
-from secmoe_sim.spec.units import Size
+from secmoe_sim.spec.units import SIZE_UNITS, Size
 
 MAX_LAYERS = 1024
 MAX_VOCABULARY = 2**22
@@ -68,7 +68,9 @@ class ModelSpec(StrictModel):
         description="training: all_reduce (DDP); reduce_scatter (ZeRO-2: gradients and optimizer state sharded over the "
         "replicas, the updated weights all-gathered after the step)",
     )
-    bucket_size: Size = Field(default=25 * 2**20, gt=0, description="training: gradient bucket (PyTorch DDP's default 25 MiB)")
+    bucket_size: Size = Field(
+        default=25 * SIZE_UNITS["MiB"], gt=0, description="training: gradient bucket (PyTorch DDP's default 25 MiB)"
+    )
 
     @model_validator(mode="after")
     def _positions_exist(self) -> ModelSpec:

@@ -29,6 +29,7 @@ from scipy.optimize import least_squares
 from secmoe_sim.analysis.fidelity.benchmarks import simulate_case
 from secmoe_sim.spec.communication import EfficiencyKnot, GpuInitiatedStack, NcclStack, Stack, nccl_protocols
 from secmoe_sim.spec.network import NetworkOptions
+from secmoe_sim.spec.units import SECOND_FACTORS
 
 NETWORK_KNOTS_BYTES = (131072.0, 8388608.0)  # ring chunks of the 16 MiB and 1 GiB forced-ring all-reduce fit cases
 
@@ -89,7 +90,7 @@ def gpu_initiated_stack(values: Sequence[float]) -> GpuInitiatedStack:
     )
 
 
-US = 1e-6
+US = SECOND_FACTORS["us"]
 MODELS = {
     "nccl": StackModel(
         "nccl",
