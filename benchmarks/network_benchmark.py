@@ -88,18 +88,7 @@ def layer_plan(matrix: np.ndarray) -> LayerPlan:
     for gpu in members:
         expert = costs.ffn(received_tokens[gpu], HIDDEN, EXPERT_FFN_HIDDEN / HIDDEN, DTYPE_BYTES[DTYPE])
         programs.append((dispatch, expert, combine))
-    return LayerPlan(
-        architecture="token_moe",
-        label="benchmark",
-        num_experts=gpus,
-        sweep_mode="fixed_cluster",
-        cluster=cluster,
-        dtype=DTYPE,
-        programs=tuple(programs),
-        params=0.0,
-        weight_bytes_per_gpu=(0.0,) * gpus,
-        tokens=TOKENS_PER_GPU * gpus,
-    )
+    return LayerPlan.of_programs(cluster, programs, DTYPE, "benchmark", tokens=TOKENS_PER_GPU * gpus)
 
 
 def run_case(matrix_path: str, mode: str, tolerance: float) -> dict:

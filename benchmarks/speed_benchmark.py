@@ -70,18 +70,9 @@ def cluster_of(gpus: int) -> Cluster:
 
 
 def plan_of(cluster: Cluster, steps: list) -> LayerPlan:
-    return LayerPlan(
-        architecture="benchmark",
-        label="benchmark",
-        num_experts=1,
-        sweep_mode="fixed_cluster",
-        cluster=cluster,
-        dtype="bf16",
-        programs=tuple(tuple(s for s in steps if gpu in s.gpus) for gpu in range(cluster.num_gpus)),
-        params=0.0,
-        weight_bytes_per_gpu=(0.0,) * cluster.num_gpus,
-        tokens=1,
-    )
+    """Each collective of ``steps`` on the GPUs it names."""
+    programs = [[step for step in steps if gpu in step.gpus] for gpu in range(cluster.num_gpus)]
+    return LayerPlan.of_programs(cluster, programs, "bf16", "benchmark")
 
 
 def engine_cpu(plan: LayerPlan, mode: str, tolerance: float) -> tuple[float, object]:

@@ -36,18 +36,7 @@ def make_cluster(
 
 def hand_plan(cluster, programs) -> LayerPlan:
     """A plan of hand-written per-GPU programs (kernels and collectives) on ``cluster``."""
-    return LayerPlan(
-        architecture="test",
-        label="test",
-        num_experts=1,
-        sweep_mode="fixed_cluster",
-        cluster=cluster,
-        dtype="fp32",
-        programs=tuple(tuple(p) for p in programs),
-        params=0.0,
-        weight_bytes_per_gpu=tuple(0.0 for _ in programs),
-        tokens=1,
-    )
+    return LayerPlan.of_programs(cluster, programs, "fp32", "test")
 
 
 def make_pcie(peer_to_peer=True, link=2e9, bridge=1e9, latency=1e-6, gpus_per_switch=2) -> PCIeFabric:

@@ -140,18 +140,7 @@ def gradient_sync_plan(
         collective = step(f"gradients[{index}]", f"gradients.{kind}", gpus, size * fraction)
         for gpu in gpus:
             programs[gpu].append(collective)
-    return LayerPlan(
-        architecture="gradients",
-        label=f"{label}.gradients",
-        num_experts=1,
-        sweep_mode="fixed_cluster",
-        cluster=cluster,
-        dtype=dtype,
-        programs=tuple(tuple(p) for p in programs),
-        params=0.0,
-        weight_bytes_per_gpu=tuple(0.0 for _ in programs),
-        tokens=1,
-    )
+    return LayerPlan.of_programs(cluster, programs, dtype, f"{label}.gradients")
 
 
 class _Composer:

@@ -283,6 +283,26 @@ class LayerPlan:
     # of GPUs, the bytes each member holds (:func:`replica_groups`). Parameters on one GPU only are absent.
     replicas: tuple[tuple[tuple[int, ...], float], ...] = ()
 
+    @classmethod
+    def of_programs(
+        cls, cluster: Cluster, programs: Iterable[Iterable[Step]], dtype: str, label: str, tokens: int = 1
+    ) -> LayerPlan:
+        """A plan of hand-built per-GPU programs with no layer behind it (a collective alone, a benchmark,
+        a test): no parameters, no weights, ``tokens`` tokens."""
+        built = tuple(tuple(program) for program in programs)
+        return cls(
+            architecture=label,
+            label=label,
+            num_experts=1,
+            sweep_mode="fixed_cluster",
+            cluster=cluster,
+            dtype=dtype,
+            programs=built,
+            params=0.0,
+            weight_bytes_per_gpu=(0.0,) * len(built),
+            tokens=tokens,
+        )
+
     @property
     def flops(self) -> float:
         """FLOPs of the whole layer, all GPUs."""

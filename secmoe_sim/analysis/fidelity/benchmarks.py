@@ -61,19 +61,7 @@ class Outcome:
 
 def run_collective(cluster: Cluster, collective: Collective, stack: Stack, network: NetworkOptions = EXACT) -> tuple[float, ...]:
     """Each rank's finish instant of ``collective`` alone on ``cluster``, moved by ``stack``."""
-    ranks = tuple(range(cluster.num_gpus))
-    plan = LayerPlan(
-        architecture="benchmark",
-        label="benchmark",
-        num_experts=1,
-        sweep_mode="fixed_cluster",
-        cluster=cluster,
-        dtype="bf16",
-        programs=tuple((collective,) for _ in ranks),
-        params=0.0,
-        weight_bytes_per_gpu=tuple(0.0 for _ in ranks),
-        tokens=1,
-    )
+    plan = LayerPlan.of_programs(cluster, [(collective,)] * cluster.num_gpus, "bf16", "benchmark")
     return run_plan(plan, network=network, communication=Communication(default=stack)).finished_at
 
 
