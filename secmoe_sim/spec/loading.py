@@ -64,6 +64,26 @@ def file_or_shipped(path_or_name: str | Path, *folder: str) -> Path | None:
     return Path(str(shipped)) if shipped.is_file() else None
 
 
+def beside_or_shipped(
+    file: Path, name: str, folder: str, kind: str, near: str, field: list[str | int], tree: yaml.Node | None
+) -> Path:
+    """What a file names by ``name``: a file beside ``file``, else the shipped ``<name>.yaml`` of ``folder``.
+
+    Else one :class:`ScenarioError` at ``field`` of ``file``: no ``kind`` file ``near`` it, no shipped one,
+    and the shipped names to choose from.
+    """
+    relative = file.parent / name
+    found = relative if relative.is_file() else file_or_shipped(name, folder)
+    if found is None:
+        raise ScenarioError(
+            str(file),
+            format_path(field),
+            f"no {kind} file {name!r} next to {near} and no shipped {kind} of that name (shipped: {', '.join(shipped_names(folder))})",
+            yaml_line(tree, field),
+        )
+    return found
+
+
 def resolve_scenario_path(path_or_name: str | Path) -> Path:
     """A scenario file path, or the path of the shipped scenario of that name."""
     found = file_or_shipped(path_or_name, SHIPPED_SCENARIOS)
@@ -120,16 +140,7 @@ def _extended(path: Path, data: dict, tree: yaml.Node | None, extending: tuple[P
         raise ScenarioError(
             str(path), "extends", "expected a scenario file or a shipped scenario name", yaml_line(tree, ["extends"])
         )
-    relative = path.parent / base_name
-    base_path = relative if relative.is_file() else file_or_shipped(base_name, SHIPPED_SCENARIOS)
-    if base_path is None:
-        raise ScenarioError(
-            str(path),
-            "extends",
-            f"no scenario file {base_name!r} next to this one and no shipped scenario of that name "
-            f"(shipped: {', '.join(shipped_scenario_names())})",
-            yaml_line(tree, ["extends"]),
-        )
+    base_path = beside_or_shipped(path, base_name, SHIPPED_SCENARIOS, "scenario", "this one", ["extends"], tree)
     chain = (*extending, path.resolve())
     if base_path.resolve() in chain or len(chain) > MAX_EXTENDS_DEPTH:
         raise ScenarioError(str(path), "extends", f"{base_name!r} extends this file again (a loop)", yaml_line(tree, ["extends"]))
@@ -220,11 +231,6 @@ def _read_counts(scenario_path: Path, name: object, field: str, line: int | None
         raise ScenarioError(str(counts_path), "", f"token counts must be numbers: {error}") from None
 
 
-def shipped_stack_names() -> list[str]:
-    """The names of the communication stacks shipped in the package (``secmoe_sim/stacks``), sorted."""
-    return shipped_names(SHIPPED_STACKS)
-
-
 def _stacks_read(file: Path, communication: dict, where: list[str | int], tree: yaml.Node | None) -> dict:
     """Every stack of a ``communication`` section given as a string, read: a file relative to ``file``,
     or a shipped stack by name (``nccl-fidelity``: NCCL as the fidelity table fitted it)."""
@@ -233,17 +239,7 @@ def _stacks_read(file: Path, communication: dict, where: list[str | int], tree: 
     def read(name: object, at: list[str | int]) -> object:
         if not isinstance(name, str):
             return name
-        relative = file.parent / name
-        found = relative if relative.is_file() else file_or_shipped(name, SHIPPED_STACKS)
-        if found is None or not found.is_file():
-            raise ScenarioError(
-                str(file),
-                format_path(at),
-                f"no stack file {name!r} next to this file and no shipped stack of that name "
-                f"(shipped: {', '.join(shipped_stack_names())})",
-                yaml_line(tree, at),
-            )
-        stack, _ = read_yaml(found)
+        stack, _ = read_yaml(beside_or_shipped(file, name, SHIPPED_STACKS, "stack", "this file", at, tree))
         return stack
 
     for slot in STACK_SLOTS:
@@ -258,16 +254,7 @@ def _stacks_read(file: Path, communication: dict, where: list[str | int], tree: 
 
 def _included_cluster_data(scenario_path: Path, include: str, tree: yaml.Node | None) -> Any:
     """The data of ``hardware: NAME``: a file relative to the scenario, else a shipped hardware file."""
-    relative = scenario_path.parent / include
-    found = relative if relative.is_file() else file_or_shipped(include, SHIPPED_HARDWARE)
-    if found is None:
-        raise ScenarioError(
-            str(scenario_path),
-            "hardware",
-            f"no hardware file {include!r} next to the scenario and no shipped hardware of that name "
-            f"(shipped: {', '.join(shipped_hardware_names())})",
-            yaml_line(tree, ["hardware"]),
-        )
+    found = beside_or_shipped(scenario_path, include, SHIPPED_HARDWARE, "hardware", "the scenario", ["hardware"], tree)
     data = _cluster_data(found)
     try:
         Cluster.model_validate(data)
