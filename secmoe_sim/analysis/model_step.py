@@ -61,8 +61,7 @@ class LayerCosts:
     """What the step needs of one simulated layer configuration at one sequence length."""
 
     wall_s: float
-    forward_s: float
-    backward_s: float
+    forward_s: float  # the layer's forward part (its wall-clock when there is no backward)
     attention_forward_s: float
     flops: float
     params: float
@@ -71,6 +70,10 @@ class LayerCosts:
     bucket_s: float  # one gradient bucket's synchronisation
     buckets: int
     weight_gather_s: float  # reduce_scatter: the all-gather of the updated weights
+
+    @property
+    def backward_s(self) -> float:
+        return self.wall_s - self.forward_s
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,6 @@ class _Composer:
         return LayerCosts(
             wall_s=wall,
             forward_s=forward_s,
-            backward_s=wall - forward_s,
             attention_forward_s=float((attention["finished_at"] - attention["started_at"]).sum()),
             flops=float(row["flops"]),
             params=float(row["params"]),
