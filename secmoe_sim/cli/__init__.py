@@ -26,9 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # --help, --version, or a bad option (already printed as one line)
         return stop.code if isinstance(stop.code, int) else USAGE_ERROR
     try:
-        from secmoe_sim.cli import commands
+        import importlib
 
-        return int(getattr(commands, args.handler)(args))
+        module, _, function = args.handler.rpartition(".")
+        return int(getattr(importlib.import_module(f"secmoe_sim.cli.{module}"), function)(args))
     except InputError as error:
         print(f"secmoe-sim: error: {error}", file=sys.stderr)
         return USAGE_ERROR

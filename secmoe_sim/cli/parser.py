@@ -1,8 +1,9 @@
 """The argument parser of ``secmoe-sim``: every command, option and argument type, and nothing else.
 
 Option values are checked here, before any work starts (a duration has a unit, a count is a
-whole number); each command's handler lives in :mod:`secmoe_sim.cli.commands`, named here and
-imported only once a command runs, so ``secmoe-sim --help`` imports neither the models nor numpy.
+whole number); each command's handler lives in :mod:`secmoe_sim.cli.commands` (the calibration
+ones in :mod:`secmoe_sim.cli.calibration_commands`), named here as ``module.function`` and imported
+only once a command runs, so ``secmoe-sim --help`` imports neither the models nor numpy.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)")
     run.add_argument("--format", choices=["png", "svg", "pdf"], default="png", help="file format of the figures (default png)")
     _add_set(run)
-    run.set_defaults(handler="cmd_run")
+    run.set_defaults(handler="commands.cmd_run")
 
     analyze = subcommands.add_parser("analyze", help="the analytical model: parameters, FLOPs, S(E) and E_opt, no simulation")
     analyze.add_argument("scenario", help="scenario file, or the name of a shipped scenario")
@@ -162,23 +163,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("--json", action="store_true", help="print the same content as one JSON object")
     _add_set(analyze)
-    analyze.set_defaults(handler="cmd_analyze")
+    analyze.set_defaults(handler="commands.cmd_analyze")
 
     schema = subcommands.add_parser("schema", help="print the JSON Schema of scenario files (or of sweep or hardware files)")
     kind = schema.add_mutually_exclusive_group()
     kind.add_argument("--sweep", action="store_true", help="the schema of sweep files instead")
     kind.add_argument("--hardware", action="store_true", help="the schema of stand-alone hardware files instead")
-    schema.set_defaults(handler="cmd_schema")
+    schema.set_defaults(handler="commands.cmd_schema")
 
     listing = subcommands.add_parser(
         "list", help="list the shipped scenarios, hardware files, sweeps and stacks with their paths"
     )
-    listing.set_defaults(handler="cmd_list")
+    listing.set_defaults(handler="commands.cmd_list")
 
     show = subcommands.add_parser("show", help="print a shipped file (scenario, hardware, sweep or stack) to copy")
     show.add_argument("name", metavar="NAME", help="a name that `list` shows")
     show.add_argument("--kind", choices=SHIPPED_KINDS, help="which kind, when a name is shipped as several")
-    show.set_defaults(handler="cmd_show")
+    show.set_defaults(handler="commands.cmd_show")
 
     alpha = subcommands.add_parser("alpha", help="measure the empirical alpha: fit the simulated overhead against E")
     alpha.add_argument("scenario", help="scenario file, or the name of a shipped scenario")
@@ -188,14 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     alpha.add_argument("--json", action="store_true", help="print the same content as one JSON object")
     alpha.add_argument("--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)")
     _add_set(alpha)
-    alpha.set_defaults(handler="cmd_alpha")
+    alpha.set_defaults(handler="commands.cmd_alpha")
 
     validate = subcommands.add_parser("validate", help="analytical against simulated E_opt across scenarios and layer sizes")
     validate.add_argument("scenarios", nargs="*", help="scenario files or names (default: every shipped scenario)")
     validate.add_argument("--no-variants", action="store_true", help="skip the half/double seq_len and d_model variants")
     validate.add_argument("--out", help="output directory (default out/validation/)")
     validate.add_argument("--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)")
-    validate.set_defaults(handler="cmd_validate")
+    validate.set_defaults(handler="commands.cmd_validate")
 
     recommend = subcommands.add_parser("recommend", help="best E, expected wall-clock, baselines, confidence, what to change")
     recommend.add_argument("scenario", help="scenario file, or the name of a shipped scenario")
@@ -205,15 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)"
     )
     _add_set(recommend)
-    recommend.set_defaults(handler="cmd_recommend")
+    recommend.set_defaults(handler="commands.cmd_recommend")
 
     fidelity = subcommands.add_parser("fidelity", help="the simulator against published NCCL and DeepEP measurements")
     fidelity.add_argument("--out", help="output directory (default out/fidelity/)")
-    fidelity.set_defaults(handler="cmd_fidelity")
+    fidelity.set_defaults(handler="commands.cmd_fidelity")
 
     report = subcommands.add_parser("report", help="regenerate the validation report of the shipped scenarios")
     report.add_argument("--out", help="output directory (default reports/validation/)")
-    report.set_defaults(handler="cmd_report")
+    report.set_defaults(handler="commands.cmd_report")
 
     sweep = subcommands.add_parser("sweep", help="simulate a grid of what-if scenarios (resumable; local processes or Dask)")
     sweep.add_argument("sweep", metavar="SWEEP", help="sweep file, or the name of a shipped sweep (see docs/sweeps.md)")
@@ -229,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--quiet", action="store_true", help="no progress bar and no header line")
     sweep.add_argument("--csv", action="store_true", help="also write results.csv")
     sweep.add_argument("--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)")
-    sweep.set_defaults(handler="cmd_sweep")
+    sweep.set_defaults(handler="commands.cmd_sweep")
 
     plot = subcommands.add_parser("plot", help="heatmaps of best E and of speedup over token MoE, analytical vs simulated E_opt")
     plot.add_argument(
@@ -246,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fix another grid dimension at a value as written in the sweep file (default: its first value)",
     )
     plot.add_argument("--format", choices=["png", "svg", "pdf"], default="png", help="file format of the figures (default png)")
-    plot.set_defaults(handler="cmd_plot")
+    plot.set_defaults(handler="commands.cmd_plot")
 
     _add_calibration_commands(subcommands)
     return parser
@@ -262,14 +263,14 @@ def _add_calibration_commands(subcommands) -> None:
         "--threads", type=_positive_int, help="torch intra-op threads (default: torch's, one per core); recorded"
     )
     calibrate.add_argument("--dtypes", help="comma-separated dtypes (default: fp32 on cpu; bf16,fp16 on cuda)")
-    calibrate.set_defaults(handler="cmd_calibrate")
+    calibrate.set_defaults(handler="calibration_commands.cmd_calibrate")
 
     importer = subcommands.add_parser(
         "import-profile", help="a torch.profiler Chrome trace (record_shapes=True) as a calibration trace"
     )
     importer.add_argument("profile", help="the profiler's export_chrome_trace JSON (.json or .json.gz)")
     importer.add_argument("--out", help="trace file to write, .csv or .parquet (default: beside the profile, .trace.csv)")
-    importer.set_defaults(handler="cmd_import_profile")
+    importer.set_defaults(handler="calibration_commands.cmd_import_profile")
 
     table = subcommands.add_parser(
         "import-table", help="a CSV of measured shapes and times (m,k,n,time_s for GEMMs) as a calibration trace"
@@ -280,7 +281,7 @@ def _add_calibration_commands(subcommands) -> None:
     table.add_argument("--op", choices=["gemm", "attention", "memory"], required=True, help="what the table measured")
     table.add_argument("--dtype", choices=DTYPES, default="bf16", help="its dtype (default bf16)")
     table.add_argument("--out", help="trace file to write, .csv or .parquet (default: beside the table, .trace.csv)")
-    table.set_defaults(handler="cmd_import_table")
+    table.set_defaults(handler="calibration_commands.cmd_import_table")
 
     predict = subcommands.add_parser(
         "predict", help="predicted op times of a list of shapes, and the roofline term that bound each"
@@ -289,7 +290,7 @@ def _add_calibration_commands(subcommands) -> None:
     predict.add_argument("--shapes", required=True, help="CSV: an op column (gemm, attention, memory) and its shape columns")
     predict.add_argument("--dtype", choices=DTYPES, help="default: the scenario's, or bf16")
     predict.add_argument("--out", help="also write the predictions as CSV")
-    predict.set_defaults(handler="cmd_predict")
+    predict.set_defaults(handler="calibration_commands.cmd_predict")
 
     fit = subcommands.add_parser(
         "fit", help="fit a hardware file to a calibration trace; fit error per op class on held-out shapes"
@@ -301,7 +302,7 @@ def _add_calibration_commands(subcommands) -> None:
         metavar="SCENARIO_OR_HARDWARE",
         help="take what the trace does not measure (node shape, fabrics) from this scenario or hardware file",
     )
-    fit.set_defaults(handler="cmd_fit")
+    fit.set_defaults(handler="calibration_commands.cmd_fit")
 
     check = subcommands.add_parser(
         "check-real", help="time a real torch sectional layer across E against the calibrated simulator"
@@ -314,4 +315,4 @@ def _add_calibration_commands(subcommands) -> None:
     check.add_argument("--scenario", help="take the layer and sectional entries from this scenario (default: the built-in check)")
     check.add_argument("--threads", type=_positive_int, help="torch intra-op threads (default: torch's); recorded")
     check.add_argument("--repeats", type=_at_least_20, default=25, help="timed forward passes per E (default 25, at least 20)")
-    check.set_defaults(handler="cmd_check_real")
+    check.set_defaults(handler="calibration_commands.cmd_check_real")
