@@ -84,8 +84,8 @@ def _assignment(text: str) -> tuple[str, Any]:
     """``PATH=VALUE`` of ``--set``: a dotted scenario path and a YAML value (``8192``, ``200 GB/s``, ``[1, 2]``)."""
     import yaml
 
-    from secmoe_sim.spec.loading import parse_yaml
     from secmoe_sim.spec.paths import PATH_PATTERN
+    from secmoe_sim.spec.yaml_input import parse_yaml
 
     path, equals, value = text.partition("=")
     path = path.strip()

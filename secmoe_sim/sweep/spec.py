@@ -35,17 +35,10 @@ from pydantic import Field, ValidationError, model_validator
 
 from secmoe_sim.errors import ScenarioError, SweepError
 from secmoe_sim.spec.base import FieldIssue, StrictModel
-from secmoe_sim.spec.loading import (
-    file_or_shipped,
-    format_path,
-    load_scenario,
-    read_yaml,
-    resolve_scenario_path,
-    validation_error,
-    yaml_line,
-)
+from secmoe_sim.spec.loading import file_or_shipped, load_scenario, resolve_scenario_path
 from secmoe_sim.spec.paths import PATH_PATTERN, path_error, value_at, with_value
 from secmoe_sim.spec.scenario import Scenario
+from secmoe_sim.spec.yaml_input import format_path, read_yaml, validation_error, yaml_line
 from secmoe_sim.version import __version__
 
 SHIPPED_SWEEPS = ("scenarios", "sweeps")  # the folder of shipped sweep files inside the package
