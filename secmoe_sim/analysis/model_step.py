@@ -32,11 +32,11 @@ memory-bound kernel per layer over the GPU's local parameters (``OPTIMIZER_TRAFF
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import numpy as np
 import pandas as pd
 
+from secmoe_sim.analysis.model_memory import local_parameter_bytes, model_memory
 from secmoe_sim.engine import run_plan
 from secmoe_sim.errors import ScenarioError
 from secmoe_sim.plan import costs
@@ -45,13 +45,12 @@ from secmoe_sim.plan.steps import AllGather, AllReduce, LayerPlan, ReduceScatter
 from secmoe_sim.simulation import Results, layer_plans, simulate
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.loading import with_values
-from secmoe_sim.spec.model import OPTIMIZER_FLOPS, OPTIMIZER_STATE_BYTES, OPTIMIZER_TRAFFIC_BYTES, ModelSpec
+from secmoe_sim.spec.model import OPTIMIZER_FLOPS, OPTIMIZER_TRAFFIC_BYTES, ModelSpec
 from secmoe_sim.spec.placement import sequences_per_gpu
 from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.spec.units import DTYPE_BYTES
 from secmoe_sim.spec.workload import DenseArchitecture, SectionalMoEArchitecture, TokenMoEArchitecture
 
-BUCKETS_IN_FLIGHT = 2  # gradient buckets held at once: one being filled, one being synchronised
 OTHER_LABEL = "model-dense"  # the label of the dense block between the entry's layers
 ConfigKey = tuple[str, str, int]  # (entry label, placement, E)
 
@@ -317,7 +316,7 @@ class _Composer:
             + phases["weight_gather_s"]
         )
         head_backward_s = phases.pop("embedding_head_backward_s")
-        memory = self._memory(stack, local_tokens, training)
+        memory = model_memory(stack, self.model, layer, cluster.num_gpus, local_tokens, training)
         tokens_per_step = layer.batch * layer.query_tokens
         peak_flops = cluster.gpu.peak_flops[layer.dtype]
         result |= {
@@ -397,77 +396,14 @@ class _Composer:
             "embedding_head_backward_s": head_b + embed_b,
         }
 
-    def _local_parameter_bytes(self, stack: list[tuple[bool, LayerCosts]], matrix_bytes: float) -> np.ndarray:
-        """Per GPU, the 16-bit parameter bytes whose gradient and optimizer state it keeps: all it holds,
-        or (reduce_scatter) its shard of every replicated group and all of what only it holds."""
-        gpus = self.cluster.num_gpus
-        held = np.zeros(gpus)
-        for _, layer_costs in stack:
-            weights = np.array([term["weights"] for term in layer_costs.terms])
-            if self.model.gradient_sync == "reduce_scatter":
-                for members, size in layer_costs.replicas:
-                    for gpu in members:
-                        weights[gpu] -= size * (1 - 1 / len(members))
-            held += weights
-        embedding = self.model.embedding_matrices * matrix_bytes
-        return held + (embedding / gpus if self.model.gradient_sync == "reduce_scatter" else embedding)
-
     def _optimizer_s(self, stack: list[tuple[bool, LayerCosts]], matrix_bytes: float) -> float:
-        params = self._local_parameter_bytes(stack, matrix_bytes).max() / self.b
+        params = local_parameter_bytes(stack, self.model, self.cluster.num_gpus, matrix_bytes).max() / self.b
         optimizer = self.model.optimizer
-        kernel = Kernel(
-            "optimizer",
-            "model",
-            OPTIMIZER_FLOPS[optimizer] * params,
-            OPTIMIZER_TRAFFIC_BYTES[optimizer] * params,
-            launches=len(stack) + self.model.embedding_matrices,
-            primitive="memory",
-            shape=(("bytes", OPTIMIZER_TRAFFIC_BYTES[optimizer] * params),),
+        kernel = costs.memory_op(
+            "optimizer", "model", OPTIMIZER_FLOPS[optimizer] * params, OPTIMIZER_TRAFFIC_BYTES[optimizer] * params
         )
+        kernel = replace(kernel, launches=len(stack) + self.model.embedding_matrices)  # one fused step per layer and matrix
         return self._kernel_s(kernel)
-
-    def _memory(self, stack: list[tuple[bool, LayerCosts]], local_tokens: float, training: bool) -> dict[str, float]:
-        """The peak of the GPU that needs the most, and its terms (docs/model.md, section 10)."""
-        model, b, gpus = self.model, self.b, self.cluster.num_gpus
-        matrix_bytes = model.vocab_size * self.layer.d_model * b
-        weights = np.sum([[t["weights"] for t in c.terms] for _, c in stack], axis=0) + model.embedding_matrices * matrix_bytes
-        cache = np.sum([[t["cache"] for t in c.terms] for _, c in stack], axis=0)
-        logits = local_tokens * model.vocab_size * b
-        zeros = np.zeros(gpus)
-        if training:
-            kept = self._local_parameter_bytes(stack, matrix_bytes)
-            gradients = kept if model.gradient_sync == "reduce_scatter" else weights
-            optimizer = kept / b * OPTIMIZER_STATE_BYTES[model.optimizer]
-            saved = [
-                np.array([t["saved"] - (t["saved_scores"] if model.recompute == "selective" else 0.0) for t in c.terms])
-                for _, c in stack
-            ]
-            if model.recompute == "full":
-                inputs = np.sum([[t["layer_input"] for t in c.terms] for _, c in stack], axis=0)
-                activations = inputs + np.max(saved, axis=0)
-            else:
-                activations = np.sum(saved, axis=0)
-            head = (local_tokens * self.layer.d_model * b + 2 * logits) if model.vocab_size else 0.0
-            activations = activations + head
-            transient = np.max([[t["workspace"] + t["buffers"] for t in c.terms] for _, c in stack], axis=0)
-            has_replicas = any(c.replicas for _, c in stack) or (gpus > 1 and model.vocab_size > 0)
-            buckets = np.full(gpus, BUCKETS_IN_FLIGHT * model.bucket_size if has_replicas else 0.0)
-        else:
-            gradients = optimizer = buckets = zeros
-            activations = zeros + (logits if model.vocab_size else 0.0)
-            transient = np.max([[t["window"] + t["buffers"] for t in c.terms] for _, c in stack], axis=0)
-        total = weights + gradients + optimizer + activations + cache + transient + buckets
-        worst = int(np.argmax(total))
-        return {
-            "peak_memory_bytes": float(total[worst]),
-            "weights_bytes": float(weights[worst]),
-            "gradients_bytes": float(np.asarray(gradients)[worst]),
-            "optimizer_state_bytes": float(np.asarray(optimizer)[worst]),
-            "activations_bytes": float(np.asarray(activations)[worst]),
-            "kv_cache_bytes": float(np.asarray(cache)[worst]),
-            "transient_bytes": float(transient[worst]),
-            "buckets_bytes": float(np.asarray(buckets)[worst]),
-        }
 
 
 def as_layer_summary(found: ModelResults) -> pd.DataFrame:

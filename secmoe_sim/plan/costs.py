@@ -205,7 +205,7 @@ def _gemm(m: float, k: float, n: float, count: int = 1) -> dict:
     return {"primitive": "gemm", "shape": (("m", m), ("k", k), ("n", n), ("count", count))}
 
 
-def _memory_op(
+def memory_op(
     name: str, group: str, flops: float, traffic_bytes: float, activation_bytes: float = 0.0, saved_bytes: float = 0.0
 ) -> Kernel:
     """A memory-bound op (norm, residual, activation, pooling, softmax, gather): timed by its bytes moved,
@@ -300,13 +300,13 @@ def ffn(tokens: float, width: float, multiplier: float, b: int, group: str = "ff
 
 def sequence_reduction(tokens: float, reduction: int, width: float, b: int) -> Kernel:
     traffic = (tokens + tokens / reduction) * width * b
-    return _memory_op("seq_reduce", "pre", tokens * width, traffic, activation_bytes=tokens / reduction * width * b)
+    return memory_op("seq_reduce", "pre", tokens * width, traffic, activation_bytes=tokens / reduction * width * b)
 
 
 def upsample_residual(tokens: float, reduction: int, width: float, b: int) -> Kernel:
     """``N / r`` outputs repeated ``r`` times back to ``N`` tokens and added to the ``N``-token residual."""
     traffic = (tokens / reduction + 2 * tokens) * width * b
-    return _memory_op("upsample_residual", "pre", tokens * width, traffic, activation_bytes=tokens * width * b)
+    return memory_op("upsample_residual", "pre", tokens * width, traffic, activation_bytes=tokens * width * b)
 
 
 def mixing_projection(tokens: float, width: float, b: int) -> Kernel:
@@ -337,37 +337,37 @@ def router(tokens: float, width: float, num_experts: int, b: int) -> Kernel:
 
 def top_k(tokens: float, num_experts: int, k: int, b: int) -> Kernel:
     traffic = (tokens * num_experts + 2 * tokens * k) * b
-    return _memory_op("top_k", "router", tokens * num_experts, traffic, saved_bytes=tokens * num_experts * b)
+    return memory_op("top_k", "router", tokens * num_experts, traffic, saved_bytes=tokens * num_experts * b)
 
 
 def combine(tokens: float, k: int, width: float, b: int) -> Kernel:
     traffic = (tokens * k * width + tokens * width) * b
     saved = (tokens * k * width + tokens * k) * b  # the expert outputs and the gates
-    return _memory_op("combine", "router", tokens * k * width, traffic, activation_bytes=tokens * width * b, saved_bytes=saved)
+    return memory_op("combine", "router", tokens * k * width, traffic, activation_bytes=tokens * width * b, saved_bytes=saved)
 
 
 def layer_norm(tokens: float, width: float, b: int, group: str = "pre") -> Kernel:
     traffic = 2 * tokens * width * b
-    return _memory_op(
+    return memory_op(
         "norm", group, 5 * tokens * width, traffic, activation_bytes=tokens * width * b, saved_bytes=tokens * width * b
     )
 
 
 def residual_add(tokens: float, width: float, b: int, group: str = "pre") -> Kernel:
     traffic = 3 * tokens * width * b
-    return _memory_op("residual", group, tokens * width, traffic, activation_bytes=tokens * width * b)
+    return memory_op("residual", group, tokens * width, traffic, activation_bytes=tokens * width * b)
 
 
 def activation(tokens: float, hidden: float, b: int, group: str = "ffn") -> Kernel:
     traffic = 2 * tokens * hidden * b
-    return _memory_op(
+    return memory_op(
         "activation", group, 8 * tokens * hidden, traffic, activation_bytes=tokens * hidden * b, saved_bytes=tokens * hidden * b
     )
 
 
 def rotary(tokens: float, width: float, b: int, group: str = "pre") -> Kernel:
     traffic = 5 * tokens * width * b
-    return _memory_op("rotary", group, 6 * tokens * width, traffic)
+    return memory_op("rotary", group, 6 * tokens * width, traffic)
 
 
 def attention_sublayer(
@@ -439,7 +439,7 @@ def embedding_lookup(tokens: float, width: float, b: int) -> Kernel:
     """Rows of the ``V x d`` embedding gathered for ``tokens`` ids: a memory-bound copy (its backward adds
     the rows' gradients back, the same traffic twice)."""
     traffic = 2 * tokens * width * b
-    return _memory_op("embedding", "model", 0.0, traffic, activation_bytes=tokens * width * b)
+    return memory_op("embedding", "model", 0.0, traffic, activation_bytes=tokens * width * b)
 
 
 def lm_head(tokens: float, width: float, vocabulary: float, b: int) -> Kernel:
@@ -459,7 +459,7 @@ def lm_head(tokens: float, width: float, vocabulary: float, b: int) -> Kernel:
 def cross_entropy(tokens: float, vocabulary: float, b: int) -> Kernel:
     """Softmax over the logits and the loss: memory-bound over ``tokens x V``; the logits are kept for the backward."""
     traffic = 2 * tokens * vocabulary * b
-    return _memory_op(
+    return memory_op(
         "cross_entropy",
         "model",
         5 * tokens * vocabulary,
