@@ -214,17 +214,23 @@ def memory_op(
     return Kernel(name, group, flops, traffic_bytes, activation_bytes, saved_bytes=saved_bytes, primitive="memory", shape=shape)
 
 
-def qkv_projection(tokens: float, width: float, b: int) -> Kernel:
+def linear(name: str, group: str, tokens: float, width: float, outputs: float, b: int) -> Kernel:
+    """A ``tokens x width`` input times a ``width x outputs`` weight (one GEMM): it reads the input and
+    its weights once, writes its output, and keeps its input for the backward."""
     return Kernel(
-        "qkv",
-        "projection",
-        2 * 3 * tokens * width**2,
-        (tokens * width + 3 * width**2 + 3 * tokens * width) * b,
-        activation_bytes=3 * tokens * width * b,
-        weight_bytes=3 * width**2 * b,
+        name,
+        group,
+        FLOPS_PER_MULTIPLY_ADD * tokens * width * outputs,
+        (tokens * width + width * outputs + tokens * outputs) * b,
+        activation_bytes=tokens * outputs * b,
+        weight_bytes=width * outputs * b,
         saved_bytes=tokens * width * b,
-        **_gemm(tokens, width, 3 * width),
+        **_gemm(tokens, width, outputs),
     )
+
+
+def qkv_projection(tokens: float, width: float, b: int) -> Kernel:
+    return linear("qkv", "projection", tokens, width, 3 * width, b)
 
 
 def attention_scores(tokens: float, width: float, heads: int, layer: Layer, b: int, context: float | None = None) -> Kernel:
@@ -271,16 +277,7 @@ def attention_scores(tokens: float, width: float, heads: int, layer: Layer, b: i
 
 
 def out_projection(tokens: float, width: float, b: int) -> Kernel:
-    return Kernel(
-        "out_proj",
-        "projection",
-        2 * tokens * width**2,
-        (2 * tokens * width + width**2) * b,
-        activation_bytes=tokens * width * b,
-        weight_bytes=width**2 * b,
-        saved_bytes=tokens * width * b,
-        **_gemm(tokens, width, width),
-    )
+    return linear("out_proj", "projection", tokens, width, width, b)
 
 
 def ffn(tokens: float, width: float, multiplier: float, b: int, group: str = "ffn") -> Kernel:
@@ -310,29 +307,11 @@ def upsample_residual(tokens: float, reduction: int, width: float, b: int) -> Ke
 
 
 def mixing_projection(tokens: float, width: float, b: int) -> Kernel:
-    return Kernel(
-        "mix",
-        "mix",
-        2 * tokens * width**2,
-        (2 * tokens * width + width**2) * b,
-        activation_bytes=tokens * width * b,
-        weight_bytes=width**2 * b,
-        saved_bytes=tokens * width * b,
-        **_gemm(tokens, width, width),
-    )
+    return linear("mix", "mix", tokens, width, width, b)
 
 
 def router(tokens: float, width: float, num_experts: int, b: int) -> Kernel:
-    return Kernel(
-        "router",
-        "router",
-        2 * tokens * width * num_experts,
-        (tokens * width + width * num_experts + tokens * num_experts) * b,
-        activation_bytes=tokens * num_experts * b,
-        weight_bytes=width * num_experts * b,
-        saved_bytes=tokens * width * b,
-        **_gemm(tokens, width, num_experts),
-    )
+    return linear("router", "router", tokens, width, num_experts, b)
 
 
 def top_k(tokens: float, num_experts: int, k: int, b: int) -> Kernel:
@@ -444,16 +423,7 @@ def embedding_lookup(tokens: float, width: float, b: int) -> Kernel:
 
 def lm_head(tokens: float, width: float, vocabulary: float, b: int) -> Kernel:
     """The output projection to the vocabulary: a ``tokens x d x V`` GEMM."""
-    return Kernel(
-        "lm_head",
-        "model",
-        2 * tokens * width * vocabulary,
-        (tokens * width + width * vocabulary + tokens * vocabulary) * b,
-        activation_bytes=tokens * vocabulary * b,
-        weight_bytes=width * vocabulary * b,
-        saved_bytes=tokens * width * b,
-        **_gemm(tokens, width, vocabulary),
-    )
+    return linear("lm_head", "model", tokens, width, vocabulary, b)
 
 
 def cross_entropy(tokens: float, vocabulary: float, b: int) -> Kernel:
