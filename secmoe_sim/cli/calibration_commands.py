@@ -40,6 +40,12 @@ def _measure(device_kind: str, quick: bool, threads: int | None, dtypes: str | N
     return device, threads, measure(device, grid_for(device.kind, quick), chosen, threads)
 
 
+def _shape_counts(trace) -> str:
+    """``"12 gemm, 4 attention"``: how many shapes of each primitive a trace holds."""
+    counts = trace.rows.groupby("primitive").size()
+    return ", ".join(f"{n} {primitive}" for primitive, n in counts.items())
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Microbenchmarks on the local device, written as a trace."""
     from secmoe_sim.calibrate.trace import write_trace
@@ -48,9 +54,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     started_at = time.perf_counter()
     _, _, trace = _measure(args.device, args.quick, args.threads, args.dtypes)
     path = write_trace(trace, out_dir / DEFAULT_TRACE_NAME)
-    counts = trace.rows.groupby("primitive").size()
     print(
-        f"measured {len(trace.rows)} shapes ({', '.join(f'{n} {p}' for p, n in counts.items())}) on "
+        f"measured {len(trace.rows)} shapes ({_shape_counts(trace)}) on "
         f"{trace.metadata['device_name']} ({args.device}, threads: {trace.metadata['threads']}, "
         f"{', '.join(trace.metadata['dtypes'])}) in {time.perf_counter() - started_at:.0f} s"
     )
@@ -66,10 +71,9 @@ def cmd_import_profile(args: argparse.Namespace) -> int:
     trace = import_profile(args.profile)
     out = output_file(args.out, Path(args.profile).with_suffix(".trace.csv"))
     write_trace(trace, out)
-    counts = trace.rows.groupby("primitive").size()
     meta = trace.metadata
     print(
-        f"imported {meta['ops_imported']} ops as {len(trace.rows)} shapes ({', '.join(f'{n} {p}' for p, n in counts.items())}) "
+        f"imported {meta['ops_imported']} ops as {len(trace.rows)} shapes ({_shape_counts(trace)}) "
         f"from a {meta['device']} profile; skipped {meta['ops_skipped_unsupported_dtype']} ops of unsupported dtypes, "
         f"{meta['kernels_unattributed']} kernels outside recognised ops"
     )
