@@ -6,7 +6,8 @@ import numpy as np
 
 from secmoe_sim.calibrate.trace import Trace, frame, make_row, row_kernel, sample_statistics
 from secmoe_sim.plan.costs import RooflineTimer
-from secmoe_sim.spec.hardware import GPU, EfficiencyPoint
+from secmoe_sim.spec.hardware import GPU
+from secmoe_sim.spec.kernel_efficiency import AttentionShapeEfficiency, GemmShapeEfficiency
 
 LAUNCH_S = 5e-6
 BANDWIDTH = 2e11
@@ -26,12 +27,10 @@ def known_gpu() -> GPU:
         memory_capacity=1e10,
         kernel_launch_overhead=LAUNCH_S,
         compute_efficiency=0.9,
-        efficiency_table=(
-            EfficiencyPoint(flops=1e5, efficiency=0.1),
-            EfficiencyPoint(flops=1e7, efficiency=0.5),
-            EfficiencyPoint(flops=1e9, efficiency=0.9),
+        gemm_shape_efficiency=GemmShapeEfficiency(peak=0.9, half_dim=24, half_flops=2e6, fixed_time=2e-6),
+        attention_shape_efficiency=AttentionShapeEfficiency(
+            peak=0.6, head_dim_granule=8, half_head_dim=16, half_context=64, causal_block=64, fixed_time=1e-6
         ),
-        attention_efficiency_table=(EfficiencyPoint(flops=1e5, efficiency=0.05), EfficiencyPoint(flops=1e9, efficiency=0.6)),
     )
 
 
@@ -58,9 +57,12 @@ def synthetic_trace(noise: float = 0.01, seed: int = 0, gpu: GPU | None = None) 
                 if 2 * m * k * n <= 3e10:
                     rows.append(timed("mm", "gemm", m=m, k=k, n=n, count=1))
     for tokens in (64, 256, 1024):
-        for head_dim in (32, 128):
+        for head_dim in (4, 32, 128):
             for instances in (1, 8):
-                rows.append(timed("sdpa", "attention", batch=instances, heads=1, tokens=tokens, head_dim=head_dim, causal=0))
+                for causal in (0, 1):
+                    rows.append(
+                        timed("sdpa", "attention", batch=instances, heads=1, tokens=tokens, head_dim=head_dim, causal=causal)
+                    )
     for elements in (2**12, 2**16, 2**20, 2**24):
         rows.append(timed("copy", "memory", bytes=2 * 4 * elements))
     rows.append(

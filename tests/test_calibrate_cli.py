@@ -27,7 +27,7 @@ def test_fit_needs_no_torch(monkeypatch, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "gemm" in out and "hardware.yaml" in out
     cluster = load_cluster(tmp_path / "hardware.yaml")
-    assert cluster.gpu.efficiency_table and cluster.gpu.attention_efficiency_table
+    assert cluster.gpu.gemm_shape_efficiency and cluster.gpu.attention_shape_efficiency
     assert (tmp_path / "hardware.fit_errors.csv").is_file()
 
 

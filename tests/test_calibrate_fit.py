@@ -9,7 +9,10 @@ from secmoe_sim.calibrate import CalibrationError
 from secmoe_sim.calibrate.fit import DEFAULT_BASE_HARDWARE, AlphaBeta, fit_trace, measured_stack, split_heldout
 from secmoe_sim.calibrate.hardware_file import write_hardware
 from secmoe_sim.calibrate.trace import Trace, write_trace
+from secmoe_sim.plan import costs
+from secmoe_sim.plan.costs import kernel_time_s
 from secmoe_sim.spec.loading import load_cluster, load_scenario
+from secmoe_sim.spec.workload import Layer
 
 
 def test_fit_recovers_known_parameters():
@@ -19,14 +22,15 @@ def test_fit_recovers_known_parameters():
     assert gpu.host_overhead_per_op == pytest.approx(LAUNCH_S, rel=0.03) and gpu.kernel_launch_overhead == 0
     assert gpu.launch_queue_depth == 1  # a CPU trace: the host runs each op itself
     assert gpu.memory_bandwidth == pytest.approx(BANDWIDTH, rel=0.03)
-    for flops in (1e5, 1e6, 1e7, 1e8, 1e9):  # achieved GEMM and attention rates, not peak and efficiency apart
-        assert gpu.peak_for("fp32") * gpu.efficiency(flops) == pytest.approx(
-            truth.peak_for("fp32") * truth.efficiency(flops), rel=0.05
-        )
-    for flops in (1e6, 1e7, 5e8):  # inside the measured attention range (5e5 to 3e10 FLOPs)
-        fitted = gpu.peak_for("fp32") * gpu.efficiency(flops, "attention")
-        assert fitted == pytest.approx(truth.peak_for("fp32") * truth.efficiency(flops, "attention"), rel=0.05)
-    assert all(point.efficiency <= 1 for point in gpu.efficiency_table + gpu.attention_efficiency_table)
+    # the efficiency surface it was generated from, at shapes of the measured ranges that were not measured
+    for m, k, n in ((100, 20, 700), (3000, 48, 48), (512, 512, 96), (40, 800, 800)):
+        kernel = costs.linear("check", "gemm", m, k, n, 4)
+        assert kernel_time_s(kernel, gpu, "fp32") == pytest.approx(kernel_time_s(kernel, truth, "fp32"), rel=0.05)
+    for tokens, head_dim, causal in ((100, 12, False), (700, 64, True), (300, 100, False)):
+        layer = Layer(d_model=4 * head_dim, seq_len=tokens, batch=1, heads=4, dtype="fp32", causal=causal)
+        kernel = costs.attention_scores(tokens, 4 * head_dim, 4, layer, 4)
+        assert kernel_time_s(kernel, gpu, "fp32") == pytest.approx(kernel_time_s(kernel, truth, "fp32"), rel=0.05)
+    assert gpu.efficiency_table is None and gpu.gemm_shape_efficiency and gpu.attention_shape_efficiency
     stack = result.cluster.stack_settings().default
     assert stack.kind == "host_staged" and stack.message_overhead == pytest.approx(ALPHA_S, rel=0.05)
     assert result.cluster.intra_node.bandwidth_per_direction == pytest.approx(BETA, rel=0.05)

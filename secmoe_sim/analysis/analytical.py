@@ -115,8 +115,8 @@ def _time_s(kernel: Kernel, cluster: Cluster, dtype: str) -> float:
 
 
 def _flop_time_s(kernel: Kernel, cluster: Cluster, dtype: str) -> float:
-    gpu = cluster.gpu
-    return kernel.flops / (gpu.peak_for(dtype) * gpu.efficiency(kernel.flops, kernel.primitive))
+    """The compute term alone (no memory term, no fixed time): what the paper's model scales with E."""
+    return costs.kernel_terms(kernel, cluster.gpu, dtype).compute_s
 
 
 def sectional_terms(layer: Layer, arch: SectionalMoEArchitecture, cluster: Cluster) -> SectionalTerms:

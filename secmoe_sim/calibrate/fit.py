@@ -1,22 +1,23 @@
 """Fit a hardware description to a calibration trace, and say how well it predicts held-out shapes.
 
-The simulator times a kernel as ``launches x launch overhead + max(FLOPs / (peak x efficiency(FLOPs)),
-bytes / memory bandwidth)`` (:mod:`secmoe_sim.plan.costs`), with the efficiency interpolated linearly
-in log FLOPs between table points, and a collective by its communication stack and the links
-(:mod:`secmoe_sim.plan.communication`, :mod:`secmoe_sim.plan.topology`). The fit gives each of
-those numbers from measurements:
+The simulator times a kernel as ``launches x launch overhead + fixed time + max(FLOPs / (peak x
+efficiency(shape)), bytes / memory bandwidth)`` (:mod:`secmoe_sim.plan.costs`), with the efficiency
+of GEMMs and fused attention by shape (:mod:`secmoe_sim.spec.kernel_efficiency`), and a collective
+by its communication stack and the links (:mod:`secmoe_sim.plan.communication`,
+:mod:`secmoe_sim.plan.topology`). The fit gives each of those numbers from measurements:
 
 * ``host_overhead_per_op``: the median per-op time of the loops of tiny ops, the host's whole cost
   of issuing an op as the framework does (so ``kernel_launch_overhead`` is 0: it is inside); on a
   CPU the host is the device, so ``launch_queue_depth`` is 1 (an op runs as it is issued);
 * ``memory_bandwidth``: one bandwidth for the memory-bound ops (copy, softmax, add), least squares
   in log time with the launch overhead fixed;
-* ``peak_flops`` and ``efficiency_table``: the GEMM rate at knots every half decade of FLOPs (a
-  rate per dtype that is a fixed multiple of the first dtype's), least squares in log time with
-  the launch overhead and bandwidth fixed and a light smoothness penalty; the peak is the highest
-  fitted rate (GEMM or attention), the tables are rates over it;
-* ``attention_efficiency_table``: the same for fused attention (non-causal kernels, when the trace
-  has them: the causal ones check the cost model's half-the-FLOPs convention), with the peaks fixed;
+* ``peak_flops`` and ``gemm_shape_efficiency``: the GEMM shape model and an asymptotic rate per dtype
+  (a fixed multiple of the first dtype's), least squares in log time with the launch overhead and
+  bandwidth fixed (:mod:`.shape_fit`); the peak is the highest fitted rate (GEMM or attention), the
+  models' peaks are rates over it;
+* ``attention_shape_efficiency``: the same for fused attention (causal and non-causal kernels of the
+  fused path), with the dtype ratios fixed; kernels of the math path are priced by the GEMM model
+  (``plan.costs.shape_priced``) and only checked;
 * ``attention_floor_per_head``: the fastest any measured head ran, per sequence and head;
 * alpha-beta of each communication path: ``time = alpha + bytes / beta`` per collective; the
   all-to-all sweep (the collective the simulator models) gives the stack (gloo: ``host_staged``
@@ -28,7 +29,9 @@ Every fit uses scipy's ``least_squares`` with a soft-L1 loss on log-time residua
 disturbed by other processes do not drag a fit. Each op class keeps every fourth shape (ordered by size)
 out of its fit; the error table reports, per class, the error of the *simulator's own* prediction
 (through ``costs.kernel_time_s``) on the fitted shapes and on the held-out ones (MAPE and the worst
-error).
+error). The GEMM and attention models are also checked across shape families (``gemm:cross_family``,
+``attention:cross_family``): each family (GEMMs by narrowest dimension, attention by head width) is
+predicted by a fit that never saw it, and the class's held-out columns pool those predictions.
 """
 
 from __future__ import annotations
@@ -41,30 +44,20 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from secmoe_sim.calibrate import CalibrationError
-from secmoe_sim.calibrate.trace import Trace, gemm_counts, launch_overhead_s, row_kernel
+from secmoe_sim.calibrate import CalibrationError, shape_fit
+from secmoe_sim.calibrate.trace import FUSED_PATHS, MATH_PATH, Trace, gemm_counts, launch_overhead_s, row_kernel
 from secmoe_sim.plan.costs import Kernel, RooflineTimer, host_time_per_launch_s
 from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.communication import Communication, EfficiencyKnot, HostStagedStack, LinkClass, NcclStack, Protocol, Stack
-from secmoe_sim.spec.hardware import GPU, Cluster, Dtype, EfficiencyPoint, NVSwitchFabric, PCIeFabric
+from secmoe_sim.spec.hardware import GPU, Cluster, Dtype, NVSwitchFabric, PCIeFabric
+from secmoe_sim.spec.kernel_efficiency import AttentionShapeEfficiency, GemmShapeEfficiency
 
 HOLDOUT_EVERY = 4  # every fourth shape of a class (ordered by size) is held out of the fit
 HOLDOUT_OFFSET = 1  # ... starting with the second, so held-out shapes lie inside the fitted range
-KNOTS_PER_DECADE = 2
-SMOOTHNESS = 0.02  # weight of the second difference of log rates against log-time residuals
 ROBUST_F_SCALE = 0.1  # soft-L1 loss: log-time residuals beyond ~10% count less than squared (disturbed timings)
 PERCENT = 100.0
+ATTENTION_ROWS_TO_FIT = 2
 COMM_FABRIC_OP = "all_to_all"
-
-
-@dataclass(frozen=True)
-class RateTable:
-    """A fitted rate curve: knots (FLOPs per kernel) and the rate at each, for the first dtype."""
-
-    knots_flops: np.ndarray
-    rates_flops_per_s: np.ndarray
-    dtype_scale: dict[str, float]
-    rows_used: int
 
 
 @dataclass(frozen=True)
@@ -99,55 +92,6 @@ def split_heldout(rows: pd.DataFrame, size_column: str) -> tuple[pd.DataFrame, p
         return ordered, ordered.iloc[0:0]
     held = (np.arange(len(ordered)) % HOLDOUT_EVERY) == HOLDOUT_OFFSET
     return ordered[~held], ordered[held]
-
-
-def _knots(flops: np.ndarray) -> np.ndarray:
-    low, high = np.log10(flops.min()), np.log10(flops.max())
-    count = max(2, int(np.ceil((high - low) * KNOTS_PER_DECADE)) + 1)
-    return np.logspace(low, high, count) if high > low else np.array([flops.min(), flops.min() * 10])
-
-
-def fit_rate_table(
-    rows: pd.DataFrame,
-    launch_s: float,
-    bandwidth_bytes_per_s: float,
-    dtype_scale: dict[str, float] | None = None,
-    floor_s: np.ndarray | None = None,
-) -> RateTable:
-    """Knot rates that make ``launch + max(F / rate(F), bytes / bandwidth, floor)`` fit the rows' medians.
-
-    ``dtype_scale`` fixes the rate of each dtype relative to the first; without it the scales of
-    the other dtypes are fitted too. ``floor_s`` is each row's least time (attention's per-head
-    floor), 0 by default.
-    """
-    flops, traffic = rows["flops"].to_numpy(), rows["traffic_bytes"].to_numpy()
-    floor = np.zeros(len(rows)) if floor_s is None else np.asarray(floor_s, dtype=float)
-    measured, dtypes = rows["median_s"].to_numpy(), rows["dtype"].to_numpy()
-    ordered_dtypes = list(dict.fromkeys(rows["dtype"].value_counts().index))
-    knots = _knots(flops)
-    log_knots, log_flops = np.log(knots), np.log(flops)
-    fitted_dtypes = ordered_dtypes[1:] if dtype_scale is None else []
-    fixed_scale = dtype_scale or {}
-
-    def unpack(theta):
-        scale = {ordered_dtypes[0]: 1.0, **fixed_scale, **dict(zip(fitted_dtypes, np.exp(theta[len(knots) :])))}
-        return np.exp(theta[: len(knots)]), scale
-
-    def residuals(theta):
-        knot_rates, scale = unpack(theta)
-        rate = np.interp(log_flops, log_knots, knot_rates) * np.array([scale[d] for d in dtypes])
-        predicted = launch_s + np.maximum(np.maximum(flops / rate, traffic / bandwidth_bytes_per_s), floor)
-        smooth = SMOOTHNESS * np.diff(theta[: len(knots)], 2)
-        return np.concatenate([np.log(predicted / measured), smooth])
-
-    empirical = np.log(flops / np.maximum(measured - launch_s, measured * 0.05))
-    nearest = np.abs(log_flops[None, :] - log_knots[:, None]).argmin(axis=0)
-    start = np.array(
-        [np.median(empirical[nearest == j]) if np.any(nearest == j) else np.median(empirical) for j in range(len(knots))]
-    )
-    theta = _robust_fit(residuals, np.concatenate([start, np.zeros(len(fitted_dtypes))]))
-    knot_rates, scale = unpack(theta)
-    return RateTable(knots, knot_rates, scale, len(rows))
 
 
 def _robust_fit(residuals: Callable[[np.ndarray], np.ndarray], start: np.ndarray) -> np.ndarray:
@@ -196,7 +140,8 @@ def fit_trace(trace: Trace, base: Cluster | None = None) -> FitResult:
         raise CalibrationError("the trace needs at least two GEMM shapes to fit an efficiency table")
     warnings: tuple[str, ...] = ()
     missing = _unmeasured(trace) if base is None else []
-    launch_s = _fit_launch(trace, base, sources)  # never from the default: imported times are the kernels' own
+    launch_s = _fit_launch(trace)
+    host_s = _host_overhead_s(trace, base, sources)  # never from the default hardware
     if missing:
         from secmoe_sim.spec.loading import load_cluster
 
@@ -210,10 +155,12 @@ def fit_trace(trace: Trace, base: Cluster | None = None) -> FitResult:
             ),
         )
     bandwidth = _fit_memory(trace, launch_s, base, sources)
-    gpu = _fit_gpu(trace, launch_s, bandwidth, base, sources)
+    context = _shape_context(trace, launch_s, bandwidth, base, sources)
+    gpu = _fit_gpu(trace, context, host_s, base, sources)
     links = tuple(_fit_links(trace.rows))
     cluster = _cluster(gpu, links, trace, base, sources)
-    return FitResult(cluster=cluster, sources=sources, errors=error_table(trace, cluster, links), links=links, warnings=warnings)
+    errors = error_table(trace, cluster, links, context)
+    return FitResult(cluster=cluster, sources=sources, errors=errors, links=links, warnings=warnings)
 
 
 def _unmeasured(trace: Trace) -> list[str]:
@@ -228,10 +175,18 @@ def _unmeasured(trace: Trace) -> list[str]:
     return missing
 
 
-def _fit_launch(trace: Trace, base: Cluster | None, sources: dict) -> float:
+def _fit_launch(trace: Trace) -> float:
+    """The per-op dispatch time inside the trace's timings: measured by its launch rows, else 0 (the
+    times of an imported table or profile are the kernels' own)."""
+    launch_s = launch_overhead_s(trace)
+    return 0.0 if launch_s is None else launch_s
+
+
+def _host_overhead_s(trace: Trace, base: Cluster | None, sources: dict) -> float:
+    """The fitted file's host time per op: measured, else the base hardware's, else 0."""
     launch_s = launch_overhead_s(trace)
     tiny = trace.rows[(trace.rows["primitive"] == "launch") & trace.rows["m"].isna()]
-    sources["gpu.kernel_launch_overhead"] = "0: the measured host time per op below includes the launch"
+    sources["gpu.kernel_launch_overhead"] = "0: the host time per op below includes the launch"
     if launch_s is not None:
         sources["gpu.host_overhead_per_op"] = f"median per-op time of {len(tiny)} loops of tiny ops ({', '.join(tiny['op'])})"
         return launch_s
@@ -257,55 +212,125 @@ def _fit_memory(trace: Trace, launch_s: float, base: Cluster | None, sources: di
     raise CalibrationError("the trace has no memory-bound ops; pass --base to take the memory bandwidth from it")
 
 
-def _fit_gpu(trace: Trace, launch_s: float, bandwidth: float, base: Cluster | None, sources: dict) -> GPU:
-    """Peaks and efficiency tables from the GEMM and attention rows; memory and name as recorded."""
-    gemm_fit, _ = split_heldout(trace.of("gemm"), "flops")
-    gemm_table = fit_rate_table(gemm_fit, launch_s, bandwidth)
-    attention_fit, _ = split_heldout(attention_rows(trace.rows), "flops")
-    floor_s = _attention_floor_s(trace, launch_s, sources)
-    heads = (attention_fit["batch"] * attention_fit["heads"]).to_numpy() if len(attention_fit) else None
-    attention_table = (
-        fit_rate_table(attention_fit, launch_s, bandwidth, gemm_table.dtype_scale, None if heads is None else heads * floor_s)
-        if len(attention_fit) >= 2
-        else None
+@dataclass(frozen=True)
+class ShapeFits:
+    """The fitted shape models of one trace: GEMM, fused attention and the math path's attention."""
+
+    gemm: shape_fit.GemmFit
+    fused: shape_fit.AttentionFit | None
+    math: shape_fit.AttentionFit | None
+
+
+@dataclass(frozen=True)
+class ShapeContext:
+    """What the shape fits of a trace share: the launch and bandwidth already fitted, the priors, the floor."""
+
+    launch_s: float
+    bandwidth: float
+    gemm_prior: GemmShapeEfficiency
+    attention_prior: AttentionShapeEfficiency
+    floor_s: float
+    prior_source: str
+
+    def fit(self, gemm_rows: pd.DataFrame, fused_rows: pd.DataFrame, math_rows: pd.DataFrame) -> ShapeFits:
+        gemm = shape_fit.fit_gemm(gemm_rows, self.launch_s, self.bandwidth, self.gemm_prior)
+        reference = gemm.rate_flops_per_s[next(iter(gemm.rate_flops_per_s))]
+        dtype_scale = {dtype: rate / reference for dtype, rate in gemm.rate_flops_per_s.items()}
+
+        def attention(rows: pd.DataFrame) -> shape_fit.AttentionFit | None:
+            if len(rows) < ATTENTION_ROWS_TO_FIT:
+                return None
+            return shape_fit.fit_attention(rows, self.launch_s, self.bandwidth, dtype_scale, self.attention_prior, self.floor_s)
+
+        return ShapeFits(gemm, attention(fused_rows), attention(math_rows))
+
+
+def shaped_gpu(gpu: GPU, fits: ShapeFits) -> GPU:
+    """``gpu`` with the fitted peaks and shape models: the peak is the highest asymptotic rate (GEMM or
+    fused attention), each model's peak its rate over it."""
+    first = next(iter(fits.gemm.rate_flops_per_s))
+    gemm_rate = fits.gemm.rate_flops_per_s[first]
+    peak = max(gemm_rate, fits.fused.rate_flops_per_s[first] if fits.fused else 0.0)
+
+    def relative(fit: shape_fit.AttentionFit | None) -> AttentionShapeEfficiency | None:
+        return fit.model.model_copy(update={"peak": min(1.0, fit.rate_flops_per_s[first] / peak)}) if fit else None
+
+    gemm_model = fits.gemm.model.model_copy(update={"peak": gemm_rate / peak})
+    return gpu.model_copy(
+        update={
+            "peak_flops": {cast(Dtype, dtype): peak * rate / gemm_rate for dtype, rate in fits.gemm.rate_flops_per_s.items()},
+            "compute_efficiency": gemm_model.peak,
+            "efficiency_table": None,
+            "attention_efficiency_table": None,
+            "gemm_shape_efficiency": gemm_model,
+            "attention_shape_efficiency": relative(fits.fused),
+            "materialized_attention_shape_efficiency": relative(fits.math),
+        }
     )
-    gemm_peak = gemm_table.rates_flops_per_s.max()
-    peak = max(gemm_peak, attention_table.rates_flops_per_s.max() if attention_table else 0.0)
+
+
+def _fit_gpu(trace: Trace, context: ShapeContext, host_s: float, base: Cluster | None, sources: dict) -> GPU:
+    """Peaks and shape models from the GEMM and attention rows; memory and name as recorded."""
+    fused_fit = split_heldout(fused_attention_rows(trace.rows), "flops")[0]
+    math_fit = split_heldout(math_attention_rows(trace.rows), "flops")[0]
+    fits = context.fit(split_heldout(trace.of("gemm"), "flops")[0], fused_fit, math_fit)
     memory_capacity = trace.metadata.get("device_memory_bytes") or (base.gpu.memory_capacity if base else None)
     if memory_capacity is None:
         raise CalibrationError("the trace does not record the device memory; pass --base to take it from a hardware file")
+    first = next(iter(fits.gemm.rate_flops_per_s))
+    attention_wins = fits.fused is not None and fits.fused.rate_flops_per_s[first] > fits.gemm.rate_flops_per_s[first]
     sources["gpu.peak_flops"] = (
-        f"highest fitted rate ({'GEMM' if peak == gemm_peak else 'attention'}); "
-        "other dtypes scaled by their fitted GEMM rate ratio; the tables are rates over it"
+        f"highest fitted asymptotic rate ({'fused attention' if attention_wins else 'GEMM'}); other dtypes scaled "
+        "by their fitted GEMM rate ratio; the shape models' peaks are rates over it"
     )
-    sources["gpu.efficiency_table"] = (
-        f"GEMM rate / peak at {len(gemm_table.knots_flops)} knots, least squares in log time over "
-        f"{gemm_table.rows_used} shapes ({', '.join(gemm_table.dtype_scale)})"
+    sources["gpu.gemm_shape_efficiency"] = (
+        f"fitted to {fits.gemm.rows_used} GEMM shapes ({', '.join(fits.gemm.rate_flops_per_s)}): narrowest dimension, "
+        f"FLOPs per kernel and a fixed time per kernel (least squares in log time, a weak pull to {context.prior_source}'s model)"
     )
-    sources["gpu.compute_efficiency"] = "the efficiency of the largest fitted GEMMs (unused while efficiency_table is given)"
-    if attention_table:
-        flags = set(attention_fit["causal"])
+    sources["gpu.compute_efficiency"] = "the GEMM model's peak (used only by ops no shape model prices)"
+    for field, fit, rows, path in (
+        ("attention_shape_efficiency", fits.fused, fused_fit, "fused"),
+        ("materialized_attention_shape_efficiency", fits.math, math_fit, "math-path"),
+    ):
+        if fit is None:
+            fallback = "absent" if path == "fused" else "absent: materialized attention is priced as batched GEMMs"
+            sources[f"gpu.{field}"] = f"not measured (fewer than two {path} attention shapes): {fallback}"
+            continue
+        flags = set(rows["causal"])
         kind = "causal and non-causal" if len(flags) > 1 else ("causal" if flags == {1.0} else "non-causal")
-        sources["gpu.attention_efficiency_table"] = (
-            f"attention rate / peak at {len(attention_table.knots_flops)} knots over "
-            f"{attention_table.rows_used} {kind} fused-attention shapes"
+        sources[f"gpu.{field}"] = (
+            f"fitted to {fit.rows_used} {kind} {path} attention shapes: head width (step "
+            f"{fit.model.head_dim_granule}), context length, causal block, fixed time per kernel"
         )
     sources["gpu.memory_capacity"] = (
         "device memory recorded in the trace" if trace.metadata.get("device_memory_bytes") else "base hardware"
     )
-    return GPU(
+    template = GPU(
         name=trace.metadata.get("device_name") or (base.gpu.name if base else "unknown"),
-        peak_flops={cast(Dtype, dtype): peak * scale for dtype, scale in gemm_table.dtype_scale.items()},
-        compute_efficiency=float(gemm_table.rates_flops_per_s[-1] / peak),
-        efficiency_table=_table(gemm_table, peak),
-        attention_efficiency_table=_table(attention_table, peak) if attention_table else None,
-        memory_bandwidth=bandwidth,
+        peak_flops={cast(Dtype, first): fits.gemm.rate_flops_per_s[first]},
+        memory_bandwidth=context.bandwidth,
         memory_capacity=memory_capacity,
         kernel_launch_overhead=0.0,
-        host_overhead_per_op=launch_s,
-        attention_floor_per_head=floor_s,
+        host_overhead_per_op=host_s,
+        attention_floor_per_head=context.floor_s,
         launch_queue_depth=_queue_depth(trace, base, sources),
     )
+    return shaped_gpu(template, fits)
+
+
+def _shape_context(trace: Trace, launch_s: float, bandwidth: float, base: Cluster | None, sources: dict) -> ShapeContext:
+    """The launch, bandwidth, attention floor and priors the shape fits share: the priors are the base
+    hardware's models, else the default hardware's."""
+    from secmoe_sim.spec.loading import load_cluster
+
+    gpu = base.gpu if base is not None else None
+    default = load_cluster(DEFAULT_BASE_HARDWARE).gpu
+    gemm = gpu.gemm_shape_efficiency if gpu else None
+    attention = gpu.attention_shape_efficiency if gpu else None
+    source = "the base hardware" if gemm is not None else f"the {DEFAULT_BASE_HARDWARE} hardware"
+    gemm, attention = gemm or default.gemm_shape_efficiency, attention or default.attention_shape_efficiency
+    assert gemm is not None and attention is not None, f"{DEFAULT_BASE_HARDWARE} carries both shape models"
+    return ShapeContext(launch_s, bandwidth, gemm, attention, _attention_floor_s(trace, launch_s, sources), source)
 
 
 def _attention_floor_s(trace: Trace, launch_s: float, sources: dict) -> float:
@@ -335,23 +360,17 @@ def _queue_depth(trace: Trace, base: Cluster | None, sources: dict) -> int:
     return depth
 
 
-def attention_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """The attention rows the table is fitted to: the non-causal ones when there are any.
-
-    The cost model counts half the score FLOPs for causal attention (it assumes the kernel skips
-    the masked half). The fit takes the rate from full (non-causal) kernels and *checks* that
-    assumption on the causal rows (their own error class) instead of bending the table to it.
-    """
+def fused_attention_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The fused-attention rows (path ``fused``, or unnamed in older traces), causal or not: what the
+    attention model is fitted to."""
     attention = rows[rows["primitive"] == "attention"]
-    full = attention[attention["causal"] == 0]
-    return full if len(full) >= 2 else attention
+    return attention[attention["path"].isin(FUSED_PATHS)]
 
 
-def _table(table: RateTable, peak: float) -> tuple[EfficiencyPoint, ...]:
-    return tuple(
-        EfficiencyPoint(flops=float(f), efficiency=float(min(1.0, r / peak)))
-        for f, r in zip(table.knots_flops, table.rates_flops_per_s)
-    )
+def math_attention_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The attention rows of the math path (path ``math``): what the materialized-attention model is fitted to."""
+    attention = rows[rows["primitive"] == "attention"]
+    return attention[attention["path"] == MATH_PATH]
 
 
 def _fit_links(rows: pd.DataFrame) -> list[AlphaBeta]:
@@ -447,23 +466,26 @@ def _cluster(gpu: GPU, links: tuple[AlphaBeta, ...], trace: Trace, base: Cluster
 # --- errors -----------------------------------------------------------------------------------
 
 
-def predicted_s(rows: pd.DataFrame, cluster: Cluster) -> np.ndarray:
-    """The simulator's time for gemm, attention, memory and launch rows on ``cluster``."""
+def predicted_s(rows: pd.DataFrame, cluster: Cluster, launch_s: float) -> np.ndarray:
+    """The simulator's time for gemm, attention, memory and launch rows on ``cluster``, with ``launch_s``
+    per op: the dispatch the trace's timings include (:func:`_fit_launch`)."""
     gpu = cluster.gpu
     times = []
     for _, row in rows.iterrows():
         timer = RooflineTimer(gpu, row["dtype"])
         if row["primitive"] == "launch":
-            per_op = host_time_per_launch_s(gpu)
+            per_op = launch_s
             if not np.isnan(row["m"]):  # a loop of small section GEMMs: each one a launch and a kernel
                 counts = gemm_counts(row["m"], row["k"], row["n"], 1, row["dtype"])
-                per_op += timer.kernel_time_s(
-                    Kernel("section", "calibration", counts["flops"], counts["traffic_bytes"], primitive="gemm")
+                shape = (("m", row["m"]), ("k", row["k"]), ("n", row["n"]), ("count", 1.0))
+                section = Kernel(
+                    "section", "calibration", counts["flops"], counts["traffic_bytes"], primitive="gemm", shape=shape
                 )
+                per_op += timer.kernel_time_s(section)
             times.append(row["count"] * per_op)
         else:
             kernel = row_kernel(row)
-            times.append(timer.launch_time_s(kernel) + timer.kernel_time_s(kernel))
+            times.append(kernel.launches * launch_s + timer.kernel_time_s(kernel))
     return np.array(times)
 
 
@@ -485,42 +507,33 @@ def _error_row(op_class: str, fitted: pd.DataFrame, held: pd.DataFrame, fitted_e
     }
 
 
-def error_table(trace: Trace, cluster: Cluster, links: tuple[AlphaBeta, ...]) -> pd.DataFrame:
+def error_table(trace: Trace, cluster: Cluster, links: tuple[AlphaBeta, ...], context: ShapeContext) -> pd.DataFrame:
     """Per op class: the relative error ``predicted / measured - 1`` on fitted and held-out shapes.
 
     Section loops (``launch``) are never fitted: their whole class is a held-out check of the
-    launch overhead plus the GEMM table on tiny section GEMMs. Likewise causal attention
-    (``attention:causal``) when the table was fitted to non-causal kernels.
+    launch overhead plus the GEMM model on tiny section GEMMs. ``gemm:cross_family`` and
+    ``attention:cross_family`` hold out whole shape families (:func:`cross_family_errors`).
     """
     rows = trace.rows
     table = []
-    attention = rows[rows["primitive"] == "attention"]
-    fitted_attention = attention_rows(rows)
-    classes = [
-        ("gemm", rows[rows["primitive"] == "gemm"]),
-        ("attention", fitted_attention),
-        ("memory", rows[rows["primitive"] == "memory"]),
-    ]
-    for op_class, members in classes:
+    shaped = {
+        "gemm": rows[rows["primitive"] == "gemm"],
+        "attention": fused_attention_rows(rows),
+        "attention:math": math_attention_rows(rows),
+    }
+    for op_class, members in [*shaped.items(), ("memory", rows[rows["primitive"] == "memory"])]:
         fitted, held = split_heldout(members, "traffic_bytes" if op_class == "memory" else "flops")
         if len(fitted):
-            errors = [predicted_s(part, cluster) / part["median_s"].to_numpy() - 1 for part in (fitted, held)]
+            errors = [_errors(part, cluster, context.launch_s) for part in (fitted, held)]
             table.append(_error_row(op_class, fitted, held, *errors))
-    unfitted = attention.drop(fitted_attention.index)
-    if len(unfitted):  # causal attention, checked against the table of full kernels
-        table.append(
-            _error_row(
-                "attention:causal",
-                unfitted.iloc[0:0],
-                unfitted,
-                np.array([]),
-                predicted_s(unfitted, cluster) / unfitted["median_s"].to_numpy() - 1,
-            )
-        )
+    for op_class, members in shaped.items():
+        held_errors = cross_family_errors(trace, members, op_class, cluster, context)
+        if held_errors is not None:
+            table.append(_error_row(f"{op_class}:cross_family", members.iloc[0:0], members, np.array([]), held_errors))
     launch = rows[rows["primitive"] == "launch"]
     fitted, held = launch[launch["m"].isna()], launch[launch["m"].notna()]
     if len(launch):
-        errors = [predicted_s(part, cluster) / part["median_s"].to_numpy() - 1 for part in (fitted, held)]
+        errors = [_errors(part, cluster, context.launch_s) for part in (fitted, held)]
         table.append(_error_row("launch", fitted, held, *errors))
     comm = rows[rows["primitive"] == "comm"]
     for link in links:
@@ -528,3 +541,31 @@ def error_table(trace: Trace, cluster: Cluster, links: tuple[AlphaBeta, ...]) ->
         errors = [link.time_s(part["bytes"].to_numpy()) / part["median_s"].to_numpy() - 1 for part in (fitted, held)]
         table.append(_error_row(f"comm:{link.op}", fitted, held, *errors))
     return pd.DataFrame(table)
+
+
+def _errors(rows: pd.DataFrame, cluster: Cluster, launch_s: float) -> np.ndarray:
+    return predicted_s(rows, cluster, launch_s) / rows["median_s"].to_numpy() - 1
+
+
+def cross_family_errors(
+    trace: Trace, members: pd.DataFrame, op_class: str, cluster: Cluster, context: ShapeContext
+) -> np.ndarray | None:
+    """The error of every row of ``members`` (the rows of ``op_class``: ``gemm``, ``attention`` or
+    ``attention:math``) predicted by a fit that left its whole shape family out (None with fewer than
+    two families). The refit is the calibration's own (same launch, bandwidth, floor and priors; the
+    other classes fitted on all their rows), the prediction the simulator's."""
+    families = shape_fit.gemm_families(members) if op_class == "gemm" else shape_fit.attention_families(members)
+    if len(set(families)) < 2:
+        return None
+    classes = {
+        "gemm": trace.of("gemm"),
+        "attention": fused_attention_rows(trace.rows),
+        "attention:math": math_attention_rows(trace.rows),
+    }
+    errors = np.empty(len(members))
+    for family in sorted(set(families)):
+        held = families == family
+        fits = context.fit(*(members[~held] if name == op_class else rows for name, rows in classes.items()))
+        refitted = cluster.model_copy(update={"gpu": shaped_gpu(cluster.gpu, fits)})
+        errors[held] = _errors(members[held], refitted, context.launch_s)
+    return errors

@@ -18,14 +18,14 @@ import yaml
 from secmoe_sim.calibrate.fit import FitResult
 from secmoe_sim.calibrate.trace import Trace, file_sha256
 from secmoe_sim.spec.hardware import Cluster
-from secmoe_sim.spec.loading import load_cluster, load_scenario
+from secmoe_sim.spec.loading import load_cluster, load_scenario, shipped_hardware_names
 from secmoe_sim.version import __version__
 
 INDENT = "  "
 
 
 def load_base(path_or_name: str) -> Cluster:
-    """The cluster of a scenario (file or shipped name) or of a stand-alone hardware file."""
+    """The cluster of a scenario (file or shipped name) or of a stand-alone hardware file (file or shipped name)."""
     path = Path(path_or_name)
     if path.is_file():
         try:
@@ -35,6 +35,8 @@ def load_base(path_or_name: str) -> Cluster:
         if isinstance(document, dict) and "workload" in document:
             return load_scenario(path).hardware
         return load_cluster(path)
+    if path_or_name in shipped_hardware_names():
+        return load_cluster(path_or_name)
     return load_scenario(path_or_name).hardware
 
 

@@ -6,10 +6,11 @@ a :class:`~secmoe_sim.calibrate.trace.Trace`. The grids cover
 * GEMMs ``(M, K, N)``: for every section width ``w`` from the minimum section width up, the shapes
   of a section's projections, ``(M, w, w)``, ``(M, w, 3w)``, ``(M, w, 4w)`` and ``(M, 4w, w)``,
   over a range of row counts ``M`` (tokens);
-* fused scaled-dot-product attention over tokens, head dimension, (batch x heads) instances and
-  the causal flag, on query, key and value viewed out of one packed QKV tensor (the layout a fused
-  QKV projection hands to attention; on this CPU strided views run about 10% slower than separate
-  contiguous tensors at small head dimensions);
+* scaled-dot-product attention over tokens, head dimension (down to 4 on a CPU), (batch x heads)
+  instances and the causal flag, on query, key and value viewed out of one packed QKV tensor (the
+  layout a fused QKV projection hands to attention; on this CPU strided views run about 10% slower
+  than separate contiguous tensors at small head dimensions), each shape on both of torch's paths:
+  the fused kernels and the math path, with the one the default dispatch takes marked;
 * memory-bound ops (copy, softmax, elementwise add) over sizes, for the memory bandwidth;
 * launch/dispatch overhead: loops of tiny ops, and a loop of ``E`` small section GEMMs (one slice
   and one matmul per section, as a sectional layer runs its experts).
@@ -28,13 +29,23 @@ from tqdm import tqdm
 
 from secmoe_sim.calibrate import require_torch
 from secmoe_sim.calibrate.timing import Device, environment, stable_time_s, torch_dtype
-from secmoe_sim.calibrate.trace import Trace, attention_counts, frame, gemm_counts, make_row, sample_statistics
+from secmoe_sim.calibrate.trace import (
+    FUSED_PATH,
+    MATH_PATH,
+    Trace,
+    attention_counts,
+    frame,
+    gemm_counts,
+    make_row,
+    sample_statistics,
+)
 
 SECTION_FAMILIES = ((1, 1), (1, 3), (1, 4), (4, 1))  # (K, N) as multiples of the section width: w->w, w->3w, w->4w, 4w->w
 SOFTMAX_ROW = 1024  # elements per softmax row
 SECTION_LOOP_WIDTH = 16  # width of the sections in the launch loop
 SECTION_LOOP_ROWS = 8
 HEADS_PER_INSTANCE_GROUP = 8  # attention instances are split as (batch, heads) with at most this many heads
+FUSED_SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")  # torch picks among these
 
 
 @dataclass(frozen=True)
@@ -55,7 +66,7 @@ class Grid:
         """Number of timed benchmarks in the grid (per dtype for the compute ones)."""
         return (
             len(self.gemm_shapes)
-            + len(self.attention_shapes)
+            + 2 * len(self.attention_shapes)  # both SDPA paths
             + 3 * len(self.memory_elements)
             + 3
             + len(self.section_loop_lengths)
@@ -105,7 +116,7 @@ def grid_for(kind: str, quick: bool) -> Grid:
             return Grid(
                 "quick",
                 gemm_shapes(widths=powers(6, 12, 2), rows=powers(8, 14, 3), max_flops=1e12),
-                attention_shapes(tokens=powers(9, 12, 3), head_dims=(64, 128), instances=(8, 64), max_flops=1e12),
+                attention_shapes(tokens=powers(9, 12, 3), head_dims=(16, 64, 128), instances=(8, 64), max_flops=1e12),
                 memory_elements=powers(16, 26, 5),
                 tiny_loop_ops=50,
                 section_loop_lengths=(1, 8, 64),
@@ -116,7 +127,7 @@ def grid_for(kind: str, quick: bool) -> Grid:
         return Grid(
             "default",
             gemm_shapes(widths=powers(6, 13, 1), rows=powers(8, 16, 2), max_flops=4e12),
-            attention_shapes(tokens=powers(8, 14, 1), head_dims=(64, 128), instances=(8, 32, 128), max_flops=4e12),
+            attention_shapes(tokens=powers(8, 14, 1), head_dims=(16, 32, 64, 128), instances=(8, 32, 128), max_flops=4e12),
             memory_elements=powers(12, 28, 2),
             tiny_loop_ops=200,
             section_loop_lengths=powers(0, 7, 1),
@@ -128,7 +139,7 @@ def grid_for(kind: str, quick: bool) -> Grid:
         return Grid(
             "quick",
             gemm_shapes(widths=(16, 64, 256), rows=(64, 512, 2048), max_flops=2.5e8),
-            attention_shapes(tokens=(64, 256), head_dims=(16, 64), instances=(1, 8), max_flops=2e8),
+            attention_shapes(tokens=(64, 256), head_dims=(4, 16, 64), instances=(1, 8), max_flops=2e8),
             memory_elements=powers(10, 22, 4),
             tiny_loop_ops=20,
             section_loop_lengths=(1, 8, 32),
@@ -139,7 +150,7 @@ def grid_for(kind: str, quick: bool) -> Grid:
     return Grid(
         "default",
         gemm_shapes(widths=powers(4, 10, 1), rows=powers(6, 13, 1), max_flops=8e9),
-        attention_shapes(tokens=powers(6, 10, 1), head_dims=(16, 32, 64, 128), instances=(1, 4, 16, 64), max_flops=8e9),
+        attention_shapes(tokens=powers(6, 10, 1), head_dims=(4, 8, 16, 32, 64, 128), instances=(1, 4, 16, 64), max_flops=8e9),
         memory_elements=powers(10, 24, 2),
         tiny_loop_ops=100,
         section_loop_lengths=powers(0, 6, 1),
@@ -209,28 +220,35 @@ class _Bench:
         return rows
 
     def attention(self) -> list[dict]:
+        """Every attention shape on both SDPA paths: torch's fused kernels (``path`` ``fused``) and the math
+        path that writes the scores out (``math``); the row of the path torch's default dispatch takes for
+        that layout has the source ``microbenchmark (default path)``."""
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
         sdpa = self.torch.nn.functional.scaled_dot_product_attention
+        fused = [getattr(SDPBackend, name) for name in FUSED_SDPA_BACKENDS if hasattr(SDPBackend, name)]
+        backends = {FUSED_PATH: fused, MATH_PATH: [SDPBackend.MATH]}
         rows = []
         for batch, heads, tokens, head_dim, causal in self.grid.attention_shapes:
             packed = self._tensor(batch, tokens, 3, heads, head_dim)  # what a fused QKV projection produces
+            q, k, v = packed.permute(2, 0, 3, 1, 4).unbind(0)  # strided views, as a layer passes them
+            choice = self.torch._fused_sdp_choice(q, k, v, None, 0.0, bool(causal))  # what the default dispatch runs
+            default = MATH_PATH if choice == SDPBackend.MATH.value else FUSED_PATH
+            for path, allowed in backends.items():
 
-            def attend(packed=packed, causal=causal):
-                q, k, v = packed.permute(2, 0, 3, 1, 4).unbind(0)  # strided views, as a layer passes them
-                return sdpa(q, k, v, is_causal=bool(causal))
+                def attend(packed=packed, causal=causal, allowed=allowed):
+                    q, k, v = packed.permute(2, 0, 3, 1, 4).unbind(0)
+                    with sdpa_kernel(allowed):
+                        return sdpa(q, k, v, is_causal=bool(causal))
 
-            stats = self._time(attend, (packed,))
-            rows.append(
-                self._row(
-                    "scaled_dot_product_attention",
-                    "attention",
-                    stats,
-                    batch=batch,
-                    heads=heads,
-                    tokens=tokens,
-                    head_dim=head_dim,
-                    causal=causal,
+                stats = self._time(attend, (packed,))
+                source = "microbenchmark (default path)" if path == default else "microbenchmark"
+                shape = {"batch": batch, "heads": heads, "tokens": tokens, "head_dim": head_dim, "causal": causal}
+                rows.append(
+                    make_row(
+                        "scaled_dot_product_attention", "attention", self.dtype, self.device.kind, stats, source, path, **shape
+                    )
                 )
-            )
         return rows
 
     def memory(self) -> list[dict]:

@@ -18,7 +18,9 @@ it looks up the measured time of the same primitive in the layer's dtype:
 5. **roofline**: a primitive the trace does not measure at all falls back to the scenario's
    roofline (flagged too).
 
-A measured time includes the per-op dispatch cost, so the timer charges the trace's launch
+Attention is looked up among the rows of its path: a layer with ``attention: materialized`` among the
+math path's rows (``path`` ``math``), every other among the fused ones; a trace without rows of that
+path leaves the kernel to the roofline. A measured time includes the per-op dispatch cost, so the timer charges the trace's launch
 overhead (:func:`~secmoe_sim.calibrate.trace.launch_overhead_s`) as the launch and the rest as
 the kernel: at a measured shape, launch + kernel is exactly the measured median. A kernel of
 ``launches`` launches costs ``launches`` looked-up launches. A backward kernel (``is_backward``)
@@ -36,7 +38,16 @@ import pandas as pd
 from scipy.optimize import isotonic_regression
 
 from secmoe_sim.calibrate import CalibrationError
-from secmoe_sim.calibrate.trace import SHAPE_COLUMNS, Trace, attention_counts, file_sha256, gemm_counts, launch_overhead_s
+from secmoe_sim.calibrate.trace import (
+    FUSED_PATHS,
+    MATH_PATH,
+    SHAPE_COLUMNS,
+    Trace,
+    attention_counts,
+    file_sha256,
+    gemm_counts,
+    launch_overhead_s,
+)
 from secmoe_sim.plan.costs import Kernel, KernelTimer, RooflineTimer, backward_factor
 from secmoe_sim.plan.steps import LayerPlan
 from secmoe_sim.spec.scenario import Scenario
@@ -46,6 +57,7 @@ UNMEASURED_WARNING_FRACTION = 0.1  # above this share of kernels timed outside t
 REPLAYED = ("gemm", "attention", "memory")
 SHAPE_MATCH = 1e-9  # relative tolerance of a shape at the end of a curve
 SHAPE_DIGITS = 9  # significant digits that identify a shape for an exact match
+MATERIALIZED = "attention:math"  # the table of the math path's attention rows
 
 
 @dataclass(frozen=True)
@@ -164,7 +176,18 @@ class ReplayTimer:
         self.fallback = fallback
         self.launch_s = launch_overhead_s(trace)
         launch_s = self.launch_s or 0.0
-        self.tables = {p: _PrimitiveTable(p, rows[rows["primitive"] == p], dtype, launch_s) for p in measured}
+        self.tables = {}
+        for primitive in measured:
+            of_primitive = rows[rows["primitive"] == primitive]
+            if primitive == "attention":  # each path its own table: materialized attention replays the math path
+                for name, members in (
+                    ("attention", of_primitive[of_primitive["path"].isin(FUSED_PATHS)]),
+                    (MATERIALIZED, of_primitive[of_primitive["path"] == MATH_PATH]),
+                ):
+                    if len(members):
+                        self.tables[name] = _PrimitiveTable(primitive, members, dtype, launch_s)
+            else:
+                self.tables[primitive] = _PrimitiveTable(primitive, of_primitive, dtype, launch_s)
         self._found: dict[tuple, Lookup] = {}
 
     @classmethod
@@ -176,7 +199,8 @@ class ReplayTimer:
         """One forward launch of ``kernel``: its measured time and how it was found."""
         key = (kernel.primitive, kernel.shape, kernel.launches)
         if key not in self._found:
-            table = self.tables.get(kernel.primitive)
+            materialized = kernel.primitive == "attention" and kernel.dims().get("materialized")
+            table = self.tables.get(MATERIALIZED if materialized else kernel.primitive)
             if table is None or not kernel.shape:
                 self._found[key] = Lookup(np.nan, "roofline")
             else:

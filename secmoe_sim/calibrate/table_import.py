@@ -19,7 +19,7 @@ import pandas as pd
 
 from secmoe_sim.calibrate import CalibrationError
 from secmoe_sim.calibrate.trace import SHAPE_COLUMNS, Trace, frame, make_row, row_kernel, sample_statistics
-from secmoe_sim.plan.costs import RooflineTimer
+from secmoe_sim.plan.costs import RooflineTimer, kernel_terms
 from secmoe_sim.spec.hardware import GPU
 
 OPTIONAL_COLUMNS = {"gemm": {"count": 1.0}, "attention": {"causal": 0.0}, "memory": {}}
@@ -82,7 +82,8 @@ def import_table(path: Path, op: str, dtype: str, device: str = "unknown") -> Tr
 
 
 def predict_shapes(path: Path, gpu: GPU, dtype: str) -> pd.DataFrame:
-    """Each shape's predicted time on ``gpu``: the roofline's compute and memory terms, which bound it, the launch."""
+    """Each shape's predicted time on ``gpu``: the roofline's compute, memory and fixed terms, which bound it
+    (``plan.costs.KernelTerms.bound``), the launch."""
     table = _read(path)
     if "op" not in table.columns:
         raise CalibrationError(f"{path}: the shapes table needs an op column (gemm, attention or memory)")
@@ -100,22 +101,21 @@ def predict_shapes(path: Path, gpu: GPU, dtype: str) -> pd.DataFrame:
         for shape in _shapes(path, group.drop(columns="op"), op, with_time=False):
             shape.pop("time_s", None)
             kernel = row_kernel(make_row(f"predict.{op}", op, dtype, gpu.name, {}, "predict", **shape))
-            compute_s = kernel.flops / (gpu.peak_for(dtype) * gpu.efficiency(kernel.flops / kernel.launches, kernel.primitive))
-            memory_s = kernel.traffic_bytes / gpu.memory_bandwidth
-            kernel_s = timer.kernel_time_s(kernel)
-            bound = "floor" if kernel_s > max(compute_s, memory_s) else ("compute" if compute_s >= memory_s else "memory")
+            terms = kernel_terms(kernel, gpu, dtype)
+            kernel_s = terms.time_s
             results.append(
                 {
                     "op": op,
                     **{column: shape.get(column) for column in SHAPE_COLUMNS[op]},
                     "flops": kernel.flops,
                     "traffic_bytes": kernel.traffic_bytes,
-                    "compute_s": compute_s,
-                    "memory_s": memory_s,
+                    "compute_s": terms.compute_s,
+                    "memory_s": terms.memory_s,
+                    "fixed_s": terms.fixed_s,
                     "kernel_s": kernel_s,
                     "launch_s": timer.launch_time_s(kernel),
                     "predicted_s": kernel_s + timer.launch_time_s(kernel),
-                    "bound": bound,
+                    "bound": terms.bound,
                 }
             )
     return pd.DataFrame(results)

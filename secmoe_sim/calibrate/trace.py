@@ -45,6 +45,10 @@ FORMAT_VERSION = 1
 CSV_MAGIC = "# secmoe-sim calibration trace"
 PARQUET_KEY = b"secmoe_sim_trace"
 CAUSAL_FRACTION = 0.5  # causal attention computes half of the score matrix (costs.attention_scores)
+# The ``path`` of an attention row: torch's fused kernel (unnamed in older traces), or the math path,
+# which writes the score matrix out (costs.attention_scores with ``attention: materialized``).
+FUSED_PATH, MATH_PATH = "fused", "math"
+FUSED_PATHS = ("", FUSED_PATH)
 
 PRIMITIVES = ("gemm", "attention", "memory", "launch", "comm")
 SHAPE_COLUMNS = {
@@ -117,12 +121,16 @@ def gemm_counts(m: float, k: float, n: float, count: float, dtype: str) -> dict:
     return {"flops": FLOPS_PER_MULTIPLY_ADD * m * k * n * count, "traffic_bytes": (m * k + k * n + m * n) * b * count}
 
 
-def attention_counts(batch: float, heads: float, tokens: float, head_dim: float, causal: bool, dtype: str) -> dict:
-    """FLOPs and flash-attention traffic of one fused attention (costs.attention_scores)."""
+def attention_counts(
+    batch: float, heads: float, tokens: float, head_dim: float, causal: bool, dtype: str, materialized: bool = False
+) -> dict:
+    """FLOPs and traffic of one attention (costs.attention_scores): fused, or with the scores materialized
+    (written, read and written by the softmax, read again: four passes over ``heads x tokens^2``)."""
     width = heads * head_dim
     fraction = CAUSAL_FRACTION if causal else 1.0
     flops = 2 * FLOPS_PER_MULTIPLY_ADD * tokens**2 * width * fraction * batch
-    return {"flops": flops, "traffic_bytes": 4 * tokens * width * DTYPE_BYTES[dtype] * batch}
+    scores = 4 * heads * tokens**2 * batch if materialized else 0.0
+    return {"flops": flops, "traffic_bytes": (4 * tokens * width * batch + scores) * DTYPE_BYTES[dtype]}
 
 
 def make_row(op: str, primitive: str, dtype: str, device: str, stats: dict, source: str, path: str = "", **shape) -> dict:
@@ -133,9 +141,10 @@ def make_row(op: str, primitive: str, dtype: str, device: str, stats: dict, sour
     if primitive == "gemm":
         row.update(gemm_counts(shape["m"], shape["k"], shape["n"], shape["count"], dtype))
     elif primitive == "attention":
-        row.update(
-            attention_counts(shape["batch"], shape["heads"], shape["tokens"], shape["head_dim"], bool(shape["causal"]), dtype)
+        counts = attention_counts(
+            shape["batch"], shape["heads"], shape["tokens"], shape["head_dim"], bool(shape["causal"]), dtype, path == MATH_PATH
         )
+        row.update(counts)
     elif primitive in ("memory", "comm"):
         row.update({"flops": 0.0, "traffic_bytes": float(shape["bytes"])})
     elif "m" in shape:  # a launch loop of small GEMMs
@@ -163,6 +172,8 @@ def row_kernel(row) -> Kernel:
     """The simulator's kernel for a gemm, attention or memory row (one launch)."""
     primitive = row["primitive"]
     shape = tuple((name, float(row[name])) for name in SHAPE_COLUMNS[primitive])
+    if primitive == "attention" and row["path"] == MATH_PATH:
+        shape += (("materialized", 1.0),)
     return Kernel(
         name=str(row["op"]),
         group="calibration",

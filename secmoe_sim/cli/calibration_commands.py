@@ -191,7 +191,12 @@ def cmd_check_real(args: argparse.Namespace) -> int:
         if args.scenario
         else check_real.default_workload(device.kind, args.quick)
     )
-    scenario = check_real.check_scenario(cluster, workload, f"check-real-{device.kind}{'-quick' if args.quick else ''}")
+    if args.attention:
+        workload = {**workload, "layer": {**workload["layer"], "attention": args.attention}}
+    name = (
+        f"check-real-{device.kind}{'-quick' if args.quick else ''}{'-materialized' if args.attention == 'materialized' else ''}"
+    )
+    scenario = check_real.check_scenario(cluster, workload, name)
 
     print(f"timing the reference layer on {device.name} (threads: {threads}), every E in turn", flush=True)
     started = environment(device, threads)

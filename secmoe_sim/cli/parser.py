@@ -313,6 +313,12 @@ def _add_calibration_commands(subcommands) -> None:
     check.add_argument("--trace", help="calibration trace to use (default: calibrate now and write trace.csv)")
     check.add_argument("--hardware", help="fitted hardware file to use (default: fit the trace and write hardware.yaml)")
     check.add_argument("--scenario", help="take the layer and sectional entries from this scenario (default: the built-in check)")
+    check.add_argument(
+        "--attention",
+        choices=["flash", "materialized"],
+        help="the layer's attention: torch's fused path (flash) or the math path that writes the scores (materialized); "
+        "default: the scenario's, flash for the built-in check",
+    )
     check.add_argument("--threads", type=_positive_int, help="torch intra-op threads (default: torch's); recorded")
     check.add_argument("--repeats", type=_at_least_20, default=25, help="timed forward passes per E (default 25, at least 20)")
     check.set_defaults(handler="calibration_commands.cmd_check_real")

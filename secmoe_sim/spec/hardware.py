@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from secmoe_sim.spec.base import FieldIssue, Name, StrictModel
 from secmoe_sim.spec.communication import Communication, HostStagedStack
+from secmoe_sim.spec.kernel_efficiency import AttentionShapeEfficiency, GemmShapeEfficiency
 from secmoe_sim.spec.units import Bandwidth, Duration, FlopRate, Size
 
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8"]
@@ -64,6 +65,21 @@ class GPU(StrictModel):
         default=None,
         description="optional efficiency of attention kernels by size (same rules as efficiency_table); "
         "absent: attention uses efficiency_table / compute_efficiency like every other kernel",
+    )
+    gemm_shape_efficiency: GemmShapeEfficiency | None = Field(
+        default=None,
+        description="GEMM efficiency by shape (narrowest dimension, work per kernel) and a fixed time per kernel; "
+        "wins over efficiency_table and compute_efficiency for GEMMs (docs/model.md, section 2.1)",
+    )
+    attention_shape_efficiency: AttentionShapeEfficiency | None = Field(
+        default=None,
+        description="fused-attention efficiency by head width, context length and causal mask; wins over "
+        "attention_efficiency_table for fused attention (docs/model.md, section 2.1)",
+    )
+    materialized_attention_shape_efficiency: AttentionShapeEfficiency | None = Field(
+        default=None,
+        description="the same for `attention: materialized` (the math path: scores written, softmax, read back); "
+        "absent: priced as batched GEMMs by gemm_shape_efficiency (docs/model.md, section 2.1)",
     )
 
     @model_validator(mode="after")
