@@ -95,7 +95,9 @@ def _gemm_trace_rows(shapes, gpu: GPU) -> pd.DataFrame:
     for m, k, n in shapes:
         row = make_row("mm", "gemm", "bf16", "cuda", {}, "synthetic", m=m, k=k, n=n, count=1)
         time_s = kernel_time_s(row_kernel(row), gpu, "bf16")
-        rows.append(make_row("mm", "gemm", "bf16", "cuda", sample_statistics(np.array([time_s])), "synthetic", m=m, k=k, n=n, count=1))
+        rows.append(
+            make_row("mm", "gemm", "bf16", "cuda", sample_statistics(np.array([time_s])), "synthetic", m=m, k=k, n=n, count=1)
+        )
     return frame(rows)
 
 
@@ -103,7 +105,9 @@ SKINNY = [(m, k, k) for m in (16, 32, 64, 128, 256) for k in (4096, 8192, 12288,
 COMPUTE_BOUND = [(m, k, n) for m, k, n in ((8192, 1024, 1024), (4096, 2048, 2048), (2048, 4096, 2048), (16384, 512, 1024))]
 
 
-@pytest.mark.parametrize("seen, unseen", [(SKINNY, COMPUTE_BOUND), (COMPUTE_BOUND, SKINNY)], ids=["skinny->square", "square->skinny"])
+@pytest.mark.parametrize(
+    "seen, unseen", [(SKINNY, COMPUTE_BOUND), (COMPUTE_BOUND, SKINNY)], ids=["skinny->square", "square->skinny"]
+)
 def test_a_fit_on_one_regime_predicts_the_other_of_equal_flops(seen, unseen):
     """The failure of a FLOPs-keyed table: a skinny memory-bound GEMM (64 x 12288 x 12288, 19 GFLOP) taught
     a low efficiency that was then applied to compute-bound GEMMs of similar FLOPs. The shape model keeps
@@ -113,9 +117,7 @@ def test_a_fit_on_one_regime_predicts_the_other_of_equal_flops(seen, unseen):
     truth = shaped_gpu()
     prior = load_cluster("h100-hgx").gpu.gemm_shape_efficiency  # what `fit` pulls to without --base: not the truth
     fit = shape_fit.fit_gemm(_gemm_trace_rows(seen, truth), 0.0, BANDWIDTH, prior)
-    fitted = truth.model_copy(
-        update={"peak_flops": {"bf16": fit.rate_flops_per_s["bf16"]}, "gemm_shape_efficiency": fit.model}
-    )
+    fitted = truth.model_copy(update={"peak_flops": {"bf16": fit.rate_flops_per_s["bf16"]}, "gemm_shape_efficiency": fit.model})
     for m, k, n in unseen:
         kernel = costs.linear("unseen", "gemm", m, k, n, 2)
         assert kernel_time_s(kernel, fitted, "bf16") == pytest.approx(kernel_time_s(kernel, truth, "bf16"), rel=0.15)
@@ -126,7 +128,9 @@ def test_a_fit_on_one_regime_predicts_the_other_of_equal_flops(seen, unseen):
 def test_the_h100_presets_are_what_the_fit_of_their_cited_tables_gives():
     gpu = load_cluster("h100-hgx").gpu
     gemm_rows = import_table(PUBLIC / "xla-sm90-bf16-gemm.csv", "gemm", "bf16").rows
-    gemm = shape_fit.fit_gemm(gemm_rows, 0.0, gpu.memory_bandwidth, GemmShapeEfficiency(peak=1, half_dim=64, half_flops=1e8, fixed_time=3e-6))
+    gemm = shape_fit.fit_gemm(
+        gemm_rows, 0.0, gpu.memory_bandwidth, GemmShapeEfficiency(peak=1, half_dim=64, half_flops=1e8, fixed_time=3e-6)
+    )
     assert gpu.gemm_shape_efficiency.half_dim == pytest.approx(gemm.model.half_dim, rel=0.02)
     assert gpu.gemm_shape_efficiency.half_flops == pytest.approx(gemm.model.half_flops, rel=0.02)
     assert gpu.gemm_shape_efficiency.fixed_time == pytest.approx(gemm.model.fixed_time, rel=0.02)
