@@ -87,6 +87,22 @@ def test_two_rank_exchange_nccl_one_protocol(network):
     assert exchange_s(nvswitch_cluster(), stack, network=network) == pytest.approx(8e-6 + 3e-6 + S / (0.5 * B), rel=1e-12)
 
 
+def test_nccl_nodes_of_one_rank_send_and_receive_through_one_nic_at_its_discount():
+    """Two nodes of one GPU each: the exchange's bytes cross the NIC at ``single_rank_node_bandwidth`` of
+    the protocol's share (NCCL's tuning model: 0.7); nodes of two GPUs each pay no discount."""
+    inter = InterNodeFabric(nic_bandwidth_per_direction=B, latency=L)
+    stack = NcclStack(kind="nccl", protocols=[SIMPLE])
+    one_rank = nvswitch_cluster(gpus=1, nodes=2, inter=inter)
+    assert exchange_s(one_rank, stack) == pytest.approx(8e-6 + 6e-6 + S / (0.7 * 0.5 * B), rel=1e-9)
+    assert stack.single_rank_node_bandwidth == 0.7
+    two_ranks = nvswitch_cluster(gpus=2, nodes=2, inter=inter)
+    ring = AllReduce("ar", "ar", (0, 1, 2, 3), 4e6)
+    run = run_plan(hand_plan(two_ranks, [[ring]] * 4), communication=Communication(default=stack))
+    undiscounted = NcclStack(kind="nccl", protocols=[SIMPLE], single_rank_node_bandwidth=1.0)
+    again = run_plan(hand_plan(two_ranks, [[ring]] * 4), communication=Communication(default=undiscounted))
+    assert max(run.finished_at) == max(again.finished_at)
+
+
 def test_nccl_ring_all_reduce_pays_the_launch_once_and_the_step_latency_per_step():
     cluster = nvswitch_cluster(gpus=4)
     ring = AllReduce("ar", "ar", (0, 1, 2, 3), 4e6)

@@ -11,7 +11,8 @@ kind and size and the link class its messages cross; the engine applies them
   floor (the NCCL protocol's step latency, end to end: the fabric's own latency still applies and
   the larger of the two is paid); and ``wire_factor``, bytes on the wire per payload byte,
   ``1 / (bandwidth_fraction x efficiency(size))``, so a message that achieves 80% of a link takes
-  1.25 times as long as its bytes alone.
+  1.25 times as long as its bytes alone (over the network, NCCL collectives of one rank per node
+  also pay the stack's ``single_rank_node_bandwidth``).
 
 NCCL's protocol is chosen per collective by NCCL's own rule: the lowest predicted time,
 ``launch + steps x step_latency + moved_bytes / (bandwidth x bandwidth_fraction x efficiency)``,
@@ -61,6 +62,7 @@ class CollectiveCost:
     start_s: float
     protocol: Protocol | None = None
     kind: CollectiveKind = "all_to_all"
+    network_share: float = 1.0  # of the network bandwidth, for an NCCL collective of one rank per node
 
     @property
     def protocol_name(self) -> str:
@@ -69,6 +71,8 @@ class CollectiveCost:
     def message(self, payload_bytes: float, link_class: LinkClass) -> MessageCost:
         """The cost of one message of ``payload_bytes`` over ``link_class``."""
         fraction = self.protocol.bandwidth_fraction if self.protocol is not None else 1.0
+        if link_class == "network":
+            fraction *= self.network_share
         wire_factor = 1.0 / (fraction * efficiency(self.stack.efficiency.get(link_class), payload_bytes))
         floor_s = self.protocol.step_latency.get(link_class, 0.0) if self.protocol is not None else 0.0
         post_s = 0.0
@@ -114,6 +118,7 @@ class Shape:
 
     ``link_class`` and ``bandwidth_bytes_per_s`` are the slowest hop's (one channel's); a ring that
     crosses nodes has ``hop_share`` of its hops on that class and the rest on ``other_class``.
+    ``single_rank_nodes``: the collective spans nodes that hold one of its ranks each.
     """
 
     kind: CollectiveKind
@@ -124,6 +129,7 @@ class Shape:
     channels: int = 1
     hop_share: float = 1.0
     other_class: LinkClass | None = None
+    single_rank_nodes: bool = False  # every node holds one rank: its GPU sends and receives through one NIC
 
     def latency_steps(self) -> dict[LinkClass, float]:
         """Steps on the critical chain per link class: a ring's chain of hops, or one step of an all-to-all."""
@@ -143,9 +149,16 @@ def nccl_predicted_s(protocol: Protocol, stack: NcclStack, shape: Shape) -> floa
     moved, message = moved_bytes(shape.kind, shape.ranks, shape.bytes_per_rank)
     message /= shape.channels
     curve = stack.efficiency.get(shape.link_class)
-    rate = shape.channels * shape.bandwidth_bytes_per_s * protocol.bandwidth_fraction * efficiency(curve, message)
+    share = network_share(stack, shape) if shape.link_class == "network" else 1.0
+    rate = shape.channels * shape.bandwidth_bytes_per_s * protocol.bandwidth_fraction * share * efficiency(curve, message)
     latency_s = sum(count * protocol.step_latency[link_class] for link_class, count in steps.items())
     return protocol.launch + latency_s + moved / rate
+
+
+def network_share(stack: NcclStack, shape: Shape) -> float:
+    """The share of the network bandwidth an NCCL collective of ``shape`` reaches: the stack's
+    ``single_rank_node_bandwidth`` when each of its nodes holds one rank, else all of it."""
+    return stack.single_rank_node_bandwidth if shape.single_rank_nodes else 1.0
 
 
 def moved_bytes(kind: CollectiveKind, ranks: int, bytes_per_rank: float) -> tuple[float, float]:
@@ -166,7 +179,9 @@ def collective_cost(stack: Stack, shape: Shape) -> CollectiveCost:
         protocol = min(stack.protocols, key=lambda p: nccl_predicted_s(p, stack, shape))
         if not math.isfinite(nccl_predicted_s(protocol, stack, shape)):  # no protocol covers the classes: the last
             protocol = stack.protocols[-1]
-        return CollectiveCost(stack=stack, start_s=protocol.launch, protocol=protocol, kind=kind)
+        return CollectiveCost(
+            stack=stack, start_s=protocol.launch, protocol=protocol, kind=kind, network_share=network_share(stack, shape)
+        )
     if isinstance(stack, GpuInitiatedStack):
         peers = max(shape.ranks - 1, 0)
         rounds = math.ceil(peers / stack.parallel_peers) if peers else 0
@@ -224,12 +239,12 @@ def price_collective(communication: Communication, collective: Collective, topol
     else:
         bytes_per_rank = collective.payload_bytes
     link_class, bandwidth = topology.slowest_hop(gpus)
-    shape = Shape(kind, len(gpus), bytes_per_rank, link_class, bandwidth)
+    nodes = len({topology.cluster.node_of(gpu) for gpu in gpus})
+    shape = Shape(kind, len(gpus), bytes_per_rank, link_class, bandwidth, single_rank_nodes=nodes > 1 and nodes == len(gpus))
     if not isinstance(collective, AllToAll):
         rings = ring_channels(gpus, topology)
-        crossings = len({topology.cluster.node_of(gpu) for gpu in gpus})
-        if crossings > 1:  # each ring crosses into every node once: that share of its hops is on the network
-            shape = replace(shape, channels=len(rings), hop_share=crossings / len(gpus), other_class=topology.intra_class)
+        if nodes > 1:  # each ring crosses into every node once: that share of its hops is on the network
+            shape = replace(shape, channels=len(rings), hop_share=nodes / len(gpus), other_class=topology.intra_class)
     return collective_cost(communication.stack_for(kind), shape)
 
 

@@ -8,7 +8,8 @@ bandwidth a message of a given size achieves. Three documented models (docs/mode
   peer of an all-to-all) pays the protocol's step latency, end to end (the fabric's own latency is
   its floor), and moves its bytes at ``bandwidth_fraction x efficiency(size)`` of the link. Of the
   protocols (LL, LL128, Simple) the one with the lowest predicted time is chosen per collective,
-  the rule NCCL's own tuning model applies.
+  the rule NCCL's own tuning model applies. A collective whose nodes hold one rank each moves its
+  network bytes at ``single_rank_node_bandwidth`` of that (the GPU sends and receives through one NIC).
 * ``gpu_initiated``: one kernel issues to every peer at once (NVSHMEM / IBGDA style dispatch): a
   fixed ``kernel`` cost per collective, a ``per_peer`` cost paid in parallel (``parallel_peers`` peers
   at a time), data at ``efficiency(size)`` of the link.
@@ -35,6 +36,9 @@ LinkClass = Literal["nvswitch", "full_mesh", "pcie", "network"]
 LINK_CLASSES: tuple[LinkClass, ...] = ("nvswitch", "full_mesh", "pcie", "network")
 CollectiveKind = Literal["all_to_all", "all_reduce", "all_gather", "reduce_scatter"]
 MAX_KNOTS = 64
+# NCCL's tuning model: "if ppn < 2, then we are sending/receiving at the same GPU through the NIC, apply
+# some bw discount" (NVIDIA/nccl src/graph/tuning.cc, ppn = ranks per node; 0.7 where it applies it, LL128).
+SINGLE_RANK_NODE_BANDWIDTH = 0.7
 
 
 class EfficiencyKnot(StrictModel):
@@ -116,6 +120,13 @@ class NcclStack(_Curves):
         default_factory=dict,
         description="all-to-all only: cost per peer of a grouped send/receive over each link class, paid serially "
         "at the sender (network peers are served by NCCL's CPU proxy one after another); absent classes: 0",
+    )
+    single_rank_node_bandwidth: float = Field(
+        default=SINGLE_RANK_NODE_BANDWIDTH,
+        gt=0,
+        le=1,
+        description="share of the network bandwidth a collective reaches when its nodes hold one rank each (that "
+        "GPU sends and receives through the same NIC); NCCL's tuning model discounts such rings to 0.7",
     )
 
 
