@@ -7,8 +7,8 @@ The pieces (each a small module):
 * :mod:`.microbench` and :mod:`.comm_bench`: torch microbenchmarks of GEMMs, attention, memory-bound
   ops, launch overhead and collectives between real processes;
 * :mod:`.profile_import`: a torch.profiler Chrome trace read into the same format;
-* :mod:`.fit`: efficiency tables, launch overhead, memory bandwidth and alpha-beta links fitted to a
-  trace and written as a hardware file;
+* :mod:`.shape_fit` and :mod:`.fit`: kernel efficiency by shape, launch overhead, memory bandwidth
+  and alpha-beta links fitted to a trace and written as a hardware file;
 * :mod:`.replay`: a kernel timer that takes op times from a trace instead of the roofline;
 * :mod:`.reference_layer` and :mod:`.check_real`: a real torch sectional layer timed across E and
   compared with the calibrated simulator.

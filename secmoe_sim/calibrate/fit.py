@@ -16,8 +16,8 @@ by its communication stack and the links (:mod:`secmoe_sim.plan.communication`,
   bandwidth fixed (:mod:`.shape_fit`); the peak is the highest fitted rate (GEMM or attention), the
   models' peaks are rates over it;
 * ``attention_shape_efficiency``: the same for fused attention (causal and non-causal kernels of the
-  fused path), with the dtype ratios fixed; kernels of the math path are priced by the GEMM model
-  (``plan.costs.shape_priced``) and only checked;
+  fused path), with the dtype ratios fixed; ``materialized_attention_shape_efficiency`` the same for
+  the math path's kernels, when the trace has them;
 * ``attention_floor_per_head``: the fastest any measured head ran, per sequence and head;
 * alpha-beta of each communication path: ``time = alpha + bytes / beta`` per collective; the
   all-to-all sweep (the collective the simulator models) gives the stack (gloo: ``host_staged``
@@ -29,9 +29,10 @@ Every fit uses scipy's ``least_squares`` with a soft-L1 loss on log-time residua
 disturbed by other processes do not drag a fit. Each op class keeps every fourth shape (ordered by size)
 out of its fit; the error table reports, per class, the error of the *simulator's own* prediction
 (through ``costs.kernel_time_s``) on the fitted shapes and on the held-out ones (MAPE and the worst
-error). The GEMM and attention models are also checked across shape families (``gemm:cross_family``,
-``attention:cross_family``): each family (GEMMs by narrowest dimension, attention by head width) is
-predicted by a fit that never saw it, and the class's held-out columns pool those predictions.
+error). The shape models are also checked across shape families (``gemm:cross_family``,
+``attention:cross_family``, ``attention:math:cross_family``): each family (GEMMs by narrowest
+dimension, attention by head width) is predicted by a fit that never saw it, and the class's
+held-out columns pool those predictions.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def fit_trace(trace: Trace, base: Cluster | None = None) -> FitResult:
     """
     sources: dict[str, str] = {}
     if len(trace.of("gemm")) < 2:
-        raise CalibrationError("the trace needs at least two GEMM shapes to fit an efficiency table")
+        raise CalibrationError("the trace needs at least two GEMM shapes to fit the GEMM shape model")
     warnings: tuple[str, ...] = ()
     missing = _unmeasured(trace) if base is None else []
     launch_s = _fit_launch(trace)
@@ -511,8 +512,8 @@ def error_table(trace: Trace, cluster: Cluster, links: tuple[AlphaBeta, ...], co
     """Per op class: the relative error ``predicted / measured - 1`` on fitted and held-out shapes.
 
     Section loops (``launch``) are never fitted: their whole class is a held-out check of the
-    launch overhead plus the GEMM model on tiny section GEMMs. ``gemm:cross_family`` and
-    ``attention:cross_family`` hold out whole shape families (:func:`cross_family_errors`).
+    launch overhead plus the GEMM model on tiny section GEMMs. The ``:cross_family`` classes hold
+    out whole shape families (:func:`cross_family_errors`).
     """
     rows = trace.rows
     table = []
