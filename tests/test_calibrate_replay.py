@@ -70,13 +70,18 @@ def test_interpolation_is_monotone_even_when_measurements_are_not():
     assert timer.lookup(_gemm(128, 16, 16)).time_s == pytest.approx(8e-6)  # exact still means measured
 
 
-def test_other_widths_interpolate_by_flops_and_out_of_range_is_extrapolated():
+def test_other_widths_interpolate_by_flops_and_out_of_range_scales_the_nearer_end_by_the_model():
     timer = _timer(synthetic_trace())
+    fallback = RooflineTimer(make_gpu(), "fp32")
     assert timer.lookup(_gemm(512, 48, 48)).kind == "flops_interpolated"
-    small, large = timer.lookup(_gemm(8, 64, 192)), timer.lookup(_gemm(2**16, 64, 192))
-    assert small.kind == large.kind == "extrapolated"
-    largest = timer.lookup(_gemm(4096, 64, 192)).time_s
-    assert large.time_s == pytest.approx(timer.launch_s + (largest - timer.launch_s) * 16)  # rate held beyond the range
+    for m, end_m in ((8, 64), (2**16, 4096)):  # the trace measures m = 64 to 4096 at k = 64, n = 192
+        kernel = _gemm(m, 64, 192)
+        found = timer.lookup(kernel)
+        assert found.kind == "extrapolated" and found.anchor_ratio == pytest.approx(end_m / m)
+        measured_end_s = timer.lookup(_gemm(end_m, 64, 192)).time_s - timer.launch_s
+        model_ratio = fallback.kernel_time_s(kernel) / fallback.kernel_time_s(kernel.scaled(end_m / m))
+        assert timer.kernel_time_s(kernel) == pytest.approx(measured_end_s * model_ratio)
+    assert timer.kernel_time_s(_gemm(8, 64, 192)) < timer.kernel_time_s(_gemm(64, 64, 192))  # less work is not slower
 
 
 def test_launches_count_and_backward_doubles():

@@ -11,8 +11,11 @@ it looks up the measured time of the same primitive in the layer's dtype:
    more work is never faster;
 3. **flops_interpolated**: without such rows, the same in log time against log FLOPs (memory:
    bytes) over every row of the primitive (attention: of the same causal flag);
-4. **extrapolated**: outside the measured range of the curve used. Below it, the smallest
-   measured time (an op is not faster than the smallest one measured); above it, the largest
+4. **extrapolated**: outside the measured range of the curve used. Along a curve of rule 2, the
+   measured time at the curve's nearer end, scaled by how the fallback timer (the scenario's
+   roofline with its shape models) says the op's time changes from that end to the requested
+   size: the measurement sets the level, the model the scaling. Along a FLOPs curve of rule 3
+   (no shape to scale), below the range the smallest measured time and above it the largest
    measured shape's time after launch scaled in proportion to the size (its rate held). Every
    extrapolated op is flagged;
 5. **roofline**: a primitive the trace does not measure at all falls back to the scenario's
@@ -66,6 +69,7 @@ class Lookup:
 
     time_s: float
     kind: str
+    anchor_ratio: float = 1.0  # an extrapolation along a shape curve: the measured end's size over the requested one
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,8 @@ class _Curve:
         return cls(points.index.to_numpy(), isotonic_regression(points.to_numpy()).x)
 
     def at(self, size: float, launch_s: float) -> tuple[float, bool]:
-        """Time at ``size`` and whether it was extrapolated."""
+        """Time at ``size`` and whether it was extrapolated (below the range: the smallest time; above:
+        the largest shape's rate held)."""
         log_size = np.log(size)
         if log_size < self.log_size[0] - SHAPE_MATCH:
             return float(np.exp(self.log_time[0])), True
@@ -90,6 +95,15 @@ class _Curve:
             work_s = max(largest_s - launch_s, 0.0) * float(np.exp(log_size - self.log_size[-1]))
             return launch_s + work_s, True
         return float(np.exp(np.interp(log_size, self.log_size, self.log_time))), False
+
+    def nearer_end(self, size: float) -> tuple[float, float] | None:
+        """``(end size, its time)`` when ``size`` lies outside the range, else None."""
+        log_size = np.log(size)
+        if log_size < self.log_size[0] - SHAPE_MATCH:
+            return float(np.exp(self.log_size[0])), float(np.exp(self.log_time[0]))
+        if log_size > self.log_size[-1] + SHAPE_MATCH:
+            return float(np.exp(self.log_size[-1])), float(np.exp(self.log_time[-1]))
+        return None
 
 
 def _scale(primitive: str, shape: dict) -> float:
@@ -153,8 +167,12 @@ class _PrimitiveTable:
             return Lookup(float(np.median(times)), "exact")
         group = self.groups.get(_fixed(self.primitive, shape))
         if group is not None:
-            time_s, extrapolated = group.at(_scale(self.primitive, shape), self.launch_s)
-            return Lookup(time_s, "extrapolated" if extrapolated else "interpolated")
+            size = _scale(self.primitive, shape)
+            end = group.nearer_end(size)
+            if end is not None:  # the fallback model scales the measured end to the requested size
+                return Lookup(end[1], "extrapolated", anchor_ratio=end[0] / size)
+            time_s, _ = group.at(size, self.launch_s)
+            return Lookup(time_s, "interpolated")
         family = self.families.get(self._family(shape))
         if family is None:
             return Lookup(np.nan, "roofline")
@@ -215,6 +233,9 @@ class ReplayTimer:
         if found.kind == "roofline":
             return self.fallback.kernel_time_s(kernel)
         per_launch_s = max(found.time_s - (self.launch_s or 0.0), 0.0)
+        if found.anchor_ratio != 1.0:
+            one = replace(kernel.scaled(1.0 / kernel.launches), launches=1, is_backward=False)
+            per_launch_s *= self.fallback.kernel_time_s(one) / self.fallback.kernel_time_s(one.scaled(found.anchor_ratio))
         factor = backward_factor(kernel.primitive) if kernel.is_backward else 1.0
         return kernel.launches * per_launch_s * factor
 
