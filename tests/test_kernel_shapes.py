@@ -150,3 +150,18 @@ def test_families_are_the_narrowest_dimension_and_the_head_width():
     assert shape_fit.gemm_families(rows).tolist() == ["m", "k", "n", "m"]
     heads = pd.DataFrame({"head_dim": [4.0, 64.0]})
     assert shape_fit.attention_families(heads).tolist() == ["head_dim=4", "head_dim=64"]
+
+
+@pytest.mark.parametrize("truth_form", ["narrowest", "per_dimension"])
+def test_the_fit_chooses_the_gemm_form_the_data_come_from(truth_form):
+    surfaces = {
+        "narrowest": GEMM,
+        "per_dimension": GemmShapeEfficiency(peak=0.8, half_dim=0, half_flops=0, half_m=40, half_k=6, half_n=25, fixed_time=1e-6),
+    }
+    truth = shaped_gpu(gemm_shape_efficiency=surfaces[truth_form])
+    shapes = [(m, w * a, w * b) for m in (16, 64, 256, 1024, 4096) for w in (16, 64, 256) for a, b in ((1, 1), (1, 4), (4, 1))]
+    form, scores = shape_fit.choose_gemm_form(
+        _gemm_trace_rows(shapes, truth), 0.0, BANDWIDTH, GEMM.model_copy(update={"peak": 1.0})
+    )
+    assert form == truth_form and set(scores) == set(shape_fit.GEMM_FORMS)
+    assert scores[truth_form] < 0.02  # the right form predicts whole left-out families of its own surface

@@ -13,8 +13,9 @@ by its communication stack and the links (:mod:`secmoe_sim.plan.communication`,
   in log time with the launch overhead fixed;
 * ``peak_flops`` and ``gemm_shape_efficiency``: the GEMM shape model and an asymptotic rate per dtype
   (a fixed multiple of the first dtype's), least squares in log time with the launch overhead and
-  bandwidth fixed (:mod:`.shape_fit`); the peak is the highest fitted rate (GEMM or attention), the
-  models' peaks are rates over it;
+  bandwidth fixed (:mod:`.shape_fit`), in the form (narrowest dimension, or per dimension) whose fits
+  predict left-out shape families better; the peak is the highest fitted rate (GEMM or attention),
+  the models' peaks are rates over it;
 * ``attention_shape_efficiency``: the same for fused attention (causal and non-causal kernels of the
   fused path), with the dtype ratios fixed; ``materialized_attention_shape_efficiency`` the same for
   the math path's kernels, when the trace has them;
@@ -58,6 +59,7 @@ HOLDOUT_OFFSET = 1  # ... starting with the second, so held-out shapes lie insid
 ROBUST_F_SCALE = 0.1  # soft-L1 loss: log-time residuals beyond ~10% count less than squared (disturbed timings)
 PERCENT = 100.0
 ATTENTION_ROWS_TO_FIT = 2
+GEMM_FORM_NAMES = {"narrowest": "narrowest-dimension", "per_dimension": "per-dimension"}
 COMM_FABRIC_OP = "all_to_all"
 
 
@@ -232,9 +234,10 @@ class ShapeContext:
     attention_prior: AttentionShapeEfficiency
     floor_s: float
     prior_source: str
+    gemm_form: str = "narrowest"
 
     def fit(self, gemm_rows: pd.DataFrame, fused_rows: pd.DataFrame, math_rows: pd.DataFrame) -> ShapeFits:
-        gemm = shape_fit.fit_gemm(gemm_rows, self.launch_s, self.bandwidth, self.gemm_prior)
+        gemm = shape_fit.fit_gemm(gemm_rows, self.launch_s, self.bandwidth, self.gemm_prior, self.gemm_form)
         reference = gemm.rate_flops_per_s[next(iter(gemm.rate_flops_per_s))]
         dtype_scale = {dtype: rate / reference for dtype, rate in gemm.rate_flops_per_s.items()}
 
@@ -285,8 +288,9 @@ def _fit_gpu(trace: Trace, context: ShapeContext, host_s: float, base: Cluster |
         "by their fitted GEMM rate ratio; the shape models' peaks are rates over it"
     )
     sources["gpu.gemm_shape_efficiency"] = (
-        f"fitted to {fits.gemm.rows_used} GEMM shapes ({', '.join(fits.gemm.rate_flops_per_s)}): narrowest dimension, "
-        f"FLOPs per kernel and a fixed time per kernel (least squares in log time, a weak pull to {context.prior_source}'s model)"
+        f"fitted to {fits.gemm.rows_used} GEMM shapes ({', '.join(fits.gemm.rate_flops_per_s)}): "
+        f"{sources['gpu.gemm_shape_efficiency']}; a fixed time per kernel; least squares in log time, a weak pull to "
+        f"{context.prior_source}'s model"
     )
     sources["gpu.compute_efficiency"] = "the GEMM model's peak (used only by ops no shape model prices)"
     for field, fit, rows, path in (
@@ -331,7 +335,13 @@ def _shape_context(trace: Trace, launch_s: float, bandwidth: float, base: Cluste
     source = "the base hardware" if gemm is not None else f"the {DEFAULT_BASE_HARDWARE} hardware"
     gemm, attention = gemm or default.gemm_shape_efficiency, attention or default.attention_shape_efficiency
     assert gemm is not None and attention is not None, f"{DEFAULT_BASE_HARDWARE} carries both shape models"
-    return ShapeContext(launch_s, bandwidth, gemm, attention, _attention_floor_s(trace, launch_s, sources), source)
+    form, scores = shape_fit.choose_gemm_form(split_heldout(trace.of("gemm"), "flops")[0], launch_s, bandwidth, gemm)
+    compared = ", ".join(f"{name} {100 * score:.1f}%" for name, score in scores.items())
+    sources["gpu.gemm_shape_efficiency"] = f"the {GEMM_FORM_NAMES[form]} form" + (
+        f", chosen by its error on left-out shape families ({compared})" if scores else ""
+    )
+    floor_s = _attention_floor_s(trace, launch_s, sources)
+    return ShapeContext(launch_s, bandwidth, gemm, attention, floor_s, source, form)
 
 
 def _attention_floor_s(trace: Trace, launch_s: float, sources: dict) -> float:

@@ -7,8 +7,9 @@ times it (:func:`secmoe_sim.plan.costs.kernel_time_s`)::
     launch + count x fixed_time + max(FLOPs / (rate[dtype] x e(m, k, n)), bytes / bandwidth)
 
 with ``e`` the model at ``peak = 1`` and ``rate[dtype]`` the asymptotic GEMM rate of each dtype (a
-fixed multiple of the first dtype's). A fused-attention row the same way, with the attention model,
-its own asymptotic rate, and the per-head floor: ``launch + max(fixed + work, batch x heads x floor)``.
+fixed multiple of the first dtype's). An attention row (fused or math path, each fitted apart) the
+same way, with the attention model, its own asymptotic rate, and the per-head floor: ``launch +
+max(fixed + work, batch x heads x floor)``.
 
 Parameters are fitted in log space by scipy's ``least_squares`` with a soft-L1 loss on log-time
 residuals (a few disturbed timings count less), plus a weak pull of every shape parameter towards a
@@ -56,7 +57,7 @@ class GemmFit:
 
 @dataclass(frozen=True)
 class AttentionFit:
-    """The fitted fused-attention model (``peak = 1``) and its asymptotic rate of each dtype."""
+    """A fitted attention model (``peak = 1``) and its asymptotic rate of each dtype."""
 
     model: AttentionShapeEfficiency
     rate_flops_per_s: dict[str, float]
@@ -145,29 +146,72 @@ def best_rate(rows: pd.DataFrame, launch_s: float) -> float:
     return float(np.max(rows["flops"] / np.maximum(measured - launch_s, measured * 0.05)))
 
 
-def fit_gemm(rows: pd.DataFrame, launch_s: float, bandwidth: float, prior: GemmShapeEfficiency) -> GemmFit:
-    """The GEMM model and rates that fit ``rows`` (see the module docstring)."""
+GEMM_FORMS: dict[str, tuple[str, ...]] = {  # the half sizes each form fits (fixed_time always); the rest are off
+    "narrowest": ("half_dim", "half_flops"),
+    "per_dimension": ("half_m", "half_k", "half_n"),
+}
+
+
+def fit_gemm(
+    rows: pd.DataFrame, launch_s: float, bandwidth: float, prior: GemmShapeEfficiency, form: str = "narrowest"
+) -> GemmFit:
+    """The GEMM model of ``form`` (:data:`GEMM_FORMS`) and the rates that fit ``rows`` (see the module docstring)."""
+    halves = GEMM_FORMS[form]
     dtypes = list(dict.fromkeys(rows["dtype"].value_counts().index))
     arrays = _Rows.of(rows)
     dtype_index = rows["dtype"].map({dtype: i for i, dtype in enumerate(dtypes)}).to_numpy()
-    prior_log = np.log([prior.half_dim or 1.0, prior.half_flops or 1.0, max(prior.fixed_time, SMALLEST_TIME_S)])
+    prior_log = np.log([getattr(prior, name) or 1.0 for name in halves] + [max(prior.fixed_time, SMALLEST_TIME_S)])
     start_rate = np.log(best_rate(rows[rows["dtype"] == dtypes[0]], launch_s))
+    shape = slice(1, 2 + len(halves))  # the half sizes and the fixed time
 
     def unpack(theta: np.ndarray) -> tuple[GemmShapeEfficiency, np.ndarray]:
-        half_dim, half_flops, fixed = _bounded(theta[1:4])
-        model = GemmShapeEfficiency.model_construct(peak=1.0, half_dim=half_dim, half_flops=half_flops, fixed_time=fixed)
-        scales = np.concatenate([[1.0], np.exp(theta[4:])])  # the first dtype's rate, then the others' ratios
+        *sizes, fixed = _bounded(theta[shape])
+        fields: dict[str, float] = dict.fromkeys(("half_dim", "half_flops", "half_m", "half_k", "half_n"), 0.0)
+        fields.update(zip(halves, sizes), peak=1.0, fixed_time=fixed)
+        model = GemmShapeEfficiency.model_construct(None, **fields)
+        scales = np.concatenate([[1.0], np.exp(theta[shape.stop :])])  # the first dtype's rate, then the others' ratios
         return model, float(np.exp(theta[0])) * scales[dtype_index]
 
     def residuals(theta: np.ndarray) -> np.ndarray:
         model, rate = unpack(theta)
         fit = np.log(_gemm_times_s(model, rate, arrays, launch_s, bandwidth) / arrays.measured_s)
-        return np.concatenate([fit, PRIOR_WEIGHT * (theta[:4] - np.concatenate([[start_rate], prior_log]))])
+        return np.concatenate([fit, PRIOR_WEIGHT * (theta[: shape.stop] - np.concatenate([[start_rate], prior_log]))])
 
-    theta, _ = _robust(residuals, np.concatenate([[start_rate], prior_log, np.zeros(len(dtypes) - 1)]), slice(1, 4))
+    theta, _ = _robust(residuals, np.concatenate([[start_rate], prior_log, np.zeros(len(dtypes) - 1)]), shape)
     model = GemmShapeEfficiency.model_validate(unpack(theta)[0].model_dump())
-    rates = {dtype: float(np.exp(theta[0])) * (1.0 if i == 0 else float(np.exp(theta[3 + i]))) for i, dtype in enumerate(dtypes)}
+    ratios = np.concatenate([[1.0], np.exp(theta[shape.stop :])])
+    rates = {dtype: float(np.exp(theta[0]) * ratios[i]) for i, dtype in enumerate(dtypes)}
     return GemmFit(model, rates, len(rows))
+
+
+def gemm_family_errors(
+    rows: pd.DataFrame, launch_s: float, bandwidth: float, prior: GemmShapeEfficiency, form: str
+) -> np.ndarray:
+    """``predicted / measured - 1`` of every GEMM row by a fit of ``form`` that left its whole family out
+    (the shape_fit model's own times, for choosing a form; the calibration reports the simulator's)."""
+    families = gemm_families(rows)
+    errors = np.zeros(len(rows))
+    for family in set(families):
+        held = families == family
+        if held.all():
+            continue
+        fit = fit_gemm(rows[~held], launch_s, bandwidth, prior, form)
+        dtypes = rows["dtype"].to_numpy()[held]
+        rate = np.array([fit.rate_flops_per_s.get(dtype, np.nan) for dtype in dtypes])
+        predicted = _gemm_times_s(fit.model, rate, _Rows.of(rows[held]), launch_s, bandwidth)
+        errors[held] = predicted / rows["median_s"].to_numpy()[held] - 1
+    return errors
+
+
+def choose_gemm_form(
+    rows: pd.DataFrame, launch_s: float, bandwidth: float, prior: GemmShapeEfficiency
+) -> tuple[str, dict[str, float]]:
+    """The form of :data:`GEMM_FORMS` whose fits predict whole left-out families best (mean absolute
+    error; the narrowest-dimension form on a tie or with fewer than two families), and each form's error."""
+    if len(set(gemm_families(rows))) < 2:
+        return "narrowest", {}
+    scores = {form: float(np.nanmean(np.abs(gemm_family_errors(rows, launch_s, bandwidth, prior, form)))) for form in GEMM_FORMS}
+    return min(scores, key=lambda form: (scores[form], form != "narrowest")), scores
 
 
 def _attention_times_s(
@@ -187,7 +231,7 @@ def fit_attention(
     prior: AttentionShapeEfficiency,
     floor_s: float,
 ) -> AttentionFit:
-    """The fused-attention model and rate that fit ``rows``, at the best head-width step; the dtypes keep
+    """The attention model and rate that fit ``rows``, at the best head-width step; the dtypes keep
     the GEMM fit's rate ratios (``dtype_scale``, 1 for the reference dtype whose rate is fitted)."""
     arrays = _Rows.of(rows)
     prior_log = np.log(

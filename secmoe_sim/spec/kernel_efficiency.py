@@ -8,10 +8,14 @@ reason, and a fixed device time per kernel:
 GEMM ``(m, k) @ (k, n)``, ``F = 2 m k n`` FLOPs, ``d = min(m, k, n)``::
 
     efficiency = peak x d / (d + half_dim) x F / (F + half_flops)
+                      x m / (m + half_m) x k / (k + half_k) x n / (n + half_n)
 
 ``d / (d + half_dim)``: a narrow dimension leaves the tensor-core tiles part empty (narrow ``m`` or
 ``n``) or the K loop too short to hide its prologue and epilogue (narrow ``k``);
-``F / (F + half_flops)``: too little work to fill every multiprocessor (wave quantisation, averaged).
+``F / (F + half_flops)``: too little work to fill every multiprocessor (wave quantisation, averaged);
+the per-dimension factors (0 by default: off) for libraries whose blocking penalises each dimension
+on its own (a CPU's register blocking over rows, its K loop, its column panels). A fit uses either
+the narrowest-dimension form or the per-dimension one (``calibrate.shape_fit``).
 
 Fused attention over ``heads`` heads of width ``h`` and ``C`` keys, ``h`` padded up to the kernel's
 ``head_dim_granule`` (FlashAttention-2 runs widths below 32 in its 32-wide kernel)::
@@ -39,8 +43,10 @@ Value = float | np.ndarray  # one shape, or an array of shapes (the calibration 
 
 
 def _saturation(value: Value, half: float) -> Value:
-    """``value / (value + half)``: 1/2 at ``half``, towards 1 far above it; 1 when ``half`` is 0."""
-    return value / (value + half) if half > 0 else value / value
+    """``value / (value + half)``: 1/2 at ``half``, towards 1 far above it; 1 when ``half`` is 0 (no such effect)."""
+    if half <= 0:
+        return np.ones_like(value, dtype=float)
+    return value / (value + half)
 
 
 class GemmShapeEfficiency(StrictModel):
@@ -51,6 +57,9 @@ class GemmShapeEfficiency(StrictModel):
         ge=0, le=MAX_SHAPE, description="the smallest of m, k, n at which a GEMM reaches half of `peak` (elements)"
     )
     half_flops: float = Field(ge=0, le=MAX_SHAPE, description="FLOPs of one GEMM at which it reaches half its rate")
+    half_m: float = Field(default=0.0, ge=0, le=MAX_SHAPE, description="rows m at which a GEMM reaches half (0: no such factor)")
+    half_k: float = Field(default=0.0, ge=0, le=MAX_SHAPE, description="reduction length k at which it reaches half (0: none)")
+    half_n: float = Field(default=0.0, ge=0, le=MAX_SHAPE, description="columns n at which it reaches half (0: none)")
     fixed_time: Duration = Field(default=0.0, description="device time of one GEMM kernel on top of its work, seconds")
 
     def efficiency(self, m: Value, k: Value, n: Value, batch: Value = 1.0) -> Value:
@@ -58,7 +67,8 @@ class GemmShapeEfficiency(StrictModel):
         GEMM fills the device with all of its work; its tiles are as narrow as one GEMM's)."""
         flops = 2.0 * m * k * n * batch
         narrowest = np.minimum(np.minimum(m, k), n)
-        return self.peak * _saturation(narrowest, self.half_dim) * _saturation(flops, self.half_flops)
+        each = _saturation(m, self.half_m) * _saturation(k, self.half_k) * _saturation(n, self.half_n)
+        return self.peak * _saturation(narrowest, self.half_dim) * _saturation(flops, self.half_flops) * each
 
 
 class AttentionShapeEfficiency(StrictModel):
