@@ -165,3 +165,12 @@ def test_the_fit_chooses_the_gemm_form_the_data_come_from(truth_form):
     )
     assert form == truth_form and set(scores) == set(shape_fit.GEMM_FORMS)
     assert scores[truth_form] < 0.02  # the right form predicts whole left-out families of its own surface
+
+
+def test_a_fixed_time_of_seconds_is_refused_as_a_unit_typo():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="less than or equal to 0.01"):
+        GemmShapeEfficiency(peak=0.5, half_dim=1, half_flops=1, fixed_time=5)  # "5" meant 5 us
+    with pytest.raises(ValidationError, match="less than or equal to 0.01"):
+        AttentionShapeEfficiency(peak=0.5, half_head_dim=1, half_context=1, fixed_time=5)

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from secmoe_sim.spec.kernel_efficiency import AttentionShapeEfficiency, GemmShapeEfficiency
+from secmoe_sim.spec.kernel_efficiency import MAX_FIXED_TIME_S, AttentionShapeEfficiency, GemmShapeEfficiency
 
 PRIOR_WEIGHT = 0.05  # log-space pull of each shape parameter towards its prior, against log-time residuals
 ROBUST_F_SCALE = 0.1  # soft-L1 loss: log-time residuals beyond ~10% count less than squared
@@ -166,6 +166,7 @@ def fit_gemm(
 
     def unpack(theta: np.ndarray) -> tuple[GemmShapeEfficiency, np.ndarray]:
         *sizes, fixed = _bounded(theta[shape])
+        fixed = min(fixed, MAX_FIXED_TIME_S)
         fields: dict[str, float] = dict.fromkeys(("half_dim", "half_flops", "half_m", "half_k", "half_n"), 0.0)
         fields.update(zip(halves, sizes), peak=1.0, fixed_time=fixed)
         model = GemmShapeEfficiency.model_construct(None, **fields)
@@ -245,6 +246,7 @@ def fit_attention(
     def fit_at(granule: int, scales: tuple[float, ...]) -> tuple[float, AttentionFit]:
         def unpack(theta: np.ndarray) -> tuple[AttentionShapeEfficiency, np.ndarray]:
             half_head_dim, half_context, block, fixed = _bounded(theta[1:5])
+            fixed = min(fixed, MAX_FIXED_TIME_S)
             model = AttentionShapeEfficiency.model_construct(
                 peak=1.0,
                 head_dim_granule=granule,

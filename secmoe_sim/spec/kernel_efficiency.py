@@ -39,6 +39,7 @@ from secmoe_sim.spec.base import StrictModel
 from secmoe_sim.spec.units import Duration
 
 MAX_SHAPE = 1e15  # elements or FLOPs: a bound that keeps a mistyped number out
+MAX_FIXED_TIME_S = 0.01  # a kernel's fixed cost above 10 ms is a unit typo (5 for 5 us), not a machine
 Value = float | np.ndarray  # one shape, or an array of shapes (the calibration fit)
 
 
@@ -60,7 +61,9 @@ class GemmShapeEfficiency(StrictModel):
     half_m: float = Field(default=0.0, ge=0, le=MAX_SHAPE, description="rows m at which a GEMM reaches half (0: no such factor)")
     half_k: float = Field(default=0.0, ge=0, le=MAX_SHAPE, description="reduction length k at which it reaches half (0: none)")
     half_n: float = Field(default=0.0, ge=0, le=MAX_SHAPE, description="columns n at which it reaches half (0: none)")
-    fixed_time: Duration = Field(default=0.0, description="device time of one GEMM kernel on top of its work, seconds")
+    fixed_time: Duration = Field(
+        default=0.0, le=MAX_FIXED_TIME_S, description="device time of one GEMM kernel on top of its work, seconds"
+    )
 
     def efficiency(self, m: Value, k: Value, n: Value, batch: Value = 1.0) -> Value:
         """Fraction of peak FLOP/s one kernel of ``batch`` GEMMs ``(m, k) @ (k, n)`` reaches (a batched
@@ -86,7 +89,9 @@ class AttentionShapeEfficiency(StrictModel):
         le=MAX_SHAPE,
         description="key block of a causal kernel (tokens): the diagonal blocks are computed whole",
     )
-    fixed_time: Duration = Field(default=0.0, description="device time of one attention kernel on top of its work, seconds")
+    fixed_time: Duration = Field(
+        default=0.0, le=MAX_FIXED_TIME_S, description="device time of one attention kernel on top of its work, seconds"
+    )
 
     def padded_head_dim(self, head_dim: Value) -> Value:
         return np.ceil(head_dim / self.head_dim_granule) * self.head_dim_granule
