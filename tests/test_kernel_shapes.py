@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from secmoe_sim.calibrate import shape_fit
 from secmoe_sim.calibrate.table_import import import_table
@@ -168,8 +169,6 @@ def test_the_fit_chooses_the_gemm_form_the_data_come_from(truth_form):
 
 
 def test_a_fixed_time_of_seconds_is_refused_as_a_unit_typo():
-    from pydantic import ValidationError
-
     with pytest.raises(ValidationError, match="less than or equal to 0.01"):
         GemmShapeEfficiency(peak=0.5, half_dim=1, half_flops=1, fixed_time=5)  # "5" meant 5 us
     with pytest.raises(ValidationError, match="less than or equal to 0.01"):
