@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from secmoe_sim.calibrate import CalibrationError
+from secmoe_sim.calibrate import CalibrationError, microbench
 from secmoe_sim.calibrate.comm_bench import COLLECTIVES
 from secmoe_sim.calibrate.microbench import Grid, attention_shapes, gemm_shapes, measure
 from secmoe_sim.calibrate.timing import MIN_REPEATS, CudaDevice, interleaved_time_s, make_device, stable_time_s
@@ -65,6 +65,27 @@ def test_tiny_grid_measures_every_primitive(tiny_trace):
     for key in ("torch_version", "device_name", "threads", "created_at", "grid", "dtypes"):
         assert key in trace.metadata
     assert trace.metadata["threads"] == torch.get_num_threads()
+
+
+def test_attention_is_timed_on_both_paths_with_the_default_one_marked(tiny_trace):
+    attention = read_trace(tiny_trace).of("attention")
+    assert set(attention["path"]) == {"fused", "math"}
+    shapes = attention.groupby(["batch", "heads", "tokens", "head_dim", "causal"])
+    assert (shapes["path"].nunique() == 2).all()  # every shape on both paths
+    assert (shapes["source"].apply(lambda s: (s == "microbenchmark (default path)").sum()) == 1).all()
+
+
+def test_the_math_path_is_skipped_where_its_scores_would_not_fit(monkeypatch):
+    device = make_device("cpu")
+    monkeypatch.setattr(device, "memory_bytes", 1e3)  # 125 bytes for the scores: every tiny shape is over
+    grid = Grid("attention-only", (), TINY.attention_shapes, (), 1, (), (), 1, MIN_REPEATS)
+    rows = microbench._Bench(device, grid, "fp32", progress=_NoProgress()).attention()
+    assert {row["path"] for row in rows} == {"fused"}
+
+
+class _NoProgress:
+    def update(self, _count: int) -> None:
+        pass
 
 
 def test_gloo_collectives_ran_between_two_processes(tiny_trace):

@@ -46,6 +46,7 @@ SECTION_LOOP_WIDTH = 16  # width of the sections in the launch loop
 SECTION_LOOP_ROWS = 8
 HEADS_PER_INSTANCE_GROUP = 8  # attention instances are split as (batch, heads) with at most this many heads
 FUSED_SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")  # torch picks among these
+MATH_SCORES_SHARE = 0.125  # the math path is timed only where its score matrix takes at most this share of memory
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,9 @@ class _Bench:
     def attention(self) -> list[dict]:
         """Every attention shape on both SDPA paths: torch's fused kernels (``path`` ``fused``) and the math
         path that writes the scores out (``math``); the row of the path torch's default dispatch takes for
-        that layout has the source ``microbenchmark (default path)``."""
+        that layout has the source ``microbenchmark (default path)``. The math path is skipped where its
+        score matrix would take more than :data:`MATH_SCORES_SHARE` of the device's memory (it also keeps
+        the softmax's copy)."""
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         sdpa = self.torch.nn.functional.scaled_dot_product_attention
@@ -234,7 +237,11 @@ class _Bench:
             q, k, v = packed.permute(2, 0, 3, 1, 4).unbind(0)  # strided views, as a layer passes them
             choice = self.torch._fused_sdp_choice(q, k, v, None, 0.0, bool(causal))  # what the default dispatch runs
             default = MATH_PATH if choice == SDPBackend.MATH.value else FUSED_PATH
+            scores_bytes = batch * heads * tokens**2 * packed.element_size()
             for path, allowed in backends.items():
+                if path == MATH_PATH and scores_bytes > MATH_SCORES_SHARE * self.device.memory_bytes:
+                    self.progress.update(1)
+                    continue  # the math path holds the whole score matrix (and its softmax): not on this device
 
                 def attend(packed=packed, causal=causal, allowed=allowed):
                     q, k, v = packed.permute(2, 0, 3, 1, 4).unbind(0)
