@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from secmoe_sim.calibrate import shape_fit
+from secmoe_sim.calibrate.fit import fit_trace
 from secmoe_sim.calibrate.table_import import import_table
 from secmoe_sim.calibrate.trace import frame, make_row, row_kernel, sample_statistics
 from secmoe_sim.plan import costs
@@ -173,3 +174,14 @@ def test_a_fixed_time_of_seconds_is_refused_as_a_unit_typo():
         GemmShapeEfficiency(peak=0.5, half_dim=1, half_flops=1, fixed_time=5)  # "5" meant 5 us
     with pytest.raises(ValidationError, match="less than or equal to 0.01"):
         AttentionShapeEfficiency(peak=0.5, half_head_dim=1, half_context=1, fixed_time=5)
+
+
+def test_a_named_base_sets_the_peak_to_its_datasheet_and_no_time_changes():
+    trace = import_table(PUBLIC / "xla-sm90-bf16-gemm.csv", "gemm", "bf16")
+    named = fit_trace(trace, load_cluster("h100-hgx")).cluster.gpu  # --base h100-hgx
+    default = fit_trace(trace).cluster.gpu  # no --base: the same h100-hgx completes it, but sets no peak
+    assert named.peak_flops["bf16"] == pytest.approx(989e12) and default.peak_flops["bf16"] < 989e12
+    assert named.gemm_shape_efficiency.peak < default.gemm_shape_efficiency.peak == 1.0
+    for m, k, n in ((4096, 4096, 4096), (256, 64, 4096)):
+        kernel = costs.linear("gemm", "gemm", m, k, n, 2)
+        assert kernel_time_s(kernel, named, "bf16") == pytest.approx(kernel_time_s(kernel, default, "bf16"), rel=1e-9)

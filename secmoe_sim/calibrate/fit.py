@@ -142,6 +142,7 @@ def fit_trace(trace: Trace, base: Cluster | None = None) -> FitResult:
     if len(trace.of("gemm")) < 2:
         raise CalibrationError("the trace needs at least two GEMM shapes to fit the GEMM shape model")
     warnings: tuple[str, ...] = ()
+    datasheet = {str(k): v for k, v in base.gpu.peak_flops.items()} if base is not None else {}  # a base the user named
     missing = _unmeasured(trace) if base is None else []
     launch_s = _fit_launch(trace)
     host_s = _host_overhead_s(trace, base, sources)  # never from the default hardware
@@ -159,7 +160,7 @@ def fit_trace(trace: Trace, base: Cluster | None = None) -> FitResult:
         )
     bandwidth = _fit_memory(trace, launch_s, base, sources)
     context = _shape_context(trace, launch_s, bandwidth, base, sources)
-    gpu = _fit_gpu(trace, context, host_s, base, sources)
+    gpu = _fit_gpu(trace, context, host_s, base, datasheet, sources)
     links = tuple(_fit_links(trace.rows))
     cluster = _cluster(gpu, links, trace, base, sources)
     errors = error_table(trace, cluster, links, context)
@@ -249,12 +250,14 @@ class ShapeContext:
         return ShapeFits(gemm, attention(fused_rows), attention(math_rows))
 
 
-def shaped_gpu(gpu: GPU, fits: ShapeFits) -> GPU:
+def shaped_gpu(gpu: GPU, fits: ShapeFits, datasheet_peak: float = 0.0) -> GPU:
     """``gpu`` with the fitted peaks and shape models: the peak is the highest asymptotic rate (GEMM or
-    fused attention), each model's peak its rate over it."""
+    fused attention), or ``datasheet_peak`` (the base hardware's, for the first dtype) when it is
+    higher; each model's peak is its rate over it, so the models say what share of the datasheet the
+    kernels reach. The op times are the same either way."""
     first = next(iter(fits.gemm.rate_flops_per_s))
     gemm_rate = fits.gemm.rate_flops_per_s[first]
-    peak = max(gemm_rate, fits.fused.rate_flops_per_s[first] if fits.fused else 0.0)
+    peak = max(gemm_rate, fits.fused.rate_flops_per_s[first] if fits.fused else 0.0, datasheet_peak)
 
     def relative(fit: shape_fit.AttentionFit | None) -> AttentionShapeEfficiency | None:
         return fit.model.model_copy(update={"peak": min(1.0, fit.rate_flops_per_s[first] / peak)}) if fit else None
@@ -273,7 +276,9 @@ def shaped_gpu(gpu: GPU, fits: ShapeFits) -> GPU:
     )
 
 
-def _fit_gpu(trace: Trace, context: ShapeContext, host_s: float, base: Cluster | None, sources: dict) -> GPU:
+def _fit_gpu(
+    trace: Trace, context: ShapeContext, host_s: float, base: Cluster | None, datasheet: dict[str, float], sources: dict
+) -> GPU:
     """Peaks and shape models from the GEMM and attention rows; memory and name as recorded."""
     fused_fit = split_heldout(fused_attention_rows(trace.rows), "flops")[0]
     math_fit = split_heldout(math_attention_rows(trace.rows), "flops")[0]
@@ -283,10 +288,18 @@ def _fit_gpu(trace: Trace, context: ShapeContext, host_s: float, base: Cluster |
         raise CalibrationError("the trace does not record the device memory; pass --base to take it from a hardware file")
     first = next(iter(fits.gemm.rate_flops_per_s))
     attention_wins = fits.fused is not None and fits.fused.rate_flops_per_s[first] > fits.gemm.rate_flops_per_s[first]
-    sources["gpu.peak_flops"] = (
-        f"highest fitted asymptotic rate ({'fused attention' if attention_wins else 'GEMM'}); other dtypes scaled "
-        "by their fitted GEMM rate ratio; the shape models' peaks are rates over it"
-    )
+    highest = max(fits.gemm.rate_flops_per_s[first], fits.fused.rate_flops_per_s[first] if fits.fused else 0.0)
+    datasheet_peak = datasheet.get(first, 0.0)
+    if datasheet_peak >= highest:
+        sources["gpu.peak_flops"] = (
+            f"the base hardware's {first} peak (above every fitted rate); other dtypes scaled by their fitted GEMM "
+            "rate ratio; the shape models' peaks are the fitted rates over it"
+        )
+    else:
+        sources["gpu.peak_flops"] = (
+            f"highest fitted asymptotic rate ({'fused attention' if attention_wins else 'GEMM'}); other dtypes scaled "
+            "by their fitted GEMM rate ratio; the shape models' peaks are rates over it"
+        )
     sources["gpu.gemm_shape_efficiency"] = (
         f"fitted to {fits.gemm.rows_used} GEMM shapes ({', '.join(fits.gemm.rate_flops_per_s)}): "
         f"{sources['gpu.gemm_shape_efficiency']}; a fixed time per kernel; least squares in log time, a weak pull to "
@@ -320,7 +333,7 @@ def _fit_gpu(trace: Trace, context: ShapeContext, host_s: float, base: Cluster |
         attention_floor_per_head=context.floor_s,
         launch_queue_depth=_queue_depth(trace, base, sources),
     )
-    return shaped_gpu(template, fits)
+    return shaped_gpu(template, fits, datasheet_peak)
 
 
 def _shape_context(trace: Trace, launch_s: float, bandwidth: float, base: Cluster | None, sources: dict) -> ShapeContext:
@@ -577,6 +590,8 @@ def cross_family_errors(
     for family in sorted(set(families)):
         held = families == family
         fits = context.fit(*(members[~held] if name == op_class else rows for name, rows in classes.items()))
-        refitted = cluster.model_copy(update={"gpu": shaped_gpu(cluster.gpu, fits)})
+        first = next(iter(fits.gemm.rate_flops_per_s))
+        peaks = {str(k): v for k, v in cluster.gpu.peak_flops.items()}
+        refitted = cluster.model_copy(update={"gpu": shaped_gpu(cluster.gpu, fits, peaks.get(first, 0.0))})
         errors[held] = _errors(members[held], refitted, context.launch_s)
     return errors
