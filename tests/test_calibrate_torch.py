@@ -201,3 +201,10 @@ def test_cuda_without_a_gpu_is_one_line(capsys):
         make_device("cuda")
     assert main(["calibrate", "--device", "cuda", "--quick"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_path_without_a_kernel_for_a_shape_is_skipped_not_fatal(monkeypatch):
+    monkeypatch.setattr(microbench, "FUSED_SDPA_BACKENDS", ("CUDNN_ATTENTION",))  # no CPU kernel: nothing takes the inputs
+    grid = Grid("attention-only", (), TINY.attention_shapes, (), 1, (), (), 1, MIN_REPEATS)
+    rows = microbench._Bench(make_device("cpu"), grid, "fp32", progress=_NoProgress()).attention()
+    assert rows and {row["path"] for row in rows} == {"math"}

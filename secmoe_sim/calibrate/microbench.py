@@ -46,6 +46,7 @@ SECTION_LOOP_WIDTH = 16  # width of the sections in the launch loop
 SECTION_LOOP_ROWS = 8
 HEADS_PER_INSTANCE_GROUP = 8  # attention instances are split as (batch, heads) with at most this many heads
 FUSED_SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")  # torch picks among these
+NO_KERNEL = ("No viable backend", "No available kernel")  # torch's words when no enabled SDPA backend takes the inputs
 MATH_SCORES_SHARE = 0.125  # the math path is timed only where its score matrix takes at most this share of memory
 
 
@@ -225,7 +226,7 @@ class _Bench:
         path that writes the scores out (``math``); the row of the path torch's default dispatch takes for
         that layout has the source ``microbenchmark (default path)``. The math path is skipped where its
         score matrix would take more than :data:`MATH_SCORES_SHARE` of the device's memory (it also keeps
-        the softmax's copy)."""
+        the softmax's copy), and a path is skipped for a shape none of its kernels takes."""
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         sdpa = self.torch.nn.functional.scaled_dot_product_attention
@@ -248,7 +249,13 @@ class _Bench:
                     with sdpa_kernel(allowed):
                         return sdpa(q, k, v, is_causal=bool(causal))
 
-                stats = self._time(attend, (packed,))
+                try:
+                    stats = self._time(attend, (packed,))
+                except RuntimeError as error:  # torch has no kernel of this path for the shape (a head width)
+                    if not any(words in str(error) for words in NO_KERNEL):
+                        raise
+                    self.progress.update(1)
+                    continue
                 source = "microbenchmark (default path)" if path == default else "microbenchmark"
                 shape = {"batch": batch, "heads": heads, "tokens": tokens, "head_dim": head_dim, "causal": causal}
                 rows.append(
