@@ -31,9 +31,9 @@ from secmoe_sim.calibrate.timing import Device, interleaved_time_s, torch_dtype
 from secmoe_sim.calibrate.trace import Trace
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.scenario import Scenario
+from secmoe_sim.spec.units import PERCENT
 from secmoe_sim.spec.workload import SectionalMoEArchitecture
 
-PERCENT = 100.0
 MODES = ("fitted", "replay")
 TARGET_MEDIAN_ERROR_PCT = 10.0  # docs/calibration.md, section 7
 TARGET_REGRET_PCT = 3.0

@@ -53,11 +53,11 @@ from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.communication import Communication, EfficiencyKnot, HostStagedStack, LinkClass, NcclStack, Protocol, Stack
 from secmoe_sim.spec.hardware import GPU, Cluster, Dtype, NVSwitchFabric, PCIeFabric
 from secmoe_sim.spec.kernel_efficiency import AttentionShapeEfficiency, GemmShapeEfficiency
+from secmoe_sim.spec.units import PERCENT
 
 HOLDOUT_EVERY = 4  # every fourth shape of a class (ordered by size) is held out of the fit
 HOLDOUT_OFFSET = 1  # ... starting with the second, so held-out shapes lie inside the fitted range
 ROBUST_F_SCALE = 0.1  # soft-L1 loss: log-time residuals beyond ~10% count less than squared (disturbed timings)
-PERCENT = 100.0
 ATTENTION_ROWS_TO_FIT = 2
 GEMM_FORM_NAMES = {"narrowest": "narrowest-dimension", "per_dimension": "per-dimension"}
 COMM_FABRIC_OP = "all_to_all"
@@ -349,7 +349,7 @@ def _shape_context(trace: Trace, launch_s: float, bandwidth: float, base: Cluste
     gemm, attention = gemm or default.gemm_shape_efficiency, attention or default.attention_shape_efficiency
     assert gemm is not None and attention is not None, f"{DEFAULT_BASE_HARDWARE} carries both shape models"
     form, scores = shape_fit.choose_gemm_form(split_heldout(trace.of("gemm"), "flops")[0], launch_s, bandwidth, gemm)
-    compared = ", ".join(f"{name} {100 * score:.1f}%" for name, score in scores.items())
+    compared = ", ".join(f"{name} {score:.1%}" for name, score in scores.items())
     sources["gpu.gemm_shape_efficiency"] = f"the {GEMM_FORM_NAMES[form]} form" + (
         f", chosen by its error on left-out shape families ({compared})" if scores else ""
     )

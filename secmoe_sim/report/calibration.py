@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from secmoe_sim.calibrate.check_real import MODES, PERCENT, TARGET_MEDIAN_ERROR_PCT, TARGET_REGRET_PCT, CheckResult
+from secmoe_sim.calibrate.check_real import MODES, TARGET_MEDIAN_ERROR_PCT, TARGET_REGRET_PCT, CheckResult
 from secmoe_sim.calibrate.replay import KINDS, UNMEASURED_WARNING_FRACTION, ReplayReport
 from secmoe_sim.calibrate.trace import SHAPE_COLUMNS
-from secmoe_sim.spec.units import SECOND_FACTORS
+from secmoe_sim.spec.units import PERCENT, SECOND_FACTORS
 
 REPLAY_FLAGGED_CSV = "replay_flagged_ops.csv"
 

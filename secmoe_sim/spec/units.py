@@ -26,6 +26,7 @@ SECOND_FACTORS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 MICROSECONDS_PER_SECOND = 1e6
 MILLISECONDS_PER_SECOND = 1e3
 MICROSECONDS_PER_MILLISECOND = 1e3
+PERCENT = 100.0  # a fraction times this is in percent
 
 Dimension = Literal["size", "bandwidth", "duration", "flop_rate"]
 
