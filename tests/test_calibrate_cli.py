@@ -63,8 +63,8 @@ def test_core_and_calibration_modules_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "import secmoe_sim, secmoe_sim.cli.parser as cli\n"
-        "from secmoe_sim.calibrate import (check_real, comm_bench, fit, hardware_file, microbench,\n"
-        "    profile_import, reference_layer, replay, timing, trace)\n"
+        "from secmoe_sim.calibrate import (check_real, comm_bench, fit, fit_errors, fitting, hardware_file, link_fit,\n"
+        "    microbench, profile_import, reference_layer, replay, shape_fit, table_import, timing, trace)\n"
         "cli.build_parser().parse_args(['calibrate', '--quick'])\n"
         "print('ok')\n"
     )

@@ -6,8 +6,10 @@ import pytest
 from calibration_fixtures import ALPHA_S, BANDWIDTH, BETA, LAUNCH_S, known_gpu, synthetic_trace
 
 from secmoe_sim.calibrate import CalibrationError
-from secmoe_sim.calibrate.fit import DEFAULT_BASE_HARDWARE, AlphaBeta, fit_trace, measured_stack, split_heldout
+from secmoe_sim.calibrate.fit import DEFAULT_BASE_HARDWARE, fit_trace
+from secmoe_sim.calibrate.fitting import split_heldout
 from secmoe_sim.calibrate.hardware_file import write_hardware
+from secmoe_sim.calibrate.link_fit import AlphaBeta, measured_stack
 from secmoe_sim.calibrate.trace import Trace, write_trace
 from secmoe_sim.plan import costs
 from secmoe_sim.plan.costs import kernel_time_s

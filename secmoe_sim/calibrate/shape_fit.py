@@ -22,28 +22,30 @@ apart: widths that are all multiples of every candidate).
 
 Families (:func:`gemm_families`, :func:`attention_families`): GEMMs by their narrowest dimension
 (``m``, ``k`` or ``n``; a tie goes to the earlier of m, k, n), attention by head width. The fit is
-checked on every family with that family left out of it (``calibrate.fit.error_table``).
+checked on every family with that family left out of it (``calibrate.fit_errors.error_table``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import least_squares
 
+from secmoe_sim.calibrate.fitting import robust_fit, work_s
+from secmoe_sim.spec.hardware import GPU, Dtype
 from secmoe_sim.spec.kernel_efficiency import MAX_FIXED_TIME_S, AttentionShapeEfficiency, GemmShapeEfficiency
 
 PRIOR_WEIGHT = 0.05  # log-space pull of each shape parameter towards its prior, against log-time residuals
-ROBUST_F_SCALE = 0.1  # soft-L1 loss: log-time residuals beyond ~10% count less than squared
 HEAD_DIM_GRANULES = (1, 8, 16, 32)
 START_SCALES = (1.0, 0.1, 0.01, 10.0)  # the prior's half sizes and fixed time, and decades around them
 TIE_TOLERANCE = 1e-6  # a head-width step must fit better than this (relative cost) to replace the prior's
 SMALLEST_TIME_S = 1e-9  # fixed times are fitted in log space: this is "none"
 MAX_PARAMETER = 1e12  # half sizes beyond this mean "no such effect" (and fixed times are far below it)
 GEMM_DIMENSIONS = ("m", "k", "n")
+ATTENTION_ROWS_TO_FIT = 2
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,19 @@ class GemmFit:
     """The fitted GEMM model (``peak = 1``) and the asymptotic rate of each dtype."""
 
     model: GemmShapeEfficiency
-    rate_flops_per_s: dict[str, float]
+    rate_flops_per_s: dict[str, float]  # the reference dtype (the rows' most common) first
     rows_used: int
+
+    @property
+    def reference_dtype(self) -> str:
+        """The dtype whose rate is fitted (the others are fitted multiples of it)."""
+        return next(iter(self.rate_flops_per_s))
+
+    @property
+    def dtype_scale(self) -> dict[str, float]:
+        """Each dtype's rate over the reference dtype's."""
+        reference = self.rate_flops_per_s[self.reference_dtype]
+        return {dtype: rate / reference for dtype, rate in self.rate_flops_per_s.items()}
 
 
 @dataclass(frozen=True)
@@ -86,15 +99,27 @@ def _robust(
     """The best of fits started at ``start`` with its shape parameters (``shape_slice``) scaled by each of
     :data:`START_SCALES`: the saturations trade against each other and the rate, so one start can stop
     in a poor valley (a GPU prior on a CPU trace)."""
-    best = None
+    best: tuple[np.ndarray, float] | None = None
     for scale in scales or START_SCALES:
         begin = start.copy()
         begin[shape_slice] += np.log(scale)
-        result = least_squares(residuals, begin, loss="soft_l1", f_scale=ROBUST_F_SCALE)
-        if best is None or result.cost < best.cost:
-            best = result
+        found = robust_fit(residuals, begin)
+        if best is None or found[1] < best[1]:
+            best = found
     assert best is not None
-    return np.asarray(best.x, dtype=float), float(best.cost)
+    return best
+
+
+def held_out_by_family(families: np.ndarray, predicted_without: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Each row's prediction by a fit that left its whole family out: ``predicted_without(held)`` refits
+    on the rows outside the mask ``held`` and predicts those inside it (a family that is every row is
+    left unpredicted: NaN)."""
+    predicted = np.full(len(families), np.nan)
+    for family in sorted(set(families)):
+        held = families == family
+        if not held.all():
+            predicted[held] = predicted_without(held)
+    return predicted
 
 
 @dataclass(frozen=True)
@@ -142,10 +167,10 @@ def _gemm_times_s(model: GemmShapeEfficiency, rate: np.ndarray, rows: _Rows, lau
 def best_rate(rows: pd.DataFrame, launch_s: float) -> float:
     """The highest rate any row reached (FLOPs over its time after launch): where an asymptotic rate is
     pulled to when the rows do not identify it (every kernel far from saturating)."""
-    measured = rows["median_s"].to_numpy()
-    return float(np.max(rows["flops"] / np.maximum(measured - launch_s, measured * 0.05)))
+    return float(np.max(rows["flops"] / work_s(rows["median_s"].to_numpy(), launch_s)))
 
 
+GEMM_FORM_NAMES = {"narrowest": "narrowest-dimension", "per_dimension": "per-dimension"}
 GEMM_FORMS: dict[str, tuple[str, ...]] = {  # the half sizes each form fits (fixed_time always); the rest are off
     "narrowest": ("half_dim", "half_flops"),
     "per_dimension": ("half_m", "half_k", "half_n"),
@@ -190,18 +215,13 @@ def gemm_family_errors(
 ) -> np.ndarray:
     """``predicted / measured - 1`` of every GEMM row by a fit of ``form`` that left its whole family out
     (the shape_fit model's own times, for choosing a form; the calibration reports the simulator's)."""
-    families = gemm_families(rows)
-    errors = np.zeros(len(rows))
-    for family in set(families):
-        held = families == family
-        if held.all():
-            continue
+
+    def predicted_without(held: np.ndarray) -> np.ndarray:
         fit = fit_gemm(rows[~held], launch_s, bandwidth, prior, form)
-        dtypes = rows["dtype"].to_numpy()[held]
-        rate = np.array([fit.rate_flops_per_s.get(dtype, np.nan) for dtype in dtypes])
-        predicted = _gemm_times_s(fit.model, rate, _Rows.of(rows[held]), launch_s, bandwidth)
-        errors[held] = predicted / rows["median_s"].to_numpy()[held] - 1
-    return errors
+        rate = np.array([fit.rate_flops_per_s.get(dtype, np.nan) for dtype in rows["dtype"].to_numpy()[held]])
+        return _gemm_times_s(fit.model, rate, _Rows.of(rows[held]), launch_s, bandwidth)
+
+    return held_out_by_family(gemm_families(rows), predicted_without) / rows["median_s"].to_numpy() - 1
 
 
 def choose_gemm_form(
@@ -276,3 +296,77 @@ def fit_attention(
     best = fit_at(best[1].model.head_dim_granule, START_SCALES)
     assert best is not None
     return best[1]
+
+
+@dataclass(frozen=True)
+class ShapeFits:
+    """The fitted shape models of one trace: GEMM, fused attention and the math path's attention."""
+
+    gemm: GemmFit
+    fused: AttentionFit | None
+    math: AttentionFit | None
+
+    @property
+    def highest_rate(self) -> float:
+        """The highest asymptotic rate of the reference dtype, GEMM or fused attention."""
+        dtype = self.gemm.reference_dtype
+        return max(self.gemm.rate_flops_per_s[dtype], self.fused.rate_flops_per_s[dtype] if self.fused else 0.0)
+
+    @property
+    def fused_is_fastest(self) -> bool:
+        return (
+            self.fused is not None
+            and self.fused.rate_flops_per_s[self.gemm.reference_dtype] > self.gemm.rate_flops_per_s[self.gemm.reference_dtype]
+        )
+
+
+@dataclass(frozen=True)
+class ShapeContext:
+    """What the shape fits of a trace share: the launch and bandwidth already fitted, the priors, the
+    attention floor, the GEMM form (and where the priors came from, for the file's comments)."""
+
+    launch_s: float
+    bandwidth: float
+    gemm_prior: GemmShapeEfficiency
+    attention_prior: AttentionShapeEfficiency
+    floor_s: float
+    prior_source: str
+    gemm_form: str = "narrowest"
+
+    def fit(self, rows_by_class: dict[str, pd.DataFrame]) -> ShapeFits:
+        """The three models fitted to the rows of each shape class (``calibrate.trace.shape_class_rows``);
+        an attention class with fewer than :data:`ATTENTION_ROWS_TO_FIT` rows gets no model."""
+        gemm = fit_gemm(rows_by_class["gemm"], self.launch_s, self.bandwidth, self.gemm_prior, self.gemm_form)
+
+        def attention(rows: pd.DataFrame) -> AttentionFit | None:
+            if len(rows) < ATTENTION_ROWS_TO_FIT:
+                return None
+            return fit_attention(rows, self.launch_s, self.bandwidth, gemm.dtype_scale, self.attention_prior, self.floor_s)
+
+        return ShapeFits(gemm, attention(rows_by_class["attention"]), attention(rows_by_class["attention:math"]))
+
+
+def shaped_gpu(gpu: GPU, fits: ShapeFits, datasheet_peak: float = 0.0) -> GPU:
+    """``gpu`` with the fitted peaks and shape models: the peak is the highest asymptotic rate (GEMM or
+    fused attention), or ``datasheet_peak`` (the base hardware's, for the reference dtype) when it is
+    higher; each model's peak is its rate over it, so the models say what share of the datasheet the
+    kernels reach. The op times are the same either way."""
+    dtype = fits.gemm.reference_dtype
+    gemm_rate = fits.gemm.rate_flops_per_s[dtype]
+    peak = max(fits.highest_rate, datasheet_peak)
+
+    def relative(fit: AttentionFit | None) -> AttentionShapeEfficiency | None:
+        return fit.model.model_copy(update={"peak": min(1.0, fit.rate_flops_per_s[dtype] / peak)}) if fit else None
+
+    gemm_model = fits.gemm.model.model_copy(update={"peak": gemm_rate / peak})
+    return gpu.model_copy(
+        update={
+            "peak_flops": {cast(Dtype, name): peak * scale for name, scale in fits.gemm.dtype_scale.items()},
+            "compute_efficiency": gemm_model.peak,
+            "efficiency_table": None,
+            "attention_efficiency_table": None,
+            "gemm_shape_efficiency": gemm_model,
+            "attention_shape_efficiency": relative(fits.fused),
+            "materialized_attention_shape_efficiency": relative(fits.math),
+        }
+    )

@@ -184,6 +184,17 @@ def row_kernel(row) -> Kernel:
     )
 
 
+def shape_class_rows(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The rows of each op class a shape model is fitted to: the GEMMs, the fused attention (path ``fused``, or unnamed
+    in older traces; causal or not) and the math path's attention (path ``math``)."""
+    attention = rows[rows["primitive"] == "attention"]
+    return {
+        "gemm": rows[rows["primitive"] == "gemm"],
+        "attention": attention[attention["path"].isin(FUSED_PATHS)],
+        "attention:math": attention[attention["path"] == MATH_PATH],
+    }
+
+
 def launch_overhead_s(trace: Trace) -> float | None:
     """Per-op dispatch time: median over the single tiny-op ``launch`` rows, or None without any."""
     tiny = trace.rows[(trace.rows["primitive"] == "launch") & trace.rows["m"].isna()]
