@@ -29,8 +29,8 @@ import pandas as pd
 
 from secmoe_sim.engine import SimulationRun, run_plan
 from secmoe_sim.errors import ScenarioError, SimulationError
-from secmoe_sim.plan.costs import KernelTimer
 from secmoe_sim.plan.dense import dense_plan
+from secmoe_sim.plan.kernel_time import KernelTimer
 from secmoe_sim.plan.sectional import sectional_plan
 from secmoe_sim.plan.steps import LayerPlan
 from secmoe_sim.plan.token_moe import token_moe_plan

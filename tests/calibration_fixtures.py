@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from secmoe_sim.calibrate.trace import Trace, frame, make_row, row_kernel, sample_statistics
-from secmoe_sim.plan.costs import RooflineTimer
+from secmoe_sim.plan.kernel_time import RooflineTimer
 from secmoe_sim.spec.hardware import GPU
 from secmoe_sim.spec.kernel_efficiency import AttentionShapeEfficiency, GemmShapeEfficiency
 

@@ -12,7 +12,7 @@ from secmoe_sim.calibrate.hardware_file import write_hardware
 from secmoe_sim.calibrate.link_fit import AlphaBeta, measured_stack
 from secmoe_sim.calibrate.trace import Trace, write_trace
 from secmoe_sim.plan import costs
-from secmoe_sim.plan.costs import kernel_time_s
+from secmoe_sim.plan.kernel_time import kernel_time_s
 from secmoe_sim.spec.loading import load_cluster, load_scenario
 from secmoe_sim.spec.workload import Layer
 

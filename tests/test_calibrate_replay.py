@@ -12,7 +12,8 @@ from secmoe_sim.calibrate import CalibrationError
 from secmoe_sim.calibrate.replay import ReplayTimer, census
 from secmoe_sim.calibrate.trace import Trace, frame, make_row, row_kernel, sample_statistics, write_trace
 from secmoe_sim.cli import main
-from secmoe_sim.plan.costs import Kernel, RooflineTimer
+from secmoe_sim.plan.costs import Kernel
+from secmoe_sim.plan.kernel_time import RooflineTimer
 from secmoe_sim.simulation import layer_plans
 
 

@@ -5,8 +5,9 @@ import pytest
 from conftest import make_cluster, make_gpu, make_layer
 
 from secmoe_sim.plan import costs
-from secmoe_sim.plan.costs import Kernel, kernel_time_s, launch_time_s
+from secmoe_sim.plan.costs import Kernel
 from secmoe_sim.plan.dense import dense_params, dense_plan
+from secmoe_sim.plan.kernel_time import kernel_time_s, launch_time_s
 from secmoe_sim.plan.sectional import sectional_params, sectional_plan
 from secmoe_sim.plan.token_moe import token_moe_params, token_moe_plan
 from secmoe_sim.spec.hardware import EfficiencyPoint

@@ -15,8 +15,8 @@ from secmoe_sim.calibrate import shape_fit
 from secmoe_sim.calibrate.fit import fit_trace
 from secmoe_sim.calibrate.table_import import import_table
 from secmoe_sim.calibrate.trace import frame, make_row, row_kernel, sample_statistics
-from secmoe_sim.plan import costs
-from secmoe_sim.plan.costs import kernel_terms, kernel_time_s
+from secmoe_sim.plan import costs, kernel_time
+from secmoe_sim.plan.kernel_time import kernel_terms, kernel_time_s
 from secmoe_sim.spec.hardware import GPU
 from secmoe_sim.spec.kernel_efficiency import AttentionShapeEfficiency, GemmShapeEfficiency
 from secmoe_sim.spec.loading import load_cluster
@@ -83,13 +83,13 @@ def test_materialized_attention_runs_as_batched_gemms_unless_the_math_path_was_m
     gpu = shaped_gpu()
     layer = Layer(d_model=1024, seq_len=512, batch=1, heads=8, dtype="bf16", attention="materialized")
     kernel = costs.attention_scores(512, 1024, 8, layer, 2)
-    fixed_s, efficiency = costs.shape_priced(kernel, gpu)
+    fixed_s, efficiency = kernel_time.shape_priced(kernel, gpu)
     assert fixed_s == pytest.approx(2 * GEMM.fixed_time)
     assert efficiency == pytest.approx(float(GEMM.efficiency(512.0, 128.0, 512.0, 8.0)))
     measured = AttentionShapeEfficiency(peak=0.1, half_head_dim=0, half_context=0)
-    assert costs.shape_priced(kernel, shaped_gpu(materialized_attention_shape_efficiency=measured))[1] == pytest.approx(0.1)
+    assert kernel_time.shape_priced(kernel, shaped_gpu(materialized_attention_shape_efficiency=measured))[1] == pytest.approx(0.1)
     flash = costs.attention_scores(512, 1024, 8, layer.model_copy(update={"attention": "flash"}), 2)
-    assert costs.shape_priced(flash, gpu)[1] == pytest.approx(float(ATTENTION.efficiency(128.0, 512.0, 512.0, False)))
+    assert kernel_time.shape_priced(flash, gpu)[1] == pytest.approx(float(ATTENTION.efficiency(128.0, 512.0, 512.0, False)))
 
 
 def _gemm_trace_rows(shapes, gpu: GPU) -> pd.DataFrame:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from secmoe_sim.plan import costs
+from secmoe_sim.plan import costs, kernel_time
 from secmoe_sim.plan.communication import one_message_s
 from secmoe_sim.plan.costs import Kernel
 from secmoe_sim.plan.sectional import expert_ops, post_expert_ops, pre_expert_ops
@@ -111,12 +111,12 @@ class CostModel:
 
 
 def _time_s(kernel: Kernel, cluster: Cluster, dtype: str) -> float:
-    return costs.kernel_time_s(kernel, cluster.gpu, dtype)
+    return kernel_time.kernel_time_s(kernel, cluster.gpu, dtype)
 
 
 def _flop_time_s(kernel: Kernel, cluster: Cluster, dtype: str) -> float:
     """The compute term alone (no memory term, no fixed time): what the paper's model scales with E."""
-    return costs.kernel_terms(kernel, cluster.gpu, dtype).compute_s
+    return kernel_time.kernel_terms(kernel, cluster.gpu, dtype).compute_s
 
 
 def sectional_terms(layer: Layer, arch: SectionalMoEArchitecture, cluster: Cluster) -> SectionalTerms:

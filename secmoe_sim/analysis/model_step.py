@@ -40,7 +40,8 @@ from secmoe_sim.analysis.model_memory import local_parameter_bytes, model_memory
 from secmoe_sim.engine import run_plan
 from secmoe_sim.errors import ScenarioError
 from secmoe_sim.plan import costs
-from secmoe_sim.plan.costs import Kernel, RooflineTimer
+from secmoe_sim.plan.costs import Kernel
+from secmoe_sim.plan.kernel_time import RooflineTimer
 from secmoe_sim.plan.steps import AllGather, AllReduce, LayerPlan, ReduceScatter
 from secmoe_sim.simulation import Results, layer_plans, simulate
 from secmoe_sim.spec.hardware import Cluster

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from secmoe_sim.plan.communication import price_collective
-from secmoe_sim.plan.costs import Kernel, RooflineTimer
+from secmoe_sim.plan.costs import Kernel
+from secmoe_sim.plan.kernel_time import RooflineTimer
 from secmoe_sim.plan.steps import AllToAll, LayerPlan, flat_steps
 from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.communication import Communication

@@ -41,7 +41,7 @@ from secmoe_sim.calibrate.fitting import robust_fit, split_heldout, work_s
 from secmoe_sim.calibrate.link_fit import COMM_FABRIC_OP, AlphaBeta, fit_links, fitted_cluster
 from secmoe_sim.calibrate.shape_fit import ShapeContext, shaped_gpu
 from secmoe_sim.calibrate.trace import Trace, launch_overhead_s, shape_class_rows
-from secmoe_sim.plan.costs import host_time_per_launch_s
+from secmoe_sim.plan.kernel_time import host_time_per_launch_s
 from secmoe_sim.spec.hardware import GPU, Cluster, Dtype
 
 

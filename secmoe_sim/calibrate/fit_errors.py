@@ -1,7 +1,7 @@
 """How well a fitted hardware file predicts its own trace: the error table per op class.
 
 Each op class keeps every fourth shape (ordered by size) out of its fit; the table reports, per
-class, the error of the *simulator's own* prediction (through ``plan.costs.kernel_time_s``) on the
+class, the error of the *simulator's own* prediction (through ``plan.kernel_time.kernel_time_s``) on the
 fitted shapes and on the held-out ones (MAPE and the worst error). Section loops (``launch``) are
 never fitted: their whole class is a held-out check of the launch overhead plus the GEMM model on
 tiny section GEMMs. The shape models are also checked across shape families (``gemm:cross_family``,
@@ -20,7 +20,8 @@ from secmoe_sim.calibrate.fitting import split_heldout
 from secmoe_sim.calibrate.link_fit import AlphaBeta
 from secmoe_sim.calibrate.shape_fit import ShapeContext, shaped_gpu
 from secmoe_sim.calibrate.trace import Trace, gemm_counts, row_kernel, shape_class_rows
-from secmoe_sim.plan.costs import Kernel, RooflineTimer
+from secmoe_sim.plan.costs import Kernel
+from secmoe_sim.plan.kernel_time import RooflineTimer
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.units import PERCENT
 

@@ -1,6 +1,6 @@
 """Replay: op times taken from a measured trace instead of the roofline estimate.
 
-:class:`ReplayTimer` implements :class:`~secmoe_sim.plan.costs.KernelTimer`. For one launch of a kernel
+:class:`ReplayTimer` implements :class:`~secmoe_sim.plan.kernel_time.KernelTimer`. For one launch of a kernel
 it looks up the measured time of the same primitive in the layer's dtype:
 
 1. **exact**: a measured row with the very same shape gives its median time;
@@ -51,7 +51,8 @@ from secmoe_sim.calibrate.trace import (
     gemm_counts,
     launch_overhead_s,
 )
-from secmoe_sim.plan.costs import Kernel, KernelTimer, RooflineTimer, backward_factor
+from secmoe_sim.plan.costs import Kernel, backward_factor
+from secmoe_sim.plan.kernel_time import KernelTimer, RooflineTimer
 from secmoe_sim.plan.steps import LayerPlan
 from secmoe_sim.spec.scenario import Scenario
 

@@ -2,7 +2,7 @@
 to measured kernels, and group the kernels into the shape families the fit is checked across.
 
 A measured GEMM row (``count`` GEMMs ``(m, k) @ (k, n)`` in one call) is modelled as the simulator
-times it (:func:`secmoe_sim.plan.costs.kernel_time_s`)::
+times it (:func:`secmoe_sim.plan.kernel_time.kernel_time_s`)::
 
     launch + count x fixed_time + max(FLOPs / (rate[dtype] x e(m, k, n)), bytes / bandwidth)
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from secmoe_sim.calibrate import CalibrationError
 from secmoe_sim.calibrate.trace import SHAPE_COLUMNS, Trace, frame, make_row, row_kernel, sample_statistics
-from secmoe_sim.plan.costs import RooflineTimer, kernel_terms
+from secmoe_sim.plan.kernel_time import RooflineTimer, kernel_terms
 from secmoe_sim.spec.hardware import GPU
 
 OPTIONAL_COLUMNS = {"gemm": {"count": 1.0}, "attention": {"causal": 0.0}, "memory": {}}
@@ -83,7 +83,7 @@ def import_table(path: Path, op: str, dtype: str, device: str = "unknown") -> Tr
 
 def predict_shapes(path: Path, gpu: GPU, dtype: str) -> pd.DataFrame:
     """Each shape's predicted time on ``gpu``: the roofline's compute, memory and fixed terms, which bound it
-    (``plan.costs.KernelTerms.bound``), the launch."""
+    (``plan.kernel_time.KernelTerms.bound``), the launch."""
     table = _read(path)
     if "op" not in table.columns:
         raise CalibrationError(f"{path}: the shapes table needs an op column (gemm, attention or memory)")

@@ -30,7 +30,8 @@ from secmoe_sim.engine.network import build_network
 from secmoe_sim.engine.network.flow_table import RateObserver
 from secmoe_sim.engine.recorder import Recorder, Row
 from secmoe_sim.errors import SimulationError
-from secmoe_sim.plan.costs import Kernel, KernelTimer, RooflineTimer, host_time_per_launch_s
+from secmoe_sim.plan.costs import Kernel
+from secmoe_sim.plan.kernel_time import KernelTimer, RooflineTimer, host_time_per_launch_s
 from secmoe_sim.plan.steps import LayerPlan, Pipeline
 from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.communication import Communication

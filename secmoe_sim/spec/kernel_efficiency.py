@@ -25,7 +25,7 @@ Fused attention over ``heads`` heads of width ``h`` and ``C`` keys, ``h`` padded
 and a causal kernel computes the key blocks on or below the diagonal, ``1/2 + causal_block / (2 N)``
 of the full score matrix, where the FLOP count (``plan.costs``) says ``1/2``.
 
-The kernel time (:func:`secmoe_sim.plan.costs.kernel_time_s`) is ``fixed_time + max(FLOPs /
+The kernel time (:func:`secmoe_sim.plan.kernel_time.kernel_time_s`) is ``fixed_time + max(FLOPs /
 (peak FLOP/s x efficiency), bytes / memory bandwidth)`` per kernel, so arithmetic intensity enters
 through the memory term.
 """
