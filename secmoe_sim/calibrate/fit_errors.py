@@ -19,11 +19,11 @@ from secmoe_sim.calibrate import shape_fit
 from secmoe_sim.calibrate.fitting import split_heldout
 from secmoe_sim.calibrate.link_fit import AlphaBeta
 from secmoe_sim.calibrate.shape_fit import ShapeContext, shaped_gpu
-from secmoe_sim.calibrate.trace import Trace, gemm_counts, row_kernel, shape_class_rows
-from secmoe_sim.plan.costs import Kernel
+from secmoe_sim.calibrate.trace import Trace, row_kernel, shape_class_rows
+from secmoe_sim.plan.costs import linear
 from secmoe_sim.plan.kernel_time import RooflineTimer
 from secmoe_sim.spec.hardware import Cluster
-from secmoe_sim.spec.units import PERCENT
+from secmoe_sim.spec.units import DTYPE_BYTES, PERCENT
 
 
 def predicted_s(rows: pd.DataFrame, cluster: Cluster, launch_s: float) -> np.ndarray:
@@ -36,11 +36,7 @@ def predicted_s(rows: pd.DataFrame, cluster: Cluster, launch_s: float) -> np.nda
         if row["primitive"] == "launch":
             per_op = launch_s
             if not np.isnan(row["m"]):  # a loop of small section GEMMs: each one a launch and a kernel
-                counts = gemm_counts(row["m"], row["k"], row["n"], 1, row["dtype"])
-                shape = (("m", row["m"]), ("k", row["k"]), ("n", row["n"]), ("count", 1.0))
-                section = Kernel(
-                    "section", "calibration", counts["flops"], counts["traffic_bytes"], primitive="gemm", shape=shape
-                )
+                section = linear("section", "calibration", row["m"], row["k"], row["n"], DTYPE_BYTES[row["dtype"]])
                 per_op += timer.kernel_time_s(section)
             times.append(row["count"] * per_op)
         else:

@@ -38,13 +38,12 @@ import numpy as np
 import pandas as pd
 
 from secmoe_sim.calibrate import CalibrationError
-from secmoe_sim.plan.costs import FLOPS_PER_MULTIPLY_ADD, Kernel
+from secmoe_sim.plan.costs import Kernel, attention_flops, attention_traffic_bytes, gemm_flops, gemm_traffic_bytes
 from secmoe_sim.spec.units import DTYPE_BYTES
 
 FORMAT_VERSION = 1
 CSV_MAGIC = "# secmoe-sim calibration trace"
 PARQUET_KEY = b"secmoe_sim_trace"
-CAUSAL_FRACTION = 0.5  # causal attention computes half of the score matrix (costs.attention_scores)
 # The ``path`` of an attention row: torch's fused kernel (unnamed in older traces), or the math path,
 # which writes the score matrix out (costs.attention_scores with ``attention: materialized``).
 FUSED_PATH, MATH_PATH = "fused", "math"
@@ -116,21 +115,19 @@ def sample_statistics(samples_s: np.ndarray, attempts: int = 1) -> dict:
 
 
 def gemm_counts(m: float, k: float, n: float, count: float, dtype: str) -> dict:
-    """FLOPs and traffic of ``count`` GEMMs ``(m, k) @ (k, n)`` (costs.py conventions)."""
+    """FLOPs and traffic of ``count`` GEMMs ``(m, k) @ (k, n)`` (:func:`~secmoe_sim.plan.costs.gemm_flops`)."""
     b = DTYPE_BYTES[dtype]
-    return {"flops": FLOPS_PER_MULTIPLY_ADD * m * k * n * count, "traffic_bytes": (m * k + k * n + m * n) * b * count}
+    return {"flops": gemm_flops(m, k, n) * count, "traffic_bytes": gemm_traffic_bytes(m, k, n, b) * count}
 
 
 def attention_counts(
     batch: float, heads: float, tokens: float, head_dim: float, causal: bool, dtype: str, materialized: bool = False
 ) -> dict:
-    """FLOPs and traffic of one attention (costs.attention_scores): fused, or with the scores materialized
-    (written, read and written by the softmax, read again: four passes over ``heads x tokens^2``)."""
+    """FLOPs and traffic of ``batch`` sequences' attention over themselves, fused or with the scores
+    materialized (:func:`~secmoe_sim.plan.costs.attention_flops`)."""
     width = heads * head_dim
-    fraction = CAUSAL_FRACTION if causal else 1.0
-    flops = 2 * FLOPS_PER_MULTIPLY_ADD * tokens**2 * width * fraction * batch
-    scores = 4 * heads * tokens**2 * batch if materialized else 0.0
-    return {"flops": flops, "traffic_bytes": (4 * tokens * width * batch + scores) * DTYPE_BYTES[dtype]}
+    traffic = attention_traffic_bytes(tokens, tokens, width, heads, materialized, DTYPE_BYTES[dtype])
+    return {"flops": attention_flops(tokens, tokens, width, causal) * batch, "traffic_bytes": traffic * batch}
 
 
 def make_row(op: str, primitive: str, dtype: str, device: str, stats: dict, source: str, path: str = "", **shape) -> dict:

@@ -61,6 +61,7 @@ def pass_flops(kernels: list[Kernel], has_backward: bool) -> float:
 
 
 FLOPS_PER_MULTIPLY_ADD = 2
+CAUSAL_MASK_FRACTION = 0.5  # causal attention counts half of the score matrix
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,31 @@ def _gemm(m: float, k: float, n: float, count: int = 1) -> dict:
     return {"primitive": "gemm", "shape": (("m", m), ("k", k), ("n", n), ("count", count))}
 
 
+def gemm_flops(m: float, k: float, n: float) -> float:
+    """FLOPs of one GEMM ``(m, k) @ (k, n)``."""
+    return FLOPS_PER_MULTIPLY_ADD * m * k * n
+
+
+def gemm_traffic_bytes(m: float, k: float, n: float, b: int) -> float:
+    """Bytes one GEMM moves: both operands read and the output written, once each."""
+    return (m * k + k * n + m * n) * b
+
+
+def attention_flops(tokens: float, context: float, width: float, causal: bool) -> float:
+    """FLOPs of one sequence's attention, ``QK^T`` and ``PV`` over all heads; the causal mask halves them
+    (:data:`CAUSAL_MASK_FRACTION`) only when queries and keys are the same tokens."""
+    mask_fraction = CAUSAL_MASK_FRACTION if causal and context == tokens else 1.0
+    return 2 * FLOPS_PER_MULTIPLY_ADD * tokens * context * width * mask_fraction
+
+
+def attention_traffic_bytes(tokens: float, context: float, width: float, heads: float, materialized: bool, b: int) -> float:
+    """Bytes one sequence's attention moves: Q read and O written, K and V read; with the scores
+    materialized, four passes over the ``heads x tokens x context`` scores too (``QK^T`` written, read
+    and written by the softmax, read for ``PV``)."""
+    scores_passes = 4 * heads * tokens * context if materialized else 0.0
+    return ((2 * tokens + 2 * context) * width + scores_passes) * b
+
+
 def memory_op(
     name: str, group: str, flops: float, traffic_bytes: float, activation_bytes: float = 0.0, saved_bytes: float = 0.0
 ) -> Kernel:
@@ -167,8 +193,8 @@ def linear(name: str, group: str, tokens: float, width: float, outputs: float, b
     return Kernel(
         name,
         group,
-        FLOPS_PER_MULTIPLY_ADD * tokens * width * outputs,
-        (tokens * width + width * outputs + tokens * outputs) * b,
+        gemm_flops(tokens, width, outputs),
+        gemm_traffic_bytes(tokens, width, outputs, b),
         activation_bytes=tokens * outputs * b,
         weight_bytes=width * outputs * b,
         saved_bytes=tokens * width * b,
@@ -188,15 +214,14 @@ def attention_scores(tokens: float, width: float, heads: int, layer: Layer, b: i
     ``cache_bytes``; the causal mask halves the work only when queries and keys are the same tokens.
     """
     context = tokens if context is None else context
-    mask_fraction = 0.5 if layer.causal and context == tokens else 1.0
-    flops = 2 * 2 * tokens * context * width * mask_fraction
-    traffic = (2 * tokens + 2 * context) * width * b  # Q in, O out; K and V read
+    materialized = layer.attention == "materialized"
+    flops = attention_flops(tokens, context, width, layer.causal)
+    traffic = attention_traffic_bytes(tokens, context, width, heads, materialized, b)
     scores_bytes = heads * tokens * context * b
     workspace = 0.0
     activation = tokens * width * b
     saved = 3 * tokens * width * b  # Q, K, V (fused attention recomputes the scores in its backward)
-    if layer.attention == "materialized":
-        traffic += 4 * scores_bytes  # write QK^T, read+write softmax, read for PV
+    if materialized:
         workspace = scores_bytes
         activation += scores_bytes
         saved += scores_bytes  # the softmax output
@@ -209,7 +234,7 @@ def attention_scores(tokens: float, width: float, heads: int, layer: Layer, b: i
     )
     if context != tokens:
         shape += (("context", context),)
-    if layer.attention == "materialized":
+    if materialized:
         shape += (("materialized", 1),)
     return Kernel(
         "attention",

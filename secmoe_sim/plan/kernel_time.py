@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from secmoe_sim.plan.costs import BACKWARD_FLOP_FACTOR, Kernel
+from secmoe_sim.plan.costs import BACKWARD_FLOP_FACTOR, CAUSAL_MASK_FRACTION, Kernel
 from secmoe_sim.spec.hardware import GPU
 
 # The FLOP count of causal attention is half the score matrix; a kernel that materializes the scores
-# computes all of it and masks, so it runs its FLOPs at half the rate.
-CAUSAL_COMPUTED_FRACTION = 0.5
+# computes all of it and masks, so it runs its counted FLOPs at that fraction of its rate.
+CAUSAL_COMPUTED_FRACTION = CAUSAL_MASK_FRACTION
 
 
 class KernelTimer(Protocol):
