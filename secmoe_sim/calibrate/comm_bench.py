@@ -25,7 +25,7 @@ from pathlib import Path
 
 from secmoe_sim.calibrate import CalibrationError, require_torch
 from secmoe_sim.calibrate.timing import Device, make_device, torch_dtype
-from secmoe_sim.calibrate.trace import make_row, sample_statistics
+from secmoe_sim.calibrate.trace import MICROBENCHMARK_SOURCE, make_row, sample_statistics
 from secmoe_sim.spec.units import DTYPE_BYTES
 
 CPU_WORLD_SIZE = 2
@@ -73,7 +73,7 @@ def measure_comm(device: Device, sizes_bytes: tuple[int, ...], dtype: str, warmu
             dtype,
             device.kind,
             entry["stats"],
-            "microbenchmark",
+            MICROBENCHMARK_SOURCE,
             path=path,
             bytes=entry["bytes"],
             world_size=world_size,

@@ -32,6 +32,7 @@ from secmoe_sim.calibrate.timing import Device, environment, stable_time_s, torc
 from secmoe_sim.calibrate.trace import (
     FUSED_PATH,
     MATH_PATH,
+    MICROBENCHMARK_SOURCE,
     Trace,
     attention_counts,
     frame,
@@ -210,8 +211,8 @@ class _Bench:
         self.progress.update(1)
         return sample_statistics(samples, attempts)
 
-    def _row(self, op: str, primitive: str, stats: dict, **shape) -> dict:
-        return make_row(op, primitive, self.dtype, self.device.kind, stats, "microbenchmark", **shape)
+    def _row(self, op: str, primitive: str, stats: dict, source: str = MICROBENCHMARK_SOURCE, path: str = "", **shape) -> dict:
+        return make_row(op, primitive, self.dtype, self.device.kind, stats, source, path, **shape)
 
     def gemms(self) -> list[dict]:
         rows = []
@@ -256,13 +257,9 @@ class _Bench:
                         raise
                     self.progress.update(1)
                     continue
-                source = "microbenchmark (default path)" if path == default else "microbenchmark"
+                source = f"{MICROBENCHMARK_SOURCE} (default path)" if path == default else MICROBENCHMARK_SOURCE
                 shape = {"batch": batch, "heads": heads, "tokens": tokens, "head_dim": head_dim, "causal": causal}
-                rows.append(
-                    make_row(
-                        "scaled_dot_product_attention", "attention", self.dtype, self.device.kind, stats, source, path, **shape
-                    )
-                )
+                rows.append(self._row("scaled_dot_product_attention", "attention", stats, source, path, **shape))
         return rows
 
     def memory(self) -> list[dict]:

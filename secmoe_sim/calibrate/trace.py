@@ -47,6 +47,7 @@ PARQUET_KEY = b"secmoe_sim_trace"
 # The ``path`` of an attention row: torch's fused kernel (unnamed in older traces), or the math path,
 # which writes the score matrix out (costs.attention_scores with ``attention: materialized``).
 FUSED_PATH, MATH_PATH = "fused", "math"
+MICROBENCHMARK_SOURCE = "microbenchmark"  # the source of a row this package timed itself
 FUSED_PATHS = ("", FUSED_PATH)
 
 PRIMITIVES = ("gemm", "attention", "memory", "launch", "comm")
