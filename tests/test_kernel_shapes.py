@@ -68,7 +68,10 @@ def test_each_kernel_pays_the_fixed_time_launches_count_and_backward_included():
     three = replace(ffn.scaled(3.0, 3.0), launches=3)  # three experts, one kernel each
     assert kernel_terms(three, gpu, "bf16").fixed_s == pytest.approx(6 * GEMM.fixed_time)
     assert kernel_terms(ffn.backward(), gpu, "bf16").fixed_s == pytest.approx(4 * GEMM.fixed_time)  # grad-input and grad-weight
-    assert kernel_terms(three, gpu, "bf16").bound in ("compute", "memory", "fixed")
+    terms = kernel_terms(three, gpu, "bf16")
+    assert (
+        terms.fixed_s > max(terms.compute_s, terms.memory_s) and terms.bound == "fixed"
+    )  # six small GEMMs: their fixed time decides
 
 
 def test_narrow_heads_run_padded_and_causal_kernels_compute_the_diagonal_blocks():
