@@ -229,19 +229,32 @@ def test_model_scenarios_on_shipped_hardware_recommend_and_record_their_own_hash
 
 
 def test_per_entry_stacks_and_carried_lengths_compose(tmp_path):
-    scenario = small(
-        model={"layers": 4, "vocab_size": 0, "sectional_every": 2, "reduction": "carry", "other_layers": "token_moe"},
-        **{
-            "workload.layer.seq_len": 256,
-            "communication": {
-                "default": {"kind": "nccl"},
-                "architectures": {"token-moe": {"kind": "gpu_initiated", "kernel": "20 us", "per_peer": "1 us"}},
+    """The token-MoE entry's own stack prices its layers and every entry's other layers (the first
+    token-MoE entry's, at the entry's carried length), while the other entries' own layers keep the
+    default stack."""
+
+    def with_stacks(architectures: dict):
+        return small(
+            model={"layers": 4, "vocab_size": 0, "sectional_every": 2, "reduction": "carry", "other_layers": "token_moe"},
+            **{
+                "workload.layer.seq_len": 256,
+                "communication": {"default": {"kind": "nccl"}, "architectures": architectures},
+                "hardware.communication": None,
             },
-            "hardware.communication": None,
-        },
-    )
+        )
+
+    scenario = with_stacks({"token-moe": {"kind": "gpu_initiated", "kernel": "20 us", "per_peer": "1 us"}})
     summary = simulate_model(scenario).summary
     assert len(summary) and np.isfinite(summary["step_time_s"]).all()
+    default = simulate_model(with_stacks({})).summary
+    own, other = summary.set_index("label"), default.set_index("label")
+    slower = own.loc["token-moe", "entry_layers_s"]
+    assert slower > other.loc["token-moe", "entry_layers_s"]  # a 20 us kernel against NCCL's launch
+    full_length = summary["architecture"] != "sectional_moe"  # a sectional entry's other layers run at its carried length
+    assert (summary.loc[full_length, "other_layers_s"] == slower).all()
+    assert (summary["other_layers_s"] > default["other_layers_s"]).all()
+    for label in ("token-moe-top1", "dense", "dense-funnel"):
+        assert own.loc[label, "entry_layers_s"] == other.loc[label, "entry_layers_s"]
     decode = with_values(scenario, {"workload.layer.passes": "decode", "workload.layer.kv_cache_length": 256})
     unset = with_values(scenario, {"workload.layer.passes": "decode"})
     kv = [simulate_model(s).summary["kv_cache_bytes"].to_numpy() for s in (decode, unset)]
