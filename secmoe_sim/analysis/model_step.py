@@ -146,6 +146,13 @@ def gradient_sync_plan(
     return LayerPlan.of_programs(cluster, programs, dtype, f"{label}.gradients")
 
 
+def bucket_count(replicas: tuple[tuple[tuple[int, ...], float], ...], bucket_size_bytes: float) -> int:
+    """The buckets a layer's gradients are cut into: ``ceil(largest replica group's bytes / bucket size)``,
+    none without gradients to synchronise."""
+    largest = max((size for _, size in replicas), default=0.0)
+    return max(1, math.ceil(largest / bucket_size_bytes)) if largest else 0
+
+
 class _Composer:
     """Simulates each (configuration, sequence length) once and composes the steps from them."""
 
@@ -211,10 +218,9 @@ class _Composer:
         attention = critical[
             critical["label"].astype(str).str.contains("attention") & ~critical["label"].astype(str).str.endswith(".backward")
         ]
-        largest = max((size for _, size in plan.replicas), default=0.0)
-        buckets = max(1, math.ceil(largest / self.model.bucket_size)) if largest else 0
+        buckets = bucket_count(plan.replicas, self.model.bucket_size)
         training = self.layer.passes == "training_step"
-        kind = "reduce_scatter" if self.model.gradient_sync == "reduce_scatter" else "all_reduce"
+        kind = self.model.gradient_sync
         bucket_s = self._sync_s(plan.replicas, kind, 1 / buckets, plan.label) if training and buckets else 0.0
         gather_s = self._sync_s(plan.replicas, "all_gather", 1.0, plan.label) if training and kind == "reduce_scatter" else 0.0
         return LayerCosts(
@@ -318,12 +324,11 @@ class _Composer:
         )
         head_backward_s = phases.pop("embedding_head_backward_s")
         memory = model_memory(stack, self.model, layer, cluster.num_gpus, local_tokens, training)
-        tokens_per_step = layer.batch * layer.query_tokens
         peak_flops = cluster.gpu.peak_flops[layer.dtype]
         result |= {
             "step_time_s": step_s,
-            "tokens_per_s": tokens_per_step / step_s,
-            "tokens_per_s_per_gpu": tokens_per_step / step_s / gpus,
+            "tokens_per_s": all_tokens / step_s,
+            "tokens_per_s_per_gpu": all_tokens / step_s / gpus,
             "time_per_output_token_s": step_s if layer.decoding else float("nan"),
             "mfu": flops / (step_s * gpus * peak_flops),
             **phases,
@@ -353,7 +358,7 @@ class _Composer:
     ) -> dict[str, float]:
         """Backward, recomputation, the bucketed gradient synchronisation overlapped with it, the optimizer."""
         model, gpus = self.model, self.cluster.num_gpus
-        kind = "reduce_scatter" if model.gradient_sync == "reduce_scatter" else "all_reduce"
+        kind = model.gradient_sync
         everyone = tuple(range(gpus))
         matrices = [((everyone, matrix_bytes),)] * model.embedding_matrices if gpus > 1 and matrix_bytes else []
         head_b = sum(self._kernel_s(k.backward()) for k in head)
@@ -361,8 +366,7 @@ class _Composer:
         queue: list[tuple[float, float]] = []  # (ready at, duration) of each gradient bucket, in ready order
 
         def buckets_of(replicas, ready_s: float) -> None:
-            largest = max((size for _, size in replicas), default=0.0)
-            count = max(1, math.ceil(largest / model.bucket_size)) if largest else 0
+            count = bucket_count(replicas, model.bucket_size)
             if count:
                 duration = self._sync_s(replicas, kind, 1 / count, "embedding")
                 queue.extend([(ready_s, duration)] * count)
