@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from secmoe_sim.calibrate import require_torch
 from secmoe_sim.spec.workload import Layer, SectionalMoEArchitecture
 
+ROTARY_BASE = 10000.0  # the angle base of rotary embeddings (Su et al. 2021, RoFormer)
+
 
 @dataclass
 class _Block:
@@ -108,7 +110,7 @@ class SectionalLayer:
         torch = self.torch
         tokens, head_dim = x.shape[-2], x.shape[-1]
         half = head_dim // 2
-        frequencies = 10000.0 ** (-torch.arange(half, device=x.device, dtype=torch.float32) / max(half, 1))
+        frequencies = ROTARY_BASE ** (-torch.arange(half, device=x.device, dtype=torch.float32) / max(half, 1))
         angles = torch.arange(tokens, device=x.device, dtype=torch.float32)[:, None] * frequencies[None, :]
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         first, second = x[..., :half], x[..., half : 2 * half]

@@ -42,14 +42,13 @@ from scipy.optimize import isotonic_regression
 
 from secmoe_sim.calibrate import CalibrationError
 from secmoe_sim.calibrate.trace import (
-    FUSED_PATHS,
-    MATH_PATH,
     SHAPE_COLUMNS,
     Trace,
     attention_counts,
     file_sha256,
     gemm_counts,
     launch_overhead_s,
+    shape_class_rows,
 )
 from secmoe_sim.plan.costs import Kernel, backward_factor
 from secmoe_sim.plan.kernel_time import KernelTimer, RooflineTimer
@@ -61,7 +60,7 @@ UNMEASURED_WARNING_FRACTION = 0.1  # above this share of kernels timed outside t
 REPLAYED = ("gemm", "attention", "memory")
 SHAPE_MATCH = 1e-9  # relative tolerance of a shape at the end of a curve
 SHAPE_DIGITS = 9  # significant digits that identify a shape for an exact match
-MATERIALIZED = "attention:math"  # the table of the math path's attention rows
+MATERIALIZED = "attention:math"  # the table of the math path's attention rows (trace.shape_class_rows)
 
 
 @dataclass(frozen=True)
@@ -195,18 +194,12 @@ class ReplayTimer:
         self.fallback = fallback
         self.launch_s = launch_overhead_s(trace)
         launch_s = self.launch_s or 0.0
-        self.tables = {}
-        for primitive in measured:
-            of_primitive = rows[rows["primitive"] == primitive]
-            if primitive == "attention":  # each path its own table: materialized attention replays the math path
-                for name, members in (
-                    ("attention", of_primitive[of_primitive["path"].isin(FUSED_PATHS)]),
-                    (MATERIALIZED, of_primitive[of_primitive["path"] == MATH_PATH]),
-                ):
-                    if len(members):
-                        self.tables[name] = _PrimitiveTable(primitive, members, dtype, launch_s)
-            else:
-                self.tables[primitive] = _PrimitiveTable(primitive, of_primitive, dtype, launch_s)
+        classes = {**shape_class_rows(rows), "memory": rows[rows["primitive"] == "memory"]}  # attention: a table per path
+        self.tables = {
+            name: _PrimitiveTable(str(members["primitive"].iloc[0]), members, dtype, launch_s)
+            for name, members in classes.items()
+            if len(members)
+        }
         self._found: dict[tuple, Lookup] = {}
 
     @classmethod

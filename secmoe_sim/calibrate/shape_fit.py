@@ -258,7 +258,7 @@ def fit_attention(
     prior_log = np.log(
         [prior.half_head_dim or 1.0, prior.half_context or 1.0, prior.causal_block or 1.0, max(prior.fixed_time, SMALLEST_TIME_S)]
     )
-    reference = next(dtype for dtype, scale in dtype_scale.items() if scale == 1.0)
+    reference = next(iter(dtype_scale))  # the GEMM fit's reference dtype comes first
     start_rate = np.log(best_rate(rows[rows["dtype"] == reference], launch_s) if (rows["dtype"] == reference).any() else 1.0)
     start = np.concatenate([[start_rate], prior_log])
     relative_rate = rows["dtype"].map(dtype_scale).to_numpy(dtype=float)
@@ -293,9 +293,7 @@ def fit_attention(
         if best is None or found[0] < best[0] * (1 - TIE_TOLERANCE):
             best = found
     assert best is not None
-    best = fit_at(best[1].model.head_dim_granule, START_SCALES)
-    assert best is not None
-    return best[1]
+    return fit_at(best[1].model.head_dim_granule, START_SCALES)[1]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from secmoe_sim.calibrate import CalibrationError
 from secmoe_sim.calibrate.trace import SHAPE_COLUMNS, Trace, frame, make_row, row_kernel, sample_statistics
-from secmoe_sim.plan.kernel_time import RooflineTimer, kernel_terms
+from secmoe_sim.plan.kernel_time import kernel_terms, launch_time_s
 from secmoe_sim.spec.hardware import GPU
 
 OPTIONAL_COLUMNS = {"gemm": {"count": 1.0}, "attention": {"causal": 0.0}, "memory": {}}
@@ -92,7 +92,6 @@ def predict_shapes(path: Path, gpu: GPU, dtype: str) -> pd.DataFrame:
         raise CalibrationError(f"{path}: line {blank['_line'].iloc[0]}, op: expected gemm, attention or memory, got nothing")
     if dtype not in gpu.peak_flops:
         raise CalibrationError(f"the GPU {gpu.name} has no peak_flops entry for {dtype} (it has: {', '.join(gpu.peak_flops)})")
-    timer = RooflineTimer(gpu, dtype)
     results = []
     for key, group in table.groupby("op", sort=False):
         op = str(key)
@@ -102,7 +101,7 @@ def predict_shapes(path: Path, gpu: GPU, dtype: str) -> pd.DataFrame:
             shape.pop("time_s", None)
             kernel = row_kernel(make_row(f"predict.{op}", op, dtype, gpu.name, {}, "predict", **shape))
             terms = kernel_terms(kernel, gpu, dtype)
-            kernel_s = terms.time_s
+            launch_s = launch_time_s(kernel, gpu)
             results.append(
                 {
                     "op": op,
@@ -112,9 +111,9 @@ def predict_shapes(path: Path, gpu: GPU, dtype: str) -> pd.DataFrame:
                     "compute_s": terms.compute_s,
                     "memory_s": terms.memory_s,
                     "fixed_s": terms.fixed_s,
-                    "kernel_s": kernel_s,
-                    "launch_s": timer.launch_time_s(kernel),
-                    "predicted_s": kernel_s + timer.launch_time_s(kernel),
+                    "kernel_s": terms.time_s,
+                    "launch_s": launch_s,
+                    "predicted_s": terms.time_s + launch_s,
                     "bound": terms.bound,
                 }
             )
