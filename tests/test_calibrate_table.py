@@ -11,8 +11,8 @@ from secmoe_sim.calibrate.fit import DEFAULT_BASE_HARDWARE, fit_trace
 from secmoe_sim.calibrate.table_import import import_table, predict_shapes
 from secmoe_sim.calibrate.trace import read_trace
 from secmoe_sim.cli import main
-from secmoe_sim.plan.costs import FLOPS_PER_MULTIPLY_ADD
 from secmoe_sim.spec.loading import load_cluster, load_scenario
+from secmoe_sim.spec.units import FLOPS_PER_MULTIPLY_ADD
 
 GEMMS = "m,k,n,time_s\n4096,4096,4096,0.000185\n8192,8192,8192,0.00141\n2048,2048,2048,0.0000300\n8192,1024,1024,0.0000301\n"
 

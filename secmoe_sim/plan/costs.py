@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from secmoe_sim.spec.units import DTYPE_BYTES
+from secmoe_sim.spec.units import DTYPE_BYTES, FLOPS_PER_MULTIPLY_ADD
 from secmoe_sim.spec.workload import Layer
 
 ELEMENTWISE = "elementwise"  # the group of an expert's norms, residuals, activations and rotary
@@ -60,7 +60,6 @@ def pass_flops(kernels: list[Kernel], has_backward: bool) -> float:
     return sum(k.flops * (1 + (backward_factor(k.primitive) if has_backward else 0.0)) for k in kernels)
 
 
-FLOPS_PER_MULTIPLY_ADD = 2
 CAUSAL_MASK_FRACTION = 0.5  # causal attention counts half of the score matrix
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from pydantic import Field
 
 from secmoe_sim.spec.base import StrictModel
-from secmoe_sim.spec.units import Duration
+from secmoe_sim.spec.units import FLOPS_PER_MULTIPLY_ADD, Duration
 
 MAX_SHAPE = 1e15  # elements or FLOPs: a bound that keeps a mistyped number out
 MAX_FIXED_TIME_S = 0.01  # a kernel's fixed cost above 10 ms is a unit typo (5 for 5 us), not a machine
@@ -68,7 +68,7 @@ class GemmShapeEfficiency(StrictModel):
     def efficiency(self, m: Value, k: Value, n: Value, batch: Value = 1.0) -> Value:
         """Fraction of peak FLOP/s one kernel of ``batch`` GEMMs ``(m, k) @ (k, n)`` reaches (a batched
         GEMM fills the device with all of its work; its tiles are as narrow as one GEMM's)."""
-        flops = 2.0 * m * k * n * batch
+        flops = FLOPS_PER_MULTIPLY_ADD * m * k * n * batch
         narrowest = np.minimum(np.minimum(m, k), n)
         each = _saturation(m, self.half_m) * _saturation(k, self.half_k) * _saturation(n, self.half_n)
         return self.peak * _saturation(narrowest, self.half_dim) * _saturation(flops, self.half_flops) * each
