@@ -18,26 +18,17 @@ import yaml
 from secmoe_sim.calibrate.fit import FitResult
 from secmoe_sim.calibrate.trace import Trace, file_sha256
 from secmoe_sim.spec.hardware import Cluster
-from secmoe_sim.spec.loading import load_cluster, load_scenario, shipped_hardware_names
+from secmoe_sim.spec.loading import load_cluster, load_scenario_or_cluster
+from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.version import __version__
 
 INDENT = "  "
 
 
 def load_base(path_or_name: str) -> Cluster:
-    """The cluster of a scenario (file or shipped name) or of a stand-alone hardware file (file or shipped name)."""
-    path = Path(path_or_name)
-    if path.is_file():
-        try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            document = None  # load_cluster reports the problem with its line
-        if isinstance(document, dict) and "workload" in document:
-            return load_scenario(path).hardware
-        return load_cluster(path)
-    if path_or_name in shipped_hardware_names():
-        return load_cluster(path_or_name)
-    return load_scenario(path_or_name).hardware
+    """The cluster of a scenario or of a stand-alone hardware file, by path or shipped name."""
+    found = load_scenario_or_cluster(path_or_name)
+    return found.hardware if isinstance(found, Scenario) else found
 
 
 def _scalar(value) -> str:

@@ -22,10 +22,10 @@ REFERENCE_WARMUP = 3  # untimed forward passes of each reference layer before it
 
 
 def _warn_if_busy() -> None:
-    from secmoe_sim.calibrate.check_real import BUSY_LOAD_PER_CORE
+    from secmoe_sim.calibrate.check_real import loaded_machine
 
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if load > BUSY_LOAD_PER_CORE * cores:
+    if loaded_machine([load], cores):
         print(f"warning: load average {load:.2f} on {cores} cores: other processes may disturb the timings", file=sys.stderr)
 
 
@@ -131,19 +131,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _gpu_of(target: str, dtype: str | None):
-    """The GPU of a scenario (and its dtype) or of a hardware file, by path or shipped name."""
-    from secmoe_sim.errors import ScenarioError
-    from secmoe_sim.spec.loading import load_cluster
+    """The GPU of a scenario (and its dtype) or of a hardware file (and the layer's default dtype), by
+    path or shipped name."""
+    from secmoe_sim.spec.loading import load_scenario_or_cluster
+    from secmoe_sim.spec.scenario import Scenario
+    from secmoe_sim.spec.workload import Layer
 
-    try:
-        scenario = load_scenario(target)
-        return scenario.hardware.gpu, dtype or scenario.workload.layer.dtype, f"scenario {scenario.name}"
-    except ScenarioError as as_scenario:
-        try:
-            cluster = load_cluster(target)
-        except ScenarioError:
-            raise as_scenario from None
-        return cluster.gpu, dtype or "bf16", f"hardware {cluster.name}"
+    found = load_scenario_or_cluster(target)
+    if isinstance(found, Scenario):
+        return found.hardware.gpu, dtype or found.workload.layer.dtype, f"scenario {found.name}"
+    return found.gpu, dtype or str(Layer.model_fields["dtype"].default), f"hardware {found.name}"
 
 
 def _check_inputs(args: argparse.Namespace, out_dir: Path):

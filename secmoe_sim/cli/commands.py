@@ -20,6 +20,7 @@ from secmoe_sim.spec.loading import (
     SHIPPED_HARDWARE,
     SHIPPED_SCENARIOS,
     SHIPPED_STACKS,
+    SHIPPED_SWEEPS,
     file_or_shipped,
     load_scenario,
     shipped_names,
@@ -31,7 +32,7 @@ from secmoe_sim.spec.scenario import Scenario
 SHIPPED_KINDS = {  # what `list` and `show` cover: kind -> folder inside the package
     "scenario": (SHIPPED_SCENARIOS,),
     "hardware": (SHIPPED_HARDWARE,),
-    "sweep": (SHIPPED_SCENARIOS, "sweeps"),
+    "sweep": SHIPPED_SWEEPS,
     "stack": (SHIPPED_STACKS,),
 }
 

@@ -25,7 +25,7 @@ kind or per architecture entry.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -35,6 +35,8 @@ from secmoe_sim.spec.units import Duration, Size
 LinkClass = Literal["nvswitch", "full_mesh", "pcie", "network"]
 LINK_CLASSES: tuple[LinkClass, ...] = ("nvswitch", "full_mesh", "pcie", "network")
 CollectiveKind = Literal["all_to_all", "all_reduce", "all_gather", "reduce_scatter"]
+COLLECTIVE_KINDS: tuple[CollectiveKind, ...] = get_args(CollectiveKind)
+STACK_SLOTS = ("default", *COLLECTIVE_KINDS)  # the fields of a communication section that hold one stack each
 MAX_KNOTS = 64
 # NCCL's tuning model: "if ppn < 2, then we are sending/receiving at the same GPU through the NIC, apply
 # some bw discount" (NVIDIA/nccl src/graph/tuning.cc, ppn = ranks per node; 0.7 where it applies it, LL128).
@@ -193,7 +195,7 @@ class Communication(StrictModel):
             return stack.model_copy(update={"message_overhead": stack.message_overhead * factor})
 
         update: dict[str, object] = {"default": scale(self.default)}
-        for kind in ("all_to_all", "all_reduce", "all_gather", "reduce_scatter"):
+        for kind in COLLECTIVE_KINDS:
             named = getattr(self, kind)
             update[kind] = scale(named) if named is not None else None
         update["architectures"] = {label: scale(stack) for label, stack in self.architectures.items()}

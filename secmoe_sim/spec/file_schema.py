@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from secmoe_sim.spec.communication import STACK_SLOTS
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.paths import PATH_PATTERN
 from secmoe_sim.spec.scenario import Scenario
 
 PATH_OR_NAME = {"type": "string", "minLength": 1, "description": "a file beside the scenario, or a shipped file by name"}
-STACK_SLOTS = ("default", "all_to_all", "all_reduce", "all_gather", "reduce_scatter")
 
 
 def _or_file(schema: dict) -> dict:

@@ -25,16 +25,17 @@ import yaml
 from pydantic import ValidationError
 
 from secmoe_sim.errors import ScenarioError
+from secmoe_sim.spec.communication import STACK_SLOTS
 from secmoe_sim.spec.hardware import Cluster
-from secmoe_sim.spec.paths import path_error, with_value
+from secmoe_sim.spec.paths import is_inside, owning_path, path_error, with_value
 from secmoe_sim.spec.scenario import Scenario
 from secmoe_sim.spec.yaml_input import format_path, read_yaml, validation_error, yaml_line
 
 SHIPPED_SCENARIOS = "scenarios"
 SHIPPED_STACKS = "stacks"
 SHIPPED_HARDWARE = "hardware"
+SHIPPED_SWEEPS = (SHIPPED_SCENARIOS, "sweeps")  # the folder of shipped sweep files inside the package
 MAX_EXTENDS_DEPTH = 8  # a chain of bases longer than this is a mistake (or a loop through copies)
-STACK_SLOTS = ("default", "all_to_all", "all_reduce", "all_gather", "reduce_scatter")
 
 
 def shipped_names(*folder: str) -> list[str]:
@@ -82,16 +83,21 @@ def beside_or_shipped(
     return found
 
 
+def _file_or_shipped_or_error(path_or_name: str | Path, folder: str, kind: str) -> Path:
+    """:func:`file_or_shipped`, or one :class:`ScenarioError` listing the shipped ``kind`` names."""
+    found = file_or_shipped(path_or_name, folder)
+    if found is None:
+        raise ScenarioError(
+            str(path_or_name),
+            "",
+            f"no such file, and no shipped {kind} of that name (shipped: {', '.join(shipped_names(folder))})",
+        )
+    return found
+
+
 def resolve_scenario_path(path_or_name: str | Path) -> Path:
     """A scenario file path, or the path of the shipped scenario of that name."""
-    found = file_or_shipped(path_or_name, SHIPPED_SCENARIOS)
-    if found is not None:
-        return found
-    raise ScenarioError(
-        str(path_or_name),
-        "",
-        f"no such file, and no shipped scenario of that name (shipped: {', '.join(shipped_scenario_names())})",
-    )
+    return _file_or_shipped_or_error(path_or_name, SHIPPED_SCENARIOS, "scenario")
 
 
 def load_scenario(path_or_name: str | Path) -> Scenario:
@@ -122,13 +128,9 @@ def _with_files_read(path: Path, data: dict, tree: yaml.Node | None) -> dict:
     hardware = data.get("hardware")
     if isinstance(hardware, str):
         data = {**data, "hardware": _included_cluster_data(path, hardware, tree)}
-    elif isinstance(hardware, dict) and isinstance(hardware.get("communication"), dict):
-        stacks = _stacks_read(path, hardware["communication"], ["hardware", "communication"], tree)
-        data = {**data, "hardware": {**hardware, "communication": stacks}}
-    data = _with_routing_counts_read(path, data, tree)
-    if isinstance(data.get("communication"), dict):
-        data = {**data, "communication": _stacks_read(path, data["communication"], ["communication"], tree)}
-    return data
+    elif isinstance(hardware, dict):
+        data = {**data, "hardware": _with_stacks_read(path, hardware, ["hardware"], tree)}
+    return _with_stacks_read(path, _with_routing_counts_read(path, data, tree), [], tree)
 
 
 def _extended(path: Path, data: dict, tree: yaml.Node | None, extending: tuple[Path, ...]) -> Scenario:
@@ -140,8 +142,12 @@ def _extended(path: Path, data: dict, tree: yaml.Node | None, extending: tuple[P
         )
     base_path = beside_or_shipped(path, base_name, SHIPPED_SCENARIOS, "scenario", "this one", ["extends"], tree)
     chain = (*extending, path.resolve())
-    if base_path.resolve() in chain or len(chain) > MAX_EXTENDS_DEPTH:
+    if base_path.resolve() in chain:
         raise ScenarioError(str(path), "extends", f"{base_name!r} extends this file again (a loop)", yaml_line(tree, ["extends"]))
+    if len(chain) > MAX_EXTENDS_DEPTH:
+        raise ScenarioError(
+            str(path), "extends", f"more than {MAX_EXTENDS_DEPTH} scenarios extend one another here", yaml_line(tree, ["extends"])
+        )
     base = _load_scenario(base_path, chain)
     overrides = data.get("overrides", {})
     if not isinstance(overrides, dict):
@@ -157,41 +163,76 @@ def _extended(path: Path, data: dict, tree: yaml.Node | None, extending: tuple[P
         scenario = Scenario.model_validate(merged)
     except ValidationError as error:
         raise validation_error(str(path), error, merged, tree) from None
-    for field in overrides:
-        reason = path_error(scenario, str(field))
-        if reason:
-            raise ScenarioError(str(path), f"overrides.{field}", reason, yaml_line(tree, ["overrides", field]))
-    return with_values(scenario, overrides, source=str(path))
+    return with_overrides(scenario, {str(field): value for field, value in overrides.items()}, str(path), tree)
+
+
+def with_overrides(base: Scenario, overrides: Mapping[str, Any], file: str, tree: yaml.Node | None) -> Scenario:
+    """``base`` with every dotted override of ``file`` (a scenario that extends another, or a sweep) set,
+    validated once all are set: they may depend on each other. A deeper override refines a shallower
+    one, and one below an earlier override is judged by the validation rather than by the base's fields.
+
+    An error is one :class:`ScenarioError` at ``overrides.<path>`` (the override it is about, with its
+    YAML line from ``tree``), or at ``overrides`` when no one override owns it.
+    """
+    data = base.model_dump(mode="json")
+    applied: list[str] = []
+    for override in sorted(overrides, key=lambda p: p.count(".")):
+        if not any(is_inside(override, earlier) for earlier in applied):
+            reason = path_error(base, override)
+            if reason:
+                raise ScenarioError(file, f"overrides.{override}", reason, yaml_line(tree, ["overrides", override]))
+        data = with_value(data, override, overrides[override])
+        applied.append(override)
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as error:
+        problem = validation_error(file, error, data, None)
+        owner = owning_path(problem.field, applied)
+        if owner is None:
+            raise ScenarioError(
+                file,
+                "overrides",
+                f"the base with the overrides is not a valid scenario: {problem.field}: {problem.reason}",
+                yaml_line(tree, ["overrides"]),
+            ) from None
+        raise ScenarioError(
+            file, f"overrides.{owner}", f"{problem.field}: {problem.reason}", yaml_line(tree, ["overrides", owner])
+        ) from None
+
+
+def load_scenario_or_cluster(path_or_name: str | Path) -> Scenario | Cluster:
+    """A scenario (a file with a ``workload`` or an ``extends``, or a shipped scenario's name) or a
+    stand-alone hardware file (any other file, or a shipped hardware name): where a command takes either."""
+    path = Path(path_or_name)
+    if path.is_file():
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            document = None  # load_cluster reports the problem with its line
+        if isinstance(document, dict) and ("workload" in document or "extends" in document):
+            return load_scenario(path)
+        return load_cluster(path)
+    if str(path_or_name) in shipped_hardware_names():
+        return load_cluster(path_or_name)
+    return load_scenario(path_or_name)
 
 
 def load_cluster(path_or_name: str | Path) -> Cluster:
     """Load a stand-alone hardware file (the format of a scenario's ``hardware`` section), or a
     shipped one by name (``h100-hgx``)."""
-    path = _resolve_hardware_path(path_or_name)
-    data = _cluster_data(path)
-    try:
-        return Cluster.model_validate(data)
-    except ValidationError as error:
-        raise validation_error(str(path), error, data, read_yaml(path)[1]) from None
+    return _validated_cluster(_file_or_shipped_or_error(path_or_name, SHIPPED_HARDWARE, "hardware"))[1]
 
 
-def _resolve_hardware_path(path_or_name: str | Path) -> Path:
-    found = file_or_shipped(path_or_name, SHIPPED_HARDWARE)
-    if found is None:
-        raise ScenarioError(
-            str(path_or_name),
-            "",
-            f"no such file, and no shipped hardware of that name (shipped: {', '.join(shipped_hardware_names())})",
-        )
-    return found
-
-
-def _cluster_data(path: Path) -> Any:
-    """A hardware file's data with its communication stacks read in (relative to the hardware file)."""
+def _validated_cluster(path: Path) -> tuple[Any, Cluster]:
+    """A hardware file's data, its communication stacks read in (relative to the hardware file), and
+    the cluster it validates as; one :class:`ScenarioError` with the file's line if it does not."""
     data, tree = read_yaml(path)
-    if isinstance(data, dict) and isinstance(data.get("communication"), dict):
-        data = {**data, "communication": _stacks_read(path, data["communication"], ["communication"], tree)}
-    return data
+    if isinstance(data, dict):
+        data = _with_stacks_read(path, data, [], tree)
+    try:
+        return data, Cluster.model_validate(data)
+    except ValidationError as error:
+        raise validation_error(str(path), error, data, tree) from None
 
 
 def _with_routing_counts_read(scenario_path: Path, data: dict, tree: yaml.Node | None) -> dict:
@@ -250,15 +291,19 @@ def _stacks_read(file: Path, communication: dict, where: list[str | int], tree: 
     return resolved
 
 
+def _with_stacks_read(file: Path, section: dict, where: list[str | int], tree: yaml.Node | None) -> dict:
+    """``section`` (a scenario, or its or a file's cluster, at ``where``) with the stacks its
+    ``communication`` names read in (:func:`_stacks_read`)."""
+    communication = section.get("communication")
+    if not isinstance(communication, dict):
+        return section
+    return {**section, "communication": _stacks_read(file, communication, [*where, "communication"], tree)}
+
+
 def _included_cluster_data(scenario_path: Path, include: str, tree: yaml.Node | None) -> Any:
     """The data of ``hardware: NAME``: a file relative to the scenario, else a shipped hardware file."""
     found = beside_or_shipped(scenario_path, include, SHIPPED_HARDWARE, "hardware", "the scenario", ["hardware"], tree)
-    data = _cluster_data(found)
-    try:
-        Cluster.model_validate(data)
-    except ValidationError as error:
-        raise validation_error(str(found), error, data, read_yaml(found)[1]) from None
-    return data
+    return _validated_cluster(found)[0]
 
 
 def with_values(scenario: Scenario, values: Mapping[str, Any], source: str = "") -> Scenario:

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from secmoe_sim.spec.yaml_input import format_path
+
 PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+))*$"  # names and list positions joined by '.'
 
 
@@ -63,3 +65,17 @@ def value_at(data: Any, path: str) -> Any:
     for part in path.split("."):
         data = data[int(part)] if isinstance(data, list) else data[part]
     return data
+
+
+def is_inside(path: str, outer: str) -> bool:
+    """``path`` is ``outer`` or lies below it."""
+    return path == outer or path.startswith(outer + ".")
+
+
+def owning_path(field: str, paths: list[str]) -> str | None:
+    """The dotted path (of ``paths``) that a validation error's location ``field`` lies in, if any."""
+    for path in paths:
+        formatted = format_path([int(p) if p.isdigit() else p for p in path.split(".")])
+        if field == formatted or field.startswith((formatted + ".", formatted + "[")):
+            return path
+    return None

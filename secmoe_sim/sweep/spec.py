@@ -27,7 +27,6 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,13 +34,19 @@ from pydantic import Field, ValidationError, model_validator
 
 from secmoe_sim.errors import ScenarioError, SweepError
 from secmoe_sim.spec.base import FieldIssue, StrictModel
-from secmoe_sim.spec.loading import file_or_shipped, load_scenario, resolve_scenario_path
-from secmoe_sim.spec.paths import PATH_PATTERN, path_error, value_at, with_value
+from secmoe_sim.spec.loading import (
+    SHIPPED_SWEEPS,
+    file_or_shipped,
+    load_scenario,
+    resolve_scenario_path,
+    shipped_names,
+    with_overrides,
+)
+from secmoe_sim.spec.paths import PATH_PATTERN, is_inside, owning_path, path_error, value_at, with_value
 from secmoe_sim.spec.scenario import Scenario
-from secmoe_sim.spec.yaml_input import format_path, read_yaml, validation_error, yaml_line
+from secmoe_sim.spec.yaml_input import read_yaml, validation_error, yaml_line
 from secmoe_sim.version import __version__
 
-SHIPPED_SWEEPS = ("scenarios", "sweeps")  # the folder of shipped sweep files inside the package
 MAX_POINTS = 1_000_000  # keeps a mistyped axis from expanding into an endless sweep
 KEY_HEX_DIGITS = 20  # 80 bits of SHA-256: collisions are negligible for any sweep that fits MAX_POINTS
 
@@ -116,7 +121,7 @@ class SweepSpec(StrictModel):
                     if _nested(axis.path, other):
                         raise FieldIssue(where, f"{axis.path} overlaps the axis {other}; each field may be swept once")
                 for override in self.overrides:
-                    if _inside(override, axis.path):
+                    if is_inside(override, axis.path):
                         raise FieldIssue(
                             where, f"the override {override} lies inside this axis and would be replaced by its values"
                         )
@@ -175,8 +180,8 @@ def point_key(scenario: Scenario, version: str = __version__) -> str:
 
 
 def shipped_sweep_names() -> list[str]:
-    folder = resources.files("secmoe_sim").joinpath(*SHIPPED_SWEEPS)
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    """The names of the sweeps shipped in the package, sorted."""
+    return shipped_names(*SHIPPED_SWEEPS)
 
 
 def resolve_sweep_path(path_or_name: str | Path) -> Path:
@@ -244,52 +249,18 @@ def _base_path(sweep_path: Path, base: str, tree) -> Path:
 
 
 def _apply_overrides(path: Path, tree, spec: SweepSpec, base: Scenario) -> Scenario:
-    """The base scenario with every override set, validated once all are set (they may depend on each other)."""
-    data = base.model_dump(mode="json")
-    applied: list[str] = []
-    for override in sorted(spec.overrides, key=lambda p: p.count(".")):  # a deeper override refines a shallower one
-        if not any(_inside(override, earlier) for earlier in applied):  # below an earlier override: validation judges it
-            reason = path_error(base, override)
-            if reason:
-                raise SweepError(str(path), f"overrides.{override}", reason, yaml_line(tree, ["overrides", override]))
-        data = with_value(data, override, spec.overrides[override])
-        applied.append(override)
+    """The base scenario with every override set (:func:`~secmoe_sim.spec.loading.with_overrides`)."""
     try:
-        return Scenario.model_validate(data)
-    except ValidationError as error:
-        problem = validation_error(str(path), error, data, None)
-        owner = _owning_path(problem.field, applied)
-        if owner is None:
-            raise SweepError(
-                str(path),
-                "overrides",
-                f"the base with the overrides is not a valid scenario: {problem.field}: {problem.reason}",
-                yaml_line(tree, ["overrides"]),
-            ) from None
-        raise SweepError(
-            str(path), f"overrides.{owner}", f"{problem.field}: {problem.reason}", yaml_line(tree, ["overrides", owner])
-        ) from None
-
-
-def _owning_path(field: str, paths: list[str]) -> str | None:
-    """The dotted path (of ``paths``) that the error location ``field`` lies in, if any."""
-    for path in paths:
-        formatted = format_path([int(p) if p.isdigit() else p for p in path.split(".")])
-        if field == formatted or field.startswith((formatted + ".", formatted + "[")):
-            return path
-    return None
+        return with_overrides(base, spec.overrides, str(path), tree)
+    except ScenarioError as error:
+        raise SweepError(error.file, error.field, error.reason, error.line) from None
 
 
 # --- paths ------------------------------------------------------------------------------------
 
 
-def _inside(path: str, outer: str) -> bool:
-    """``path`` is ``outer`` or lies below it."""
-    return path == outer or path.startswith(outer + ".")
-
-
 def _nested(a: str, b: str) -> bool:
-    return _inside(a, b) or _inside(b, a)
+    return is_inside(a, b) or is_inside(b, a)
 
 
 # --- expansion --------------------------------------------------------------------------------
@@ -348,7 +319,7 @@ def _cell(value: Any) -> Any:
 def _point_error(path: Path, tree, spec: SweepSpec, combination, written: dict, error: ValidationError, data) -> SweepError:
     """Name the axis whose value the validation error is about; otherwise name the whole point."""
     problem = validation_error(str(path), error, data, None)
-    owner = _owning_path(problem.field, list(written))
+    owner = owning_path(problem.field, list(written))
     for index, position in combination:
         entry = spec.axes[index]
         for member, axis in enumerate(entry.axes):
