@@ -221,7 +221,7 @@ def test_an_internal_error_is_one_line_and_debug_shows_the_traceback(monkeypatch
     def broken(_args):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(commands, "cmd_analyze", broken)  # the parser reads the handler when main builds it
+    monkeypatch.setattr(commands, "cmd_analyze", broken)  # main looks the handler up when the command runs
     err = one_line_error(["analyze", "h100-nvlink-8"], capsys, "internal error: RuntimeError: boom", "--debug", code=1)
     assert "Traceback" not in err
     assert main(["--debug", "analyze", "h100-nvlink-8"]) == 1

@@ -190,9 +190,8 @@ def cmd_check_real(args: argparse.Namespace) -> int:
     )
     if args.attention:
         workload = {**workload, "layer": {**workload["layer"], "attention": args.attention}}
-    name = (
-        f"check-real-{device.kind}{'-quick' if args.quick else ''}{'-materialized' if args.attention == 'materialized' else ''}"
-    )
+    materialized = workload["layer"].get("attention") == "materialized"
+    name = f"check-real-{device.kind}{'-quick' if args.quick else ''}{'-materialized' if materialized else ''}"
     scenario = check_real.check_scenario(cluster, workload, name)
 
     print(f"timing the reference layer on {device.name} (threads: {threads}), every E in turn", flush=True)

@@ -70,8 +70,13 @@ def output_file(option: str | None, default: Path) -> Path:
 def scenario_of(args: argparse.Namespace) -> Scenario:
     """The command's scenario with its ``--set PATH=VALUE`` changes, validated as a scenario file is."""
     scenario = load_scenario(args.scenario)
-    changes = dict(getattr(args, "set", None) or [])
+    changes = set_changes(args)
     return with_values(scenario, changes, source=f"{args.scenario} (--set)") if changes else scenario
+
+
+def set_changes(args: argparse.Namespace) -> dict:
+    """The command's ``--set PATH=VALUE`` changes, path to value (none when the command has no --set)."""
+    return dict(getattr(args, "set", None) or [])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -99,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         model = simulate_model(scenario, seed=args.seed, layers=results)
     else:
         results = simulate(scenario, seed=args.seed)
-    changes = {path: value for path, value in args.set}
+    changes = set_changes(args)
     paths = write_run_outputs(
         results,
         out_dir,
@@ -157,7 +162,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Every shipped file by kind: name, what it is (its description or first comment line), path."""
+    """Every shipped file by kind: name and what it is (its description or first comment line), under the
+    folder that holds them."""
     from secmoe_sim.report.text import table_text, wrapped
 
     for kind, folder in SHIPPED_KINDS.items():

@@ -39,7 +39,9 @@ COLLECTIVE_KINDS: tuple[CollectiveKind, ...] = get_args(CollectiveKind)
 STACK_SLOTS = ("default", *COLLECTIVE_KINDS)  # the fields of a communication section that hold one stack each
 MAX_KNOTS = 64
 # NCCL's tuning model: "if ppn < 2, then we are sending/receiving at the same GPU through the NIC, apply
-# some bw discount" (NVIDIA/nccl src/graph/tuning.cc, ppn = ranks per node; 0.7 where it applies it, LL128).
+# some bw discount" (NVIDIA/nccl src/graph/tuning.cc, ppn = ranks per node): its LL128 rings get 0.7
+# there instead of 0.92. This model takes 0.7 as the share for every protocol (the fidelity table's
+# one-rank-per-node cases are its check, docs/fidelity.md).
 SINGLE_RANK_NODE_BANDWIDTH = 0.7
 
 
@@ -128,7 +130,8 @@ class NcclStack(_Curves):
         gt=0,
         le=1,
         description="share of the network bandwidth a collective reaches when its nodes hold one rank each (that "
-        "GPU sends and receives through the same NIC); NCCL's tuning model discounts such rings to 0.7",
+        "GPU sends and receives through the same NIC), for every protocol; 0.7 by default, the share NCCL's tuning "
+        "model gives its LL128 rings there",
     )
 
 

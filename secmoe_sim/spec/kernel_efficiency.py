@@ -27,7 +27,8 @@ of the full score matrix, where the FLOP count (``plan.costs``) says ``1/2``.
 
 The kernel time (:func:`secmoe_sim.plan.kernel_time.kernel_time_s`) is ``fixed_time + max(FLOPs /
 (peak FLOP/s x efficiency), bytes / memory bandwidth)`` per kernel, so arithmetic intensity enters
-through the memory term.
+through the memory term; an attention kernel takes at least ``batch x heads`` times the GPU's
+``attention_floor_per_head``.
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ import numpy as np
 from pydantic import Field
 
 from secmoe_sim.spec.base import StrictModel
-from secmoe_sim.spec.units import FLOPS_PER_MULTIPLY_ADD, Duration
+from secmoe_sim.spec.units import FLOPS_PER_MULTIPLY_ADD, SECOND_FACTORS, Duration
 
 MAX_SHAPE = 1e15  # elements or FLOPs: a bound that keeps a mistyped number out
-MAX_FIXED_TIME_S = 0.01  # a kernel's fixed cost above 10 ms is a unit typo (5 for 5 us), not a machine
+MAX_FIXED_TIME_S = 10 * SECOND_FACTORS["ms"]  # a kernel's fixed cost above this is a unit typo (5 for 5 us), not a machine
 Value = float | np.ndarray  # one shape, or an array of shapes (the calibration fit)
 
 

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from secmoe_sim.spec.base import FieldIssue, StrictModel
-from secmoe_sim.spec.units import SIZE_UNITS, Size
+from secmoe_sim.spec.units import DTYPE_BYTES, SIZE_UNITS, Size
 
 MAX_LAYERS = 1024
 MAX_VOCABULARY = 2**22
@@ -25,7 +25,8 @@ MAX_VOCABULARY = 2**22
 OPTIMIZER_STATE_BYTES = {"sgd": 8.0, "adam": 12.0, "adam_8bit": 6.0}  # sgd: master + momentum; adam_8bit: 1-byte moments
 # Bytes the optimizer step reads and writes per parameter: the fp32 master and every state read and
 # written, the 16-bit gradient read and the 16-bit weight written (a memory-bound fused kernel).
-OPTIMIZER_TRAFFIC_BYTES = {"sgd": 2 * 8.0 + 2 + 2, "adam": 2 * 12.0 + 2 + 2, "adam_8bit": 2 * 6.0 + 2 + 2}
+HALF_PRECISION_BYTES = DTYPE_BYTES["bf16"]
+OPTIMIZER_TRAFFIC_BYTES = {name: 2 * state + 2 * HALF_PRECISION_BYTES for name, state in OPTIMIZER_STATE_BYTES.items()}
 OPTIMIZER_FLOPS = {"sgd": 4.0, "adam": 12.0, "adam_8bit": 16.0}  # per parameter; negligible beside the traffic
 
 
