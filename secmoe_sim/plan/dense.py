@@ -34,10 +34,15 @@ def dense_block_ops(layer: Layer, arch: DenseArchitecture, block: int) -> list[K
     return attention + ffn
 
 
+def block_reduction(arch: DenseArchitecture, block: int) -> int:
+    """The sequence reduction block ``block`` runs after: none for the first, the funnel's for the rest."""
+    return 1 if block == 0 else arch.sequence_reduction
+
+
 def dense_sublayers(layer: Layer, arch: DenseArchitecture, block: int) -> tuple[list[Kernel], list[Kernel]]:
     """The attention and the FFN sublayer of block ``block`` on one sequence (the FFN's empty without ``layer.ffn``)."""
-    reduction = 1 if block == 0 else arch.sequence_reduction
-    tokens = layer.query_tokens if layer.decoding else layer.seq_len / reduction
+    reduction = block_reduction(arch, block)
+    tokens = layer.tokens_after(reduction)
     b = DTYPE_BYTES[layer.dtype]
     attention = costs.attention_sublayer(
         tokens, layer.d_model, layer.heads, layer, "pre", context=layer.context_length / reduction
@@ -66,7 +71,7 @@ def dense_flops_per_token(layer: Layer, arch: DenseArchitecture) -> float:
     b = DTYPE_BYTES[layer.dtype]
     n, d, r = layer.seq_len, layer.d_model, arch.sequence_reduction
     ops = [op for block in range(arch.blocks) for op in dense_block_ops(layer, arch, block)]
-    if r > 1 and not layer.decoding:
+    if layer.pools(r):
         ops.append(costs.sequence_reduction(n, r, d, b))
     if arch.upsample and not layer.decoding:
         ops.append(costs.upsample_residual(n, r, d, b))
@@ -88,7 +93,7 @@ def dense_plan(layer: Layer, arch: DenseArchitecture, cluster: Cluster) -> Layer
             attention, ffn = (
                 [tensor_parallel_shard(k.scaled(seqs), tp) for k in ops] for ops in dense_sublayers(layer, arch, block)
             )
-            tokens = layer.query_tokens if layer.decoding else (n if block == 0 else n / r)
+            tokens = layer.tokens_after(block_reduction(arch, block))
             reduce_bytes = seqs * tokens * d * wire_b
             for gpu in group:
                 forward[gpu] += nonzero(attention)
@@ -98,7 +103,7 @@ def dense_plan(layer: Layer, arch: DenseArchitecture, cluster: Cluster) -> Layer
                     forward[gpu] += nonzero(ffn)
                     if tp > 1 and seqs > 0:
                         forward[gpu].append(AllReduce(f"allreduce.ffn[{index}].{block}", "allreduce.ffn", group, reduce_bytes))
-                if block == 0 and r > 1 and not layer.decoding:
+                if block == 0 and layer.pools(r):
                     forward[gpu] += nonzero([costs.sequence_reduction(n, r, d, b).scaled(seqs).sharded(tp)])
         if arch.upsample and not layer.decoding:
             for gpu in group:

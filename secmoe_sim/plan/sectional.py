@@ -45,7 +45,7 @@ def pre_expert_ops(layer: Layer, arch: SectionalMoEArchitecture) -> list[Kernel]
     b = DTYPE_BYTES[layer.dtype]
     tokens = layer.query_tokens
     ops = costs.attention_block(tokens, layer.d_model, layer.heads, layer, with_ffn=pre.ffn, context=layer.context_length)
-    if pre.sequence_reduction > 1 and not layer.decoding:
+    if layer.pools(pre.sequence_reduction):
         ops.append(costs.sequence_reduction(tokens, pre.sequence_reduction, layer.d_model, b))
     return [replace(k, name=f"pre.{k.name}", group="pre") for k in ops]
 
@@ -62,7 +62,7 @@ def expert_ops(layer: Layer, arch: SectionalMoEArchitecture, num_experts: int) -
 
 def expert_tokens(layer: Layer, arch: SectionalMoEArchitecture) -> float:
     """Tokens of one sequence each expert computes: ``N / r``, or the one new token in decode."""
-    return 1.0 if layer.decoding else layer.seq_len / reduction_of(arch)
+    return layer.tokens_after(reduction_of(arch))
 
 
 def post_expert_ops(layer: Layer, arch: SectionalMoEArchitecture) -> list[Kernel]:

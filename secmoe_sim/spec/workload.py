@@ -71,6 +71,15 @@ class Layer(StrictModel):
         """Tokens of each sequence a layer computes: one new token in decode, else all ``N``."""
         return 1 if self.decoding else self.seq_len
 
+    def tokens_after(self, reduction: int) -> float:
+        """Tokens of each sequence a block after a sequence reduction by ``reduction`` computes: ``N / r``,
+        or the one new token in decode (a decode step has no sequence to pool)."""
+        return self.query_tokens if self.decoding else self.seq_len / reduction
+
+    def pools(self, reduction: int) -> bool:
+        """Whether a sequence reduction by ``reduction`` pools anything: ``r > 1``, and never in decode."""
+        return reduction > 1 and not self.decoding
+
     @property
     def context_length(self) -> int:
         """Tokens each query attends to: the KV cache in decode (default ``N``), else the sequence itself."""
