@@ -55,6 +55,13 @@ class Results:
     def transfers(self) -> pd.DataFrame:
         return self.timeline[self.timeline["kind"] == "transfer"].reset_index(drop=True)
 
+    def timeline_of(self, label: str, placement: str, num_experts: int) -> pd.DataFrame:
+        """The timeline rows of one configuration: the entry ``label`` at ``placement`` and ``num_experts``."""
+        timeline = self.timeline
+        return timeline[
+            (timeline["entry"] == label) & (timeline["placement"] == placement) & (timeline["num_experts"] == num_experts)
+        ]
+
     def best(self) -> pd.DataFrame:
         """The row of each (architecture entry, placement) with the lowest GPU-seconds.
 

@@ -116,7 +116,7 @@ def simulate_model(scenario: Scenario, seed: int | None = None, layers: Results 
     base = layer_scenario(scenario)
     layers = layers if layers is not None else simulate(base, seed=seed)
     composer = _Composer(base, model, seed)
-    composer.add(layers, base.workload.layer.seq_len)
+    composer.add(layers)
     rows = []
     for row in layers.summary.to_dict("records"):
         if row["role"] != "entry" or row["num_gpus"] != base.hardware.num_gpus:
@@ -173,23 +173,19 @@ class _Composer:
 
     # --- layers ----------------------------------------------------------------------------------
 
-    def add(self, results: Results, seq_len: int) -> None:
-        """Record the layer costs of every configuration of ``results`` (simulated at ``seq_len``)."""
-        at_length = with_values(results.scenario, {"workload.layer.seq_len": seq_len})
-        for row, plan in zip(results.summary.to_dict("records"), layer_plans(at_length, results.seed)):
+    def add(self, results: Results) -> None:
+        """Record the layer costs of every configuration of ``results``, at the sequence length it simulated."""
+        seq_len = results.scenario.workload.layer.seq_len
+        for row, plan in zip(results.summary.to_dict("records"), layer_plans(results.scenario, results.seed)):
             key = (row["label"], str(row["placement"]), int(row["num_experts"]))
             if row["role"] != "entry" or row["num_gpus"] != self.cluster.num_gpus or (key, seq_len) in self.costs:
                 continue  # the model is composed on the scenario's GPUs
-            timeline = results.timeline[
-                (results.timeline["entry"] == row["label"])
-                & (results.timeline["num_experts"] == row["num_experts"])
-                & (results.timeline["placement"] == row["placement"])
-            ]
+            timeline = results.timeline_of(row["label"], row["placement"], row["num_experts"])
             self.costs[(key, seq_len)] = self._layer_costs(row, plan, timeline)
 
     def _costs_of(self, key: ConfigKey, seq_len: int) -> LayerCosts:
         if (key, seq_len) not in self.costs:
-            self.add(simulate(self._layer_only(key, seq_len), seed=self.seed), seq_len)
+            self.add(simulate(self._layer_only(key, seq_len), seed=self.seed))
         return self.costs[(key, seq_len)]
 
     def _layer_only(self, key: ConfigKey, seq_len: int) -> Scenario:

@@ -62,12 +62,9 @@ def best_timelines(results: Results, trace_experts: int | None = None) -> list[t
         chosen = pd.concat(
             [chosen[[(label, placement) not in keys for label, placement in zip(chosen["label"], chosen["placement"])]], at]
         )
-    timeline = results.timeline
     named = []
     for label, placement, experts in zip(chosen["label"], chosen["placement"], chosen["num_experts"]):
-        rows = timeline[
-            (timeline["entry"] == label) & (timeline["placement"] == placement) & (timeline["num_experts"] == experts)
-        ]
+        rows = results.timeline_of(label, placement, experts)
         named.append((f"{label}{f' [{placement}]' if placement else ''} E={experts}", rows))
     return named
 
