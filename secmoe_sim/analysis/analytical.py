@@ -126,7 +126,7 @@ def sectional_terms(layer: Layer, arch: SectionalMoEArchitecture, cluster: Clust
     experts = expert_ops(layer, arch, 1)
 
     def passes(kernel: Kernel) -> float:
-        return 1 + (costs.backward_factor(kernel.primitive) if layer.has_backward else 0.0)
+        return costs.pass_factor(kernel.primitive, layer.has_backward)
 
     c_pre = sum(_time_s(k.scaled(batch), cluster, layer.dtype) * passes(k) for k in pre)
     k_s = sum(_flop_time_s(k.scaled(batch), cluster, layer.dtype) * passes(k) for k in experts if k.group == "projection")

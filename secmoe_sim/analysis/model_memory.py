@@ -1,6 +1,6 @@
 """A model step's memory: the peak of the GPU that needs the most, term by term (docs/model.md, section 10).
 
-Weights and 16-bit gradients of every layer and the embedding matrices; the optimizer's state and
+Weights and gradients (in the layer's dtype) of every layer and the embedding matrices; the optimizer's state and
 fp32 master (sharded over the replicas under ZeRO-2); every layer's saved inputs as the recomputation
 option keeps them; the LM head's logits; the KV cache in decode; the largest transient workspace and
 collective buffers; the gradient buckets in flight.
@@ -25,7 +25,7 @@ BUCKETS_IN_FLIGHT = 2  # gradient buckets held at once: one being filled, one be
 
 
 def local_parameter_bytes(stack: Stack, model: ModelSpec, gpus: int, matrix_bytes: float) -> np.ndarray:
-    """Per GPU, the 16-bit parameter bytes whose gradient and optimizer state it keeps: all it holds,
+    """Per GPU, the parameter bytes (in the layer's dtype) whose gradient and optimizer state it keeps: all it holds,
     or (reduce_scatter) its shard of every replicated group and all of what only it holds."""
     held = np.zeros(gpus)
     for _, layer_costs in stack:

@@ -40,7 +40,7 @@ from secmoe_sim.analysis.model_memory import local_parameter_bytes, model_memory
 from secmoe_sim.engine import run_plan
 from secmoe_sim.errors import ScenarioError
 from secmoe_sim.plan import costs
-from secmoe_sim.plan.costs import Kernel
+from secmoe_sim.plan.costs import BACKWARD_SUFFIX, Kernel
 from secmoe_sim.plan.kernel_time import RooflineTimer
 from secmoe_sim.plan.steps import AllGather, AllReduce, LayerPlan, ReduceScatter
 from secmoe_sim.simulation import Results, layer_plans, simulate
@@ -208,14 +208,14 @@ class _Composer:
     def _layer_costs(self, row: dict, plan: LayerPlan, timeline: pd.DataFrame) -> LayerCosts:
         wall = float(row["wall_clock_s"])
         ops = timeline[timeline["kind"] != "transfer"]
-        forward_rows = ops[~ops["label"].astype(str).str.endswith(".backward")]
+        forward_rows = ops[~ops["label"].astype(str).str.endswith(BACKWARD_SUFFIX)]
         forward_s = float(forward_rows["finished_at"].max()) if self.layer.has_backward and len(forward_rows) else wall
         critical = ops[(ops["gpu"] == row["critical_gpu"]) & (ops["kind"] == "kernel")]
         attention = critical[
-            critical["label"].astype(str).str.contains("attention") & ~critical["label"].astype(str).str.endswith(".backward")
+            critical["label"].astype(str).str.contains("attention") & ~critical["label"].astype(str).str.endswith(BACKWARD_SUFFIX)
         ]
         buckets = bucket_count(plan.replicas, self.model.bucket_size)
-        training = self.layer.passes == "training_step"
+        training = self.layer.training_step
         kind = self.model.gradient_sync
         bucket_s = self._sync_s(plan.replicas, kind, 1 / buckets, plan.label) if training and buckets else 0.0
         gather_s = self._sync_s(plan.replicas, "all_gather", 1.0, plan.label) if training and kind == "reduce_scatter" else 0.0
@@ -283,7 +283,7 @@ class _Composer:
         )
         embed_f = self._kernel_s(embedding) if vocabulary else 0.0
         head_f = sum(self._kernel_s(k) for k in head)
-        training = layer.passes == "training_step"
+        training = layer.training_step
         entry_s = sum(c.wall_s + (self._recompute_s(c) if training else 0.0) for is_entry, c in stack if is_entry)
         other_s = sum(c.wall_s + (self._recompute_s(c) if training else 0.0) for is_entry, c in stack if not is_entry)
         all_tokens = layer.batch * layer.query_tokens
@@ -320,7 +320,7 @@ class _Composer:
         )
         head_backward_s = phases.pop("embedding_head_backward_s")
         memory = model_memory(stack, self.model, layer, cluster.num_gpus, local_tokens, training)
-        peak_flops = cluster.gpu.peak_flops[layer.dtype]
+        peak_flops = cluster.gpu.peak_for(layer.dtype)
         result |= {
             "step_time_s": step_s,
             "tokens_per_s": all_tokens / step_s,

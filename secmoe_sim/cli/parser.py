@@ -16,6 +16,7 @@ from secmoe_sim.version import __version__
 
 SHIPPED_KINDS = ("scenario", "hardware", "sweep", "stack")  # what `list` and `show` cover (commands.SHIPPED_KINDS)
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")  # spec.hardware.Dtype, spelled out so --help imports no model
+FIGURE_FORMATS = ("png", "svg", "pdf")  # report.outputs.FIGURE_FORMATS, spelled out so --help imports no matplotlib
 
 USAGE_ERROR = 2
 
@@ -150,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(interpolated between measured shapes; extrapolated ops flagged)",
     )
     run.add_argument("--allow-large", action="store_true", help="run even beyond the work budget (docs/model.md, section 9)")
-    run.add_argument("--format", choices=["png", "svg", "pdf"], default="png", help="file format of the figures (default png)")
+    run.add_argument("--format", choices=FIGURE_FORMATS, default="png", help="file format of the figures (default png)")
     _add_set(run)
     run.set_defaults(handler="commands.cmd_run")
 
@@ -246,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="AXIS=VALUE",
         help="fix another grid dimension at a value as written in the sweep file (default: its first value)",
     )
-    plot.add_argument("--format", choices=["png", "svg", "pdf"], default="png", help="file format of the figures (default png)")
+    plot.add_argument("--format", choices=FIGURE_FORMATS, default="png", help="file format of the figures (default png)")
     plot.set_defaults(handler="commands.cmd_plot")
 
     _add_calibration_commands(subcommands)

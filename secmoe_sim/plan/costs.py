@@ -8,13 +8,14 @@ over several experts each read their own). Memory traffic counts bytes read plus
 once each (no other cache reuse). Weights of norms and biases are left out of parameter counts (they are
 O(d), against O(d^2) for the projections).
 
-Formulas (``N`` tokens, ``w`` width, ``f`` FFN multiplier, ``b`` bytes per element):
+Formulas (``N`` tokens, ``C`` keys each attends to: ``N``, or the KV cache in decode; ``w`` width,
+``h`` heads, ``f`` FFN multiplier, ``b`` bytes per element):
 
 =================  ============================  ==========================================
 op                 FLOPs                         memory traffic (bytes)
 =================  ============================  ==========================================
 qkv projection     ``2*3*N*w^2``                 ``(N*w + 3*w^2 + 3*N*w) * b``
-attention scores   ``2*2*N^2*w`` (x1/2 causal)   flash: ``4*N*w*b``; materialized: ``+ 4*h*N^2*b``
+attention scores   ``2*2*N*C*w`` (x1/2 causal)   flash: ``(2*N + 2*C)*w*b``; materialized: ``+ 4*h*N*C*b``
 out projection     ``2*N*w^2``                   ``(2*N*w + w^2) * b``
 FFN                ``2*2*f*N*w^2``               ``(2*N*w + 2*f*w^2 + 2*f*N*w) * b``
 sequence reduce    ``N*w`` (mean pooling)        ``(N + N/r) * w * b``
@@ -34,6 +35,8 @@ A block is pre-norm: ``norm, qkv, [rotary], attention, out projection, residual`
 (``norm``, ``residual``, ``activation``, ``rotary``) say what they are in ``timeline.csv``. The
 FLOP counts of the elementwise ops are per element: a norm's mean, variance, normalisation, scale
 and shift; GELU's tanh approximation (a cube, two multiplies, an add, a tanh counted as 3, a multiply).
+An op's backward counts twice its forward's FLOPs and traffic, fused attention's 2.5 times
+(:func:`backward_factor`).
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ from secmoe_sim.spec.units import DTYPE_BYTES, FLOPS_PER_MULTIPLY_ADD
 from secmoe_sim.spec.workload import Layer
 
 ELEMENTWISE = "elementwise"  # the group of an expert's norms, residuals, activations and rotary
-BACKWARD_FLOP_FACTOR = 2.0  # backward of a linear op: grad wrt input and grad wrt weight
+BACKWARD_GEMMS_PER_GEMM = 2  # a linear op's backward: the gradients with respect to its input and its weight
+BACKWARD_FLOP_FACTOR = float(BACKWARD_GEMMS_PER_GEMM)  # each as many FLOPs as the forward GEMM
+BACKWARD_SUFFIX = ".backward"  # an op's backward is named as its forward with this suffix
 # Fused attention's backward: five matmuls against the forward's two, the scores recomputed, so 2.5x the
 # forward's FLOPs (Dao 2023, "FlashAttention-2", section 3.2; the paper counts its backward this way).
 ATTENTION_BACKWARD_FLOP_FACTOR = 2.5
@@ -55,9 +60,14 @@ def backward_factor(primitive: str) -> float:
     return ATTENTION_BACKWARD_FLOP_FACTOR if primitive == "attention" else BACKWARD_FLOP_FACTOR
 
 
+def pass_factor(primitive: str, has_backward: bool) -> float:
+    """An op's FLOPs (and traffic) in a pass over its forward's: 1, plus its backward's when the pass has one."""
+    return 1 + (backward_factor(primitive) if has_backward else 0.0)
+
+
 def pass_flops(kernels: list[Kernel], has_backward: bool) -> float:
     """FLOPs of ``kernels`` forward, and backward too when ``has_backward``."""
-    return sum(k.flops * (1 + (backward_factor(k.primitive) if has_backward else 0.0)) for k in kernels)
+    return sum(k.flops * pass_factor(k.primitive, has_backward) for k in kernels)
 
 
 CAUSAL_MASK_FRACTION = 0.5  # causal attention counts half of the score matrix
@@ -130,7 +140,7 @@ class Kernel:
         factor = backward_factor(self.primitive)
         return replace(
             self,
-            name=f"{self.name}.backward",
+            name=f"{self.name}{BACKWARD_SUFFIX}",
             flops=self.flops * factor,
             traffic_bytes=self.traffic_bytes * factor,
             weight_bytes=self.weight_bytes * factor,
@@ -258,8 +268,8 @@ def ffn(tokens: float, width: float, multiplier: float, b: int, group: str = "ff
     return Kernel(
         "ffn",
         group,
-        2 * 2 * tokens * width * hidden,
-        (2 * tokens * width + 2 * width * hidden + 2 * tokens * hidden) * b,
+        2 * gemm_flops(tokens, width, hidden),  # (N, w) @ (w, h) and (N, h) @ (h, w): equal FLOPs and bytes
+        2 * gemm_traffic_bytes(tokens, width, hidden, b),
         activation_bytes=(tokens * hidden + tokens * width) * b,
         workspace_bytes=tokens * hidden * b,
         weight_bytes=2 * width * hidden * b,

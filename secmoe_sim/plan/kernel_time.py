@@ -12,12 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from secmoe_sim.plan.costs import BACKWARD_FLOP_FACTOR, CAUSAL_MASK_FRACTION, Kernel
+from secmoe_sim.plan.costs import BACKWARD_GEMMS_PER_GEMM, CAUSAL_MASK_FRACTION, Kernel
 from secmoe_sim.spec.hardware import GPU
 
-# The FLOP count of causal attention is half the score matrix; a kernel that materializes the scores
-# computes all of it and masks, so it runs its counted FLOPs at that fraction of its rate.
-CAUSAL_COMPUTED_FRACTION = CAUSAL_MASK_FRACTION
+MATERIALIZED_ATTENTION_GEMMS = 2  # the math path's batched GEMMs: Q K^T and P V
 
 
 class KernelTimer(Protocol):
@@ -114,7 +112,7 @@ def shape_priced(kernel: Kernel, gpu: GPU) -> tuple[float, float] | None:
     dims = kernel.dims()
     gemm = gpu.gemm_shape_efficiency
     if kernel.primitive == "gemm" and gemm is not None:
-        gemms = dims.get("count", 1.0) * (BACKWARD_FLOP_FACTOR if kernel.is_backward else 1.0)
+        gemms = dims.get("count", 1.0) * (BACKWARD_GEMMS_PER_GEMM if kernel.is_backward else 1.0)
         efficiency = float(gemm.efficiency(dims["m"] / kernel.launches, dims["k"], dims["n"]))
         return kernel.launches * gemms * gemm.fixed_time, efficiency
     if kernel.primitive != "attention":
@@ -130,7 +128,9 @@ def shape_priced(kernel: Kernel, gpu: GPU) -> tuple[float, float] | None:
             return None
         instances = dims["batch"] * dims["heads"] / kernel.launches
         efficiency = float(gemm.efficiency(tokens, dims["head_dim"], context, instances))
-        return kernel.launches * 2 * gemm.fixed_time, efficiency * (CAUSAL_COMPUTED_FRACTION if dims.get("causal") else 1.0)
+        # causal: the FLOP count is CAUSAL_MASK_FRACTION of the scores, the GEMMs compute them all and mask
+        causal_share = CAUSAL_MASK_FRACTION if dims.get("causal") else 1.0
+        return kernel.launches * MATERIALIZED_ATTENTION_GEMMS * gemm.fixed_time, efficiency * causal_share
     fused = gpu.attention_shape_efficiency
     if fused is None:
         return None

@@ -19,7 +19,7 @@ from functools import cached_property
 
 import numpy as np
 
-from secmoe_sim.plan.costs import Kernel
+from secmoe_sim.plan.costs import BACKWARD_SUFFIX, Kernel
 from secmoe_sim.spec.hardware import Cluster
 
 
@@ -95,7 +95,10 @@ class AllToAll:
     def transposed(self) -> AllToAll:
         """The same exchange in the opposite direction (a backward pass, a gather after a scatter)."""
         return AllToAll(
-            key=f"{self.key}.backward", name=f"{self.name}.backward", gpus=self.gpus, messages=self.messages.reversed()
+            key=f"{self.key}{BACKWARD_SUFFIX}",
+            name=f"{self.name}{BACKWARD_SUFFIX}",
+            gpus=self.gpus,
+            messages=self.messages.reversed(),
         )
 
     @cached_property
@@ -119,7 +122,7 @@ class AllReduce:
     payload_bytes: float
 
     def transposed(self) -> AllReduce:
-        return replace(self, key=f"{self.key}.backward", name=f"{self.name}.backward")
+        return replace(self, key=f"{self.key}{BACKWARD_SUFFIX}", name=f"{self.name}{BACKWARD_SUFFIX}")
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,10 @@ class AllGather:
     def transposed(self) -> ReduceScatter:
         """The backward of an all-gather is a reduce-scatter of the gradients."""
         return ReduceScatter(
-            key=f"{self.key}.backward", name=f"{self.name}.backward", gpus=self.gpus, payload_bytes=self.payload_bytes
+            key=f"{self.key}{BACKWARD_SUFFIX}",
+            name=f"{self.name}{BACKWARD_SUFFIX}",
+            gpus=self.gpus,
+            payload_bytes=self.payload_bytes,
         )
 
 
@@ -150,7 +156,10 @@ class ReduceScatter:
     def transposed(self) -> AllGather:
         """The backward of a reduce-scatter is an all-gather of the gradient shards."""
         return AllGather(
-            key=f"{self.key}.backward", name=f"{self.name}.backward", gpus=self.gpus, payload_bytes=self.payload_bytes
+            key=f"{self.key}{BACKWARD_SUFFIX}",
+            name=f"{self.name}{BACKWARD_SUFFIX}",
+            gpus=self.gpus,
+            payload_bytes=self.payload_bytes,
         )
 
 
@@ -204,7 +213,7 @@ class Pipeline:
     def transposed(self) -> Pipeline:
         """The backward phase: gradients travel combine -> experts (backward) -> dispatch, in chunks."""
         return Pipeline(
-            name=f"{self.name}.backward",
+            name=f"{self.name}{BACKWARD_SUFFIX}",
             chunks=tuple(
                 Chunk(
                     dispatch=chunk.combine.transposed() if chunk.combine is not None else None,

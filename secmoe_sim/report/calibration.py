@@ -62,7 +62,7 @@ def check_real_text(result: CheckResult) -> str:
         table[column] = table[column].map(lambda s: f"{s / SECOND_FACTORS['ms']:.3f} ms")
     table["rel_error"] = table["rel_error"].map(lambda e: f"{e * PERCENT:+.1f}%")
     summary = result.summary.copy()
-    for column in ("median_abs_error_pct", "worst_error_pct", "regret_pct", "measured_spread_pct"):
+    for column in ("median_abs_error_pct", "worst_error_pct", "regret_pct"):
         summary[column] = summary[column].map(lambda v: f"{v:.1f}")
     shown = table[["entry", "E", "mode", "measured_s", "predicted_s", "rel_error"]].to_string(index=False)
     columns = ["entry", "mode", "median_abs_error_pct", "worst_error_pct", "measured_best_E", "predicted_best_E", "regret_pct"]

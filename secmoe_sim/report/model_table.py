@@ -39,11 +39,7 @@ def model_table(found: ModelResults) -> str:
         wrapped(
             f"Model: {model.layers} layers, {len(positions)} of them the entry's, the others {model.other_layers}; "
             f"vocabulary {model.vocab_size}; one {step} of {layer.batch} sequences"
-            + (
-                f" ({model.optimizer}, recompute {model.recompute}, {model.gradient_sync})"
-                if layer.passes == "training_step"
-                else ""
-            )
+            + (f" ({model.optimizer}, recompute {model.recompute}, {model.gradient_sync})" if layer.training_step else "")
             + (f" against a KV cache of {layer.context_length} tokens" if layer.decoding else "")
             + "; per entry and placement the E with the shortest step that fits in memory:"
         ),
@@ -69,7 +65,7 @@ def model_table(found: ModelResults) -> str:
         )
     )
     lines += ["", "Where the step goes (critical path):"]
-    training = layer.passes == "training_step"
+    training = layer.training_step
     phases = []
     for row in best.to_dict("records"):
         entry = [str(row["label"]), str(row["placement"]) or "-", str(row["num_experts"])]

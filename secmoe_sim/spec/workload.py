@@ -63,6 +63,11 @@ class Layer(StrictModel):
         return self.passes in ("forward_backward", "training_step")
 
     @property
+    def training_step(self) -> bool:
+        """Whether the pass is a whole training step (a model's gradients synchronised, its optimizer run)."""
+        return self.passes == "training_step"
+
+    @property
     def decoding(self) -> bool:
         return self.passes == "decode"
 
