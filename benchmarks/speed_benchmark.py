@@ -14,7 +14,9 @@ The exchange: every GPU of nodes of 8 H100 (NVSwitch, one 400 Gb/s NIC per GPU) 
 ``network_benchmark.py``), one direct all-to-all-v starting at one instant. Latencies and software
 costs are zero, so the engine and the reference (``maxmin_reference.py``, progressive filling from
 scratch at every flow's end) solve the same problem: the same routes and link capacities, and the
-finish time of every message must agree to float rounding (the "agreement" column).
+finish time of every message must agree to float rounding (the "agreement" column): the run stops with
+an error when any differs by more than ``AGREEMENT_TOLERANCE`` (relative), as it does when the two
+reference solvers disagree with each other ("scratch_agreement"; NaN where the textbook one was not run).
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ GROWTH_GOAL = 2.5  # exact mode's CPU grows no faster than G^2.5
 BATCHED_US_PER_FLOW_GOAL = 10.0  # at 1,024 GPUs
 HELP_CPU_GOAL_S = 0.3
 TEXTBOOK_MAX_GPUS = 128
+# Largest relative finish-time difference accepted between the engine and the reference (and between the two
+# reference solvers): float rounding over thousands of re-solves stays near 1e-14 (3.3e-14 at 256 GPUs in
+# reports/benchmarks/speed.md); a wrong rate or a missed re-solve moves finish times by far more.
+AGREEMENT_TOLERANCE = 1e-9
 US = SECOND_FACTORS["us"]
 
 
@@ -101,12 +107,13 @@ def exact_against_reference(gpus: int) -> dict:
     started = time.process_time()  # from scratch at every end, with the engine's own solver: the incremental state's worth
     scratch, solves = finish_times_s(links, exchange.messages.payload_bytes, capacity, solver=_engine_solver)
     scratch_cpu_s = time.process_time() - started
-    textbook_cpu_s = float("nan")
+    textbook_cpu_s = scratch_agreement = float("nan")  # NaN: no textbook run to compare the reference with
     reference = scratch
     if gpus <= TEXTBOOK_MAX_GPUS:  # its CPU grows as G^5: beyond this it would take most of an hour
         started = time.process_time()
         reference, _ = finish_times_s(links, exchange.messages.payload_bytes, capacity)
         textbook_cpu_s = time.process_time() - started
+        scratch_agreement = float(np.max(np.abs(scratch - reference) / reference))
     order = {(s, d): i for i, (s, d) in enumerate(zip(exchange.messages.src.tolist(), exchange.messages.dst.tolist()))}
     engine_finish = np.empty(len(routes))  # from the instant the exchange starts (after its host issue)
     durations = (transfers["finished_at"] - transfers["started_at"]).tolist()
@@ -120,11 +127,24 @@ def exact_against_reference(gpus: int) -> dict:
         "textbook_cpu_s": textbook_cpu_s,
         "scratch_cpu_s": scratch_cpu_s,
         "ratio": cpu_s / scratch_cpu_s,
-        "scratch_agreement": float(np.max(np.abs(scratch - reference) / reference)),
+        "scratch_agreement": scratch_agreement,
         "solves": solves,
         "recomputations": run.network_statistics.get("rate_recomputations", float("nan")),
         "agreement": agreement,
     }
+
+
+def check_agreement(row: dict) -> None:
+    """Stop the benchmark when the engine, or the from-scratch reference, disagrees beyond float rounding."""
+    checks = (("agreement", "engine against reference", False), ("scratch_agreement", "reference against textbook", True))
+    for key, what, may_be_nan in checks:  # scratch_agreement is NaN where the textbook solver was not run
+        value = row[key]
+        if value <= AGREEMENT_TOLERANCE or (may_be_nan and np.isnan(value)):  # a NaN agreement fails
+            continue
+        raise SystemExit(
+            f"speed_benchmark: {what} finish times differ by {value:.3g} (relative) at {row['gpus']} GPUs, "
+            f"over the tolerance {AGREEMENT_TOLERANCE:g}"
+        )
 
 
 def _engine_solver(links: np.ndarray, capacity: np.ndarray) -> np.ndarray:
@@ -287,6 +307,7 @@ def main() -> None:
     for gpus in exact_sizes:
         results["exact"].append(exact_against_reference(gpus))
         print(results["exact"][-1], flush=True)
+        check_agreement(results["exact"][-1])
     for gpus in batched_sizes:
         results["batched"].append(batched(gpus))
         print(results["batched"][-1], flush=True)

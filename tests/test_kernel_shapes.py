@@ -107,6 +107,7 @@ def _gemm_trace_rows(shapes, gpu: GPU) -> pd.DataFrame:
 
 
 SKINNY = [(m, k, k) for m in (16, 32, 64, 128, 256) for k in (4096, 8192, 12288, 16384)]  # few rows: memory-bound or near it
+# 17 to 34 GFLOP: within 2x of the skinny 64 x 12288 x 12288 GEMM's 19 GFLOP that a FLOPs-keyed table confused them with
 COMPUTE_BOUND = [(m, k, n) for m, k, n in ((8192, 1024, 1024), (4096, 2048, 2048), (2048, 4096, 2048), (16384, 512, 1024))]
 
 
@@ -116,18 +117,22 @@ COMPUTE_BOUND = [(m, k, n) for m, k, n in ((8192, 1024, 1024), (4096, 2048, 2048
 def test_a_fit_on_one_regime_predicts_the_other_of_equal_flops(seen, unseen):
     """The failure of a FLOPs-keyed table: a skinny memory-bound GEMM (64 x 12288 x 12288, 19 GFLOP) taught
     a low efficiency that was then applied to compute-bound GEMMs of similar FLOPs. The shape model keeps
-    the memory term apart, so a fit on either regime predicts the other within 15%. What one regime
-    cannot identify (how efficiency keeps rising past its narrowest dimension) comes from the prior,
-    the default hardware's model, which is not the surface the data come from."""
+    the memory term apart, so a fit on either regime predicts the other within 5% (off by at most 2.9%
+    skinny->square, 1.2% square->skinny). What one regime cannot identify (how efficiency keeps rising
+    past its narrowest dimension) comes from the prior, the default hardware's model, which is not the
+    surface the data come from: the prior alone, nothing learnt, is off by 6.8% and 10.7%, outside 5%."""
     truth = shaped_gpu()
     prior = load_cluster("h100-hgx").gpu.gemm_shape_efficiency  # what `fit` pulls to without --base: not the truth
     fit = shape_fit.fit_gemm(_gemm_trace_rows(seen, truth), 0.0, BANDWIDTH, prior)
     fitted = truth.model_copy(update={"peak_flops": {"bf16": fit.rate_flops_per_s["bf16"]}, "gemm_shape_efficiency": fit.model})
+    unfitted = truth.model_copy(update={"gemm_shape_efficiency": prior})  # the tolerance must tell the fit from no fit
+    prior_errors = []
     for m, k, n in unseen:
         kernel = costs.linear("unseen", "gemm", m, k, n, 2)
-        assert kernel_time_s(kernel, fitted, "bf16") == pytest.approx(kernel_time_s(kernel, truth, "bf16"), rel=0.15)
-    flops_keyed = 2 * 64 * 12288 * 12288
-    assert min(abs(2 * m * k * n / flops_keyed - 1) for m, k, n in COMPUTE_BOUND) < 1.0  # equal FLOPs within 2x
+        true_s = kernel_time_s(kernel, truth, "bf16")
+        assert kernel_time_s(kernel, fitted, "bf16") == pytest.approx(true_s, rel=0.05)
+        prior_errors.append(abs(kernel_time_s(kernel, unfitted, "bf16") / true_s - 1))
+    assert max(prior_errors) > 0.05
 
 
 def test_the_h100_presets_are_what_the_fit_of_their_cited_tables_gives():

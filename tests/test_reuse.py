@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import jsonschema
@@ -16,7 +17,6 @@ from secmoe_sim.spec.loading import (
     load_scenario,
     resolve_scenario_path,
     shipped_hardware_names,
-    with_values,
 )
 
 EXPECTED_HARDWARE = {"h100-hgx", "h200-hgx", "a100-sxm4-hgx", "a100-pcie", "rtx4090-pcie", "mi300x", "gb200-nvl72"}
@@ -95,7 +95,10 @@ def test_extends_applies_overrides_to_the_base(tmp_path):
     base = load_scenario("h100-nvlink-8")
     assert scenario.name == "long" and scenario.workload.layer.seq_len == 8192
     assert scenario.hardware == base.hardware and scenario.workload.architectures == base.workload.architectures
-    assert scenario == with_values(base, {"workload.layer.seq_len": 8192, "name": "long"})
+    expected = base.model_dump()  # the base with only what the file changes, patched by hand
+    expected["name"] = "long"
+    expected["workload"]["layer"]["seq_len"] = 8192
+    assert type(scenario) is type(base) and scenario.model_dump() == expected
 
 
 def test_extends_a_file_beside_it_that_extends_a_shipped_one(tmp_path):
@@ -136,6 +139,27 @@ def test_bad_extends_is_one_line_naming_the_field(tmp_path, text, field, reason)
     assert "\n" not in message and f"{field}:" in message and reason in message
 
 
+def test_extends_overrides_follow_the_sweep_rule(tmp_path):
+    """A deeper override refines a shallower one (in either order in the file), as in a sweep's overrides;
+    an invalid value is reported at its override, with its line."""
+    text = "name: deep\nextends: h100-nvlink-8\noverrides:\n  model.layers: 8\n  model: {layers: 4, vocab_size: 0}\n"
+    model = load_scenario(write(tmp_path / "deep.yaml", text)).model
+    assert model is not None and (model.layers, model.vocab_size) == (8, 0)
+    bad = write(tmp_path / "bad.yaml", "name: bad\nextends: h100-nvlink-8\noverrides:\n  seed: 1\n  workload.layer.batch: 0\n")
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(bad)
+    assert (error.value.field, error.value.line) == ("overrides.workload.layer.batch", 5)
+
+
+def test_a_too_long_extends_chain_is_named_as_such(tmp_path):
+    write(tmp_path / "s9.yaml", "name: s9\nextends: h100-nvlink-8\n")
+    for index in range(9):
+        write(tmp_path / f"s{index}.yaml", f"name: s{index}\nextends: s{index + 1}.yaml\n")
+    with pytest.raises(ScenarioError, match="more than 8 scenarios extend one another") as error:
+        load_scenario(tmp_path / "s0.yaml")
+    assert "loop" not in str(error.value)
+
+
 def test_overrides_without_extends_are_refused(tmp_path):
     base = resolve_scenario_path("h100-nvlink-8").read_text(encoding="utf-8")
     with pytest.raises(ScenarioError, match="only a scenario that extends another has overrides"):
@@ -159,14 +183,31 @@ def test_run_set_changes_the_scenario_and_is_recorded(tmp_path, capsys):
     assert "N=1024" in printed
     metadata = json.loads((out / "metadata.json").read_text())
     assert metadata["set"] == {"workload.layer.seq_len": 1024}
-    expected = with_values(load_scenario("rtx4090-pcie-8"), {"workload.layer.seq_len": 1024})
-    assert metadata["scenario_sha256"] == expected.content_hash()
+    data = load_scenario("rtx4090-pcie-8").model_dump(mode="json")  # the shipped scenario, seq_len patched by hand
+    data["workload"]["layer"]["seq_len"] = 1024
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))  # the hash's documented canonical form
+    assert metadata["scenario_sha256"] == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def analyzed(capsys, *options: str) -> dict:
+    assert main(["analyze", "h100-nvlink-8", *options, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
 
 
 def test_set_takes_units_and_lists(capsys):
-    assert main(["analyze", "h100-nvlink-8", "--set", "hardware.intra_node.bandwidth_per_direction=100 GB/s", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)
-    assert main(["analyze", "h100-nvlink-8", "--set", "workload.architectures.0.experts=[4, 8]", "--json"]) == 0
+    """The hardware alpha's empty message crosses one NVSwitch stage (GPUs 0 and 1 share a node), so its
+    latency term is the intra-node latency: both it and 5 us lie above the stack's latency floor, and
+    the message grows by exactly the difference (analytical.empty_exchange_s, communication.one_message_s)."""
+    base_latency_s = load_scenario("h100-nvlink-8").hardware.intra_node.latency
+    assert 0 < base_latency_s < 5e-6
+    base = analyzed(capsys)
+    slower = analyzed(capsys, "--set", "hardware.intra_node.latency=5 us")
+    grown_s = slower["alpha_hardware_message_s"] - base["alpha_hardware_message_s"]
+    assert grown_s == pytest.approx(5e-6 - base_latency_s, rel=1e-9)
+    assert slower["alpha_s"] == pytest.approx(slower["collectives_per_layer"] * slower["alpha_hardware_message_s"], rel=1e-12)
+    listed = analyzed(capsys, "--set", "workload.architectures.0.experts=[4, 8]")
+    assert [row["E"] for row in listed["entries"][0]["rows"]] == [4, 8]
+    assert listed["entries"][1:] == base["entries"][1:]  # the other entries are untouched
 
 
 @pytest.mark.parametrize(
@@ -242,3 +283,10 @@ def test_the_parser_dtypes_are_the_model_dtypes():
     from secmoe_sim.spec.hardware import Dtype
 
     assert parser.DTYPES == get_args(Dtype)
+
+
+def test_the_parser_figure_formats_are_the_writers():
+    from secmoe_sim.cli import parser
+    from secmoe_sim.report.outputs import FIGURE_FORMATS
+
+    assert parser.FIGURE_FORMATS == FIGURE_FORMATS
