@@ -74,6 +74,23 @@ def test_each_kernel_pays_the_fixed_time_launches_count_and_backward_included():
     )  # six small GEMMs: their fixed time decides
 
 
+def test_a_decode_query_attends_to_every_cached_key_unmasked():
+    """In decode one query attends to the whole KV cache: no mask halves its FLOPs, so no causal kernel
+    rate halves its time either (fused, or materialized on the GEMM model)."""
+    gpu = shaped_gpu()
+    for attention in ("flash", "materialized"):
+        layer = Layer(
+            d_model=1024, seq_len=4096, batch=1, heads=8, dtype="bf16", causal=True, passes="decode", attention=attention
+        )
+        kernel = costs.attention_scores(1, 1024, 8, layer, 2, context=4096)
+        full = costs.attention_scores(1, 1024, 8, layer.model_copy(update={"causal": False}), 2, context=4096)
+        assert kernel.flops == full.flops and kernel.dims()["causal"] == 0
+        assert kernel_terms(kernel, gpu, "bf16").compute_s == kernel_terms(full, gpu, "bf16").compute_s
+    flash = costs.attention_scores(1, 1024, 8, layer.model_copy(update={"attention": "flash"}), 2, context=4096)
+    efficiency = float(ATTENTION.efficiency(128.0, 1.0, 4096.0, False))
+    assert kernel_terms(flash, gpu, "bf16").compute_s == pytest.approx(flash.flops / (PEAK * efficiency), rel=1e-12)
+
+
 def test_narrow_heads_run_padded_and_causal_kernels_compute_the_diagonal_blocks():
     assert ATTENTION.padded_head_dim(16.0) == 32
     wide, narrow = ATTENTION.efficiency(32.0, 1024.0, 1024.0, False), ATTENTION.efficiency(16.0, 1024.0, 1024.0, False)

@@ -239,7 +239,7 @@ def attention_scores(tokens: float, width: float, heads: int, layer: Layer, b: i
         ("heads", heads),
         ("tokens", tokens),
         ("head_dim", width / heads),
-        ("causal", int(layer.causal)),
+        ("causal", int(layer.causal and context == tokens)),  # a decode query sees every cached key: no mask
     )
     if context != tokens:
         shape += (("context", context),)
