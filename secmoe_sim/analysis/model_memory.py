@@ -39,12 +39,17 @@ def local_parameter_bytes(stack: Stack, model: ModelSpec, gpus: int, matrix_byte
     return held + (embedding / gpus if model.gradient_sync == "reduce_scatter" else embedding)
 
 
+def embedding_matrix_bytes(model: ModelSpec, layer: Layer) -> float:
+    """Bytes of one vocabulary-by-width matrix (the embedding, or an untied LM head) in the layer's dtype."""
+    return model.vocab_size * layer.d_model * DTYPE_BYTES[layer.dtype]
+
+
 def model_memory(
     stack: Stack, model: ModelSpec, layer: Layer, gpus: int, local_tokens: float, training: bool
 ) -> dict[str, float]:
     """The peak of the GPU that needs the most, and its terms (docs/model.md, section 10)."""
     b = DTYPE_BYTES[layer.dtype]
-    matrix_bytes = model.vocab_size * layer.d_model * b
+    matrix_bytes = embedding_matrix_bytes(model, layer)
     weights = np.sum([[t["weights"] for t in c.terms] for _, c in stack], axis=0) + model.embedding_matrices * matrix_bytes
     cache = np.sum([[t["cache"] for t in c.terms] for _, c in stack], axis=0)
     logits = local_tokens * model.vocab_size * b

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from secmoe_sim.analysis.model_memory import local_parameter_bytes, model_memory
+from secmoe_sim.analysis.model_memory import embedding_matrix_bytes, local_parameter_bytes, model_memory
 from secmoe_sim.engine import run_plan
 from secmoe_sim.errors import ScenarioError
 from secmoe_sim.plan import costs
@@ -289,7 +289,7 @@ class _Composer:
         all_tokens = layer.batch * layer.query_tokens
         whole_head = [costs.lm_head(all_tokens, d, vocabulary, b), costs.cross_entropy(all_tokens, vocabulary, b)]
         flops = sum(c.flops for _, c in stack) + (costs.pass_flops(whole_head, training) if vocabulary else 0.0)
-        matrix_bytes = vocabulary * d * b
+        matrix_bytes = embedding_matrix_bytes(model, layer)
         result = {
             "scenario": self.scenario.name,
             "architecture": row["architecture"],

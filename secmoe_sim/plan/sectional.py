@@ -163,7 +163,7 @@ def sectional_plan(
     per_expert = expert_params(layer, arch, num_experts)
     weights = tuple((shared_params(layer, arch) + per_expert * len(hosts.experts_on(gpu))) * b for gpu in range(num_gpus))
     held = [(tuple(range(num_gpus)), shared_params(layer, arch) * b)]
-    held += [(tuple(group[e % len(group)] for group in hosts.groups), per_expert * b) for e in range(num_experts)]
+    held += [(hosts.replicas_of(e), per_expert * b) for e in range(num_experts)]
     return LayerPlan(
         architecture=arch.kind,
         label=arch.name,

@@ -143,8 +143,7 @@ def token_moe_plan(layer: Layer, arch: TokenMoEArchitecture, cluster: Cluster, r
         tokens=layer.batch * layer.query_tokens,
         dropped_tokens=dropped,
         replicas=replica_groups(
-            [(tuple(range(num_gpus)), shared * b)]
-            + [(tuple(placement.host_of(group[0], e) for group in placement.groups), per_expert * b) for e in range(num_experts)]
+            [(tuple(range(num_gpus)), shared * b)] + [(placement.replicas_of(e), per_expert * b) for e in range(num_experts)]
         ),
     )
 

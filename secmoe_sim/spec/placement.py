@@ -48,6 +48,10 @@ class ExpertPlacement:
         group = self.group_of(gpu)
         return group[expert % len(group)]
 
+    def replicas_of(self, expert: int) -> tuple[int, ...]:
+        """The GPUs holding a copy of ``expert``: its host in every group (whose gradients they share)."""
+        return tuple(group[expert % len(group)] for group in self.groups)
+
     def experts_on(self, gpu: int) -> list[int]:
         """Expert ids (within the GPU's group) hosted on ``gpu``."""
         group = self.group_of(gpu)
