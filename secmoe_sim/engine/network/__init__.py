@@ -3,7 +3,7 @@
 Both network models implement :class:`Network`: ``expect`` announces a message before the run
 (the port model needs the order of every port's messages in advance; the flow model ignores it)
 and ``transfer`` moves the bytes, returning an event that fires when they have arrived (its
-value is the pair ``(src, dst)``). Which model
+value is the pair ``(src, dst)``); ``send`` does the same with a callback instead of an event. Which model
 runs is a scenario option (``network.model``): ``flows`` (max-min fair sharing of links,
 :mod:`secmoe_sim.engine.network.flows`) or ``ports`` (capacity-1 ordered ports, :mod:`secmoe_sim.engine.network.ports`).
 """
@@ -17,7 +17,7 @@ import simpy
 
 from secmoe_sim.engine.network.flow_table import RateObserver
 from secmoe_sim.engine.network.flows import FlowNetwork
-from secmoe_sim.engine.network.ports import PortNetwork
+from secmoe_sim.engine.network.ports import ArrivalCallback, PortNetwork
 from secmoe_sim.engine.recorder import Recorder
 from secmoe_sim.plan.communication import FREE, MessageCost
 from secmoe_sim.plan.topology import Topology
@@ -42,6 +42,19 @@ class Network(Protocol):
     ) -> simpy.Event:
         """Move ``payload_bytes`` from GPU ``src`` to GPU ``dst`` at its stack's software ``cost`` (default: none);
         the event fires on arrival, its value ``(src, dst)``."""
+
+    def send(
+        self,
+        src: int,
+        dst: int,
+        payload_bytes: float,
+        label: str,
+        order: OrderKey,
+        cost: MessageCost,
+        on_arrival: ArrivalCallback,
+    ) -> None:
+        """``transfer`` without an event, for collectives that post millions of messages: ``on_arrival((src, dst))``
+        is called at the instant the message arrives."""
 
     def statistics(self) -> dict[str, float]:
         """Counters of the model's own work (the benchmark reports them)."""

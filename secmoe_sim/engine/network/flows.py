@@ -7,7 +7,8 @@ A message from GPU ``a`` to GPU ``b`` goes through the stages of its route (see
    sends): the sender spends each message's ``post_s`` posting them (a host-staged library's
    per-message cost; zero for NCCL and GPU-initiated stacks, whose costs are paid at the
    collective's start), then their bytes start together. A group waits for the sender's previous
-   group to be posted, and the posting occupies no link.
+   group to be posted, and the posting occupies no link. A message with nothing to post, from a
+   sender that is posting nothing, starts at once (no group).
 2. **Bytes.** Each stage is one flow of the message's *wire bytes* (payload x the stack's wire
    factor: a message that achieves 80% of a link carries 1.25 times its payload) over all of the
    stage's links at once; concurrent flows share every link max-min fairly
@@ -37,6 +38,7 @@ import numpy as np
 import simpy
 
 from secmoe_sim.engine.network.flow_table import FlowTable, RateObserver
+from secmoe_sim.engine.network.ports import ArrivalCallback
 from secmoe_sim.engine.recorder import Recorder
 from secmoe_sim.plan.communication import FREE, MessageCost
 from secmoe_sim.plan.topology import Stage, Topology, with_latency_floor
@@ -44,9 +46,9 @@ from secmoe_sim.spec.hardware import Cluster
 
 
 class _Message:
-    """A message in flight: which stage it is at, and the event that fires on arrival."""
+    """A message in flight: which stage it is at, and what to call with ``(src, dst)`` on arrival."""
 
-    __slots__ = ("arrived", "dst", "label", "payload_bytes", "post_s", "src", "stage", "stages", "started_at", "wire_bytes")
+    __slots__ = ("dst", "label", "notify", "payload_bytes", "post_s", "src", "stage", "stages", "started_at", "wire_bytes")
 
     def __init__(
         self,
@@ -55,13 +57,13 @@ class _Message:
         payload_bytes: float,
         label: str,
         stages: tuple[Stage, ...],
-        arrived: simpy.Event,
+        notify: ArrivalCallback,
         wire_bytes: float,
         post_s: float,
     ):
         self.src, self.dst, self.payload_bytes, self.label = src, dst, payload_bytes, label
         self.wire_bytes, self.post_s = wire_bytes, post_s
-        self.stages, self.stage, self.arrived = stages, 0, arrived
+        self.stages, self.stage, self.notify = stages, 0, notify
         self.started_at = 0.0
 
 
@@ -111,18 +113,34 @@ class FlowNetwork:
     ) -> simpy.Event:
         """Move ``payload_bytes`` from GPU ``src`` to GPU ``dst`` at the software ``cost`` of its stack; the event
         fires on arrival with ``(src, dst)``."""
+        arrived = self.env.event()
+        self.send(src, dst, payload_bytes, label, order, cost, arrived.succeed)
+        return arrived
+
+    def send(
+        self,
+        src: int,
+        dst: int,
+        payload_bytes: float,
+        label: str,
+        order: tuple[Hashable, ...],
+        cost: MessageCost,
+        on_arrival: ArrivalCallback,
+    ) -> None:
+        """``transfer`` without an event: ``on_arrival((src, dst))`` is called at the instant the message arrives."""
         stages = with_latency_floor(self.topology.route(src, dst), cost.latency_floor_s)
-        message = _Message(
-            src, dst, payload_bytes, label, stages, self.env.event(), payload_bytes * cost.wire_factor, cost.post_s
-        )
+        message = _Message(src, dst, payload_bytes, label, stages, on_arrival, payload_bytes * cost.wire_factor, cost.post_s)
         group = self._posting.get(src)
+        if group is None and cost.post_s == 0 and self._posting_free_at[src] <= self.env.now:
+            message.started_at = self.env.now  # nothing to post, nothing being posted: its bytes start now
+            self._at(self.env.now, self._starts, self._start_stages, [message])
+            return
         if group is None:
             group = self._posting[src] = []
             closing = self.env.event()
             closing.callbacks.append(lambda _event: self._post(src))
             closing.succeed()  # after every message the sender issues at this instant
         group.append(message)
-        return message.arrived
 
     def _post(self, src: int) -> None:
         """The sender's group of this instant is complete: its bytes start after posting all of it."""
@@ -219,6 +237,6 @@ class FlowNetwork:
                 onward.append(message)
                 continue
             self.recorder.record_transfer(message.src, message.dst, message.label, message.started_at, now, message.payload_bytes)
-            message.arrived.succeed((message.src, message.dst))
+            message.notify((message.src, message.dst))
         if onward:
             self._start_stages(onward)

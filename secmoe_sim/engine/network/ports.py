@@ -18,7 +18,7 @@ link's bandwidth: that is what the flow network (:mod:`secmoe_sim.engine.network
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 import simpy
 
@@ -28,6 +28,8 @@ from secmoe_sim.plan.topology import Topology, with_latency_floor
 from secmoe_sim.spec.hardware import Cluster
 
 OrderKey = tuple[Hashable, ...]
+ArrivalCallback = Callable[[tuple[int, int]], object]
+"""Called with a message's ``(src, dst)`` at the instant it arrives (``Network.send``)."""
 
 
 class PortNetwork:
@@ -67,6 +69,23 @@ class PortNetwork:
         """Move ``payload_bytes`` from GPU ``src`` to GPU ``dst`` at the software ``cost`` of its stack; the event
         fires on arrival with ``(src, dst)``."""
         return self.env.process(self._transfer(src, dst, payload_bytes, label, order, cost))
+
+    def send(
+        self,
+        src: int,
+        dst: int,
+        payload_bytes: float,
+        label: str,
+        order: OrderKey,
+        cost: MessageCost,
+        on_arrival: ArrivalCallback,
+    ) -> None:
+        """``transfer``, with ``on_arrival((src, dst))`` called when the message arrives."""
+
+        def arrived(_event: simpy.Event) -> None:
+            on_arrival((src, dst))
+
+        self.transfer(src, dst, payload_bytes, label, order, cost).callbacks.append(arrived)
 
     def _transfer(self, src: int, dst: int, payload_bytes: float, label: str, order: OrderKey, cost: MessageCost):
         started_at: float | None = None
