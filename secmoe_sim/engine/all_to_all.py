@@ -27,13 +27,11 @@ link class.
 
 from __future__ import annotations
 
-from typing import cast
-
 import numpy as np
 import simpy
 
 from secmoe_sim.engine.network import Network
-from secmoe_sim.plan.communication import CollectiveCost
+from secmoe_sim.plan.communication import CollectiveCost, MessageCosts
 from secmoe_sim.plan.steps import AllToAll, Messages
 from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.hardware import Cluster
@@ -65,25 +63,20 @@ class Exchange:
         self._key = key
         self._src, self._dst, self._size = src[order], dst[order], size[order]
         self._shift, self._chunk = shift[order], chunk[order]
-        self._costs = cost.messages(self._size, topology.link_classes(self._src, self._dst))
+        self._costs = MessageCosts.of(cost.messages(self._size, topology.link_classes(self._src, self._dst)))
         if network.ordered:
             for a, b, order_key in zip(self._src.tolist(), self._dst.tolist(), self._orders(0, src.shape[0])):
                 network.expect(a, b, order_key)
         senders, starts = np.unique(self._src, return_index=True)
         ends = np.r_[starts[1:], src.shape[0]]
         self._sends = {gpu: (lo, hi) for gpu, lo, hi in zip(senders.tolist(), starts.tolist(), ends.tolist())}
-        self._outstanding: dict[int, int] = {}
-        for gpus in (src, dst):
-            members, counts = np.unique(gpus, return_counts=True)
-            for gpu, count in zip(members.tolist(), counts.tolist()):
-                self._outstanding[gpu] = self._outstanding.get(gpu, 0) + count
+        # messages not yet arrived that each GPU sends or receives; its part ends when none are left
+        self._outstanding = np.bincount(np.concatenate([src, dst]), minlength=topology.cluster.num_gpus)
         self._waiting: dict[int, simpy.Event] = {}
 
     def _orders(self, lo: int, hi: int) -> list[tuple]:
-        """Order keys of messages ``lo`` to ``hi`` (built when needed: a million of them take room),
-        or empty keys for a network that needs none."""
-        if not self.network.ordered:
-            return [()] * (hi - lo)
+        """Order keys of messages ``lo`` to ``hi`` for a network that ranks messages (built when needed: a
+        million of them take room)."""
         key = self._key
         rows = zip(self._shift[lo:hi].tolist(), self._src[lo:hi].tolist(), self._dst[lo:hi].tolist(), self._chunk[lo:hi].tolist())
         return [key + row for row in rows]
@@ -91,20 +84,35 @@ class Exchange:
     def participate(self, gpu: int):
         """Post ``gpu``'s messages; return when they and every message to ``gpu`` have arrived."""
         lo, hi = self._sends.get(gpu, (0, 0))
-        transfer, delivered, label = self.network.transfer, self._delivered, self.label
-        messages = zip(self._dst[lo:hi].tolist(), self._size[lo:hi].tolist(), self._orders(lo, hi), self._costs[lo:hi])
-        for dst, size, order, cost in messages:
-            transfer(gpu, dst, size, label, order, cost).callbacks.append(delivered)
-        if self._outstanding.get(gpu, 0):
+        if hi > lo:
+            orders = self._orders(lo, hi) if self.network.ordered else None
+            sources = np.full(hi - lo, gpu, dtype=np.int64)
+            window = slice(lo, hi)
+            self.network.send_many(
+                sources,
+                self._dst[window],
+                self._size[window],
+                self.label,
+                orders,
+                self._costs.take(window),
+                self._delivered,
+                np.arange(lo, hi),
+            )
+        if self._outstanding[gpu]:
             self._waiting[gpu] = self.env.event()
             yield self._waiting[gpu]
 
-    def _delivered(self, arrival: simpy.Event) -> None:
-        """A message arrived: the event's value is its ``(src, dst)``."""
-        for gpu in cast(tuple[int, int], arrival.value):
-            self._outstanding[gpu] -= 1
-            if self._outstanding[gpu] == 0 and gpu in self._waiting:
-                self._waiting.pop(gpu).succeed()
+    def _delivered(self, arrived: np.ndarray) -> None:
+        """Messages ``arrived`` (their positions) have arrived: one less outstanding message for each end; the GPUs
+        left with none go on, in the order of the message that was their last."""
+        endpoints = np.column_stack([self._src[arrived], self._dst[arrived]]).ravel()
+        np.subtract.at(self._outstanding, endpoints, 1)
+        touched, last_from_end = np.unique(endpoints[::-1], return_index=True)
+        finished = self._outstanding[touched] == 0
+        for gpu in touched[finished][np.argsort(-last_from_end[finished])].tolist():
+            waiting = self._waiting.pop(gpu, None)
+            if waiting is not None:
+                waiting.succeed()
 
 
 class AllToAllRun:

@@ -1,8 +1,9 @@
 """Frozen rows recording every kernel, collective and transfer of a simulated layer.
 
 Kernels and collectives are recorded as :class:`Row` objects. Transfers can number in the
-millions on a large cluster, so they are recorded column by column (no object per message); the
-frame keeps the order in which everything was recorded.
+millions on a large cluster, so they are recorded column by column (no object per message), one
+at a time or in arrays of messages that arrived together; the frame keeps the order in which
+everything was recorded.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Recorder:
         self._row_sequence: list[int] = []
         self._transfers: dict[str, list] = {name: [] for name in ("src", "dst", "label", "started_at", "finished_at", "bytes")}
         self._transfer_sequence: list[int] = []
+        self._transfer_chunks: list[tuple[np.ndarray, ...]] = []  # arrays of messages recorded together
         self._next = 0
 
     def record(self, row: Row) -> None:
@@ -71,22 +73,58 @@ class Recorder:
         self._transfer_sequence.append(self._next)
         self._next += 1
 
+    def record_transfers(
+        self,
+        src: np.ndarray,
+        dst: np.ndarray,
+        labels: np.ndarray,
+        started_at: np.ndarray,
+        finished_at: float,
+        payload_bytes: np.ndarray,
+    ) -> None:
+        """Messages that arrived together at ``finished_at``, in order: ``record_transfer`` for arrays."""
+        count = src.shape[0]
+        sequence = np.arange(self._next, self._next + count, dtype=np.int64)
+        self._next += count
+        self._transfer_chunks.append((src, dst, labels, started_at, np.full(count, finished_at), payload_bytes, sequence))
+
+    def _transfer_columns(self) -> dict[str, np.ndarray]:
+        """Every recorded transfer's columns (one by one and in arrays), and its sequence number."""
+        singles = self._transfers
+        parts = [
+            (
+                np.asarray(singles["src"], dtype=np.int64),
+                np.asarray(singles["dst"], dtype=np.int64),
+                np.asarray(singles["label"], dtype=object),
+                np.asarray(singles["started_at"], dtype=float),
+                np.asarray(singles["finished_at"], dtype=float),
+                np.asarray(singles["bytes"], dtype=float),
+                np.asarray(self._transfer_sequence, dtype=np.int64),
+            ),
+            *self._transfer_chunks,
+        ]
+        names = ("src", "dst", "label", "started_at", "finished_at", "bytes", "sequence")
+        columns = {name: np.concatenate([part[index] for part in parts]) for index, name in enumerate(names)}
+        order = np.argsort(columns["sequence"], kind="stable")
+        return {name: column[order] for name, column in columns.items()}
+
     def frame(self) -> pd.DataFrame:
         ops = pd.DataFrame([tuple(getattr(r, c) for c in ROW_COLUMNS) for r in self.rows], columns=ROW_COLUMNS)
-        count = len(self._transfer_sequence)
+        columns = self._transfer_columns()
+        count = columns["src"].shape[0]
         transfers = pd.DataFrame(
             {
-                "gpu": np.asarray(self._transfers["src"], dtype=np.int64),
+                "gpu": columns["src"],
                 "stream": ["comm"] * count,
                 "kind": ["transfer"] * count,
-                "label": self._transfers["label"],
-                "started_at": np.asarray(self._transfers["started_at"], dtype=float),
-                "finished_at": np.asarray(self._transfers["finished_at"], dtype=float),
+                "label": columns["label"].tolist(),
+                "started_at": columns["started_at"],
+                "finished_at": columns["finished_at"],
                 "launch_s": np.zeros(count),
                 "flops": np.zeros(count),
-                "bytes": np.asarray(self._transfers["bytes"], dtype=float),
-                "src": np.asarray(self._transfers["src"], dtype=np.int64),
-                "dst": np.asarray(self._transfers["dst"], dtype=np.int64),
+                "bytes": columns["bytes"],
+                "src": columns["src"],
+                "dst": columns["dst"],
                 "group": [""] * count,
             }
         )
@@ -94,6 +132,6 @@ class Recorder:
             return ops
         if ops.empty:
             return transfers
-        sequence = np.concatenate([self._row_sequence, self._transfer_sequence])
+        sequence = np.concatenate([self._row_sequence, columns["sequence"]])
         combined = pd.concat([ops, transfers], ignore_index=True)
         return combined.iloc[np.argsort(sequence, kind="stable")].reset_index(drop=True)

@@ -18,13 +18,11 @@ cost by chunk size and link class.
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import simpy
 
 from secmoe_sim.engine.network import Network
-from secmoe_sim.plan.communication import CollectiveCost, MessageCost, ring_channels
+from secmoe_sim.plan.communication import CollectiveCost, MessageCost, MessageCosts, ring_channels
 from secmoe_sim.plan.steps import AllReduce, RingCollective
 from secmoe_sim.plan.topology import Topology
 
@@ -32,9 +30,10 @@ from secmoe_sim.plan.topology import Topology
 class RingRun:
     """The run-time state of one ring collective, all of its channels.
 
-    The steps are driven by arrivals, not by a process per GPU and channel: each message's arrival
-    callback marks its chunk received and posts whatever the receiver can now send, so a million
-    ring messages cost a million callbacks rather than a million process resumptions and events.
+    The steps are driven by arrivals, in arrays: the messages that arrive at one instant mark their
+    chunks received, and every GPU that can now send its next chunk of a channel sends it, all in
+    one call to the network. Message ``(channel, position, step)`` (the sender's position in the
+    collective) carries the tag ``(channel * members + position) * steps + step``.
     """
 
     def __init__(
@@ -51,74 +50,91 @@ class RingRun:
         self.start_s = cost.start_s
         rings = ring_channels(collective.gpus, topology)
         members = len(collective.gpus)
+        self.members, self.channels = members, len(rings)
         self.steps = (2 if isinstance(collective, AllReduce) else 1) * (members - 1)
         self.chunk_bytes = collective.payload_bytes / (members * len(rings))
+        self._gpus = np.asarray(collective.gpus, dtype=np.int64)
         self._position = {gpu: index for index, gpu in enumerate(collective.gpus)}
-        self._right: list[list[int]] = []  # by channel, by position: the right neighbour
-        self._cost: list[list[MessageCost]] = []
-        for ring in rings:
-            right = dict(zip(ring, ring[1:] + ring[:1]))
-            sources = np.asarray(ring, dtype=np.int64)
-            classes = topology.link_classes(sources, np.roll(sources, -1))
-            costs = dict(zip(ring, cost.messages(np.full(len(ring), self.chunk_bytes), classes)))
-            self._right.append([right[gpu] for gpu in collective.gpus])
-            self._cost.append([costs[gpu] for gpu in collective.gpus])
-        channels = len(rings)
-        # received[(channel * members + position) * steps + step]: that chunk has reached the GPU
-        self._received = bytearray(channels * members * self.steps)
-        self._next_step = [[0] * members for _ in range(channels)]  # the next step each GPU sends, by channel
-        self._started = [False] * members
+        right_position = np.empty((self.channels, members), dtype=np.int64)  # by channel and position
+        costs: list[MessageCost] = []
+        for channel, ring in enumerate(rings):
+            positions = np.array([self._position[gpu] for gpu in ring], dtype=np.int64)
+            right_position[channel, positions] = np.roll(positions, -1)
+            sources = self._gpus[np.arange(members)]
+            classes = topology.link_classes(sources, self._gpus[right_position[channel]])
+            costs.extend(cost.messages(np.full(members, self.chunk_bytes), classes))
+        self._right_position = right_position
+        self._costs = MessageCosts.of(costs)  # by channel * members + position
+        self._received = np.zeros(self.channels * members * self.steps, dtype=bool)  # indexed by the receiver's tag
+        self._next_step = np.zeros(self.channels * members, dtype=np.int64)  # by channel * members + position
+        self._started = np.zeros(members, dtype=bool)
         # a GPU is done when its own sends have landed and its last chunk of every channel has arrived
-        self._pending = [channels * (self.steps + 1) if self.steps else 0] * members
+        self._pending = np.full(members, self.channels * (self.steps + 1) if self.steps else 0, dtype=np.int64)
         self._done = [env.event() for _ in range(members)]
-        self._arrival = [[partial(self._arrived, channel, step) for step in range(self.steps)] for channel in range(channels)]
         if network.ordered:
-            for channel in range(channels):
-                for gpu in collective.gpus:
+            for channel in range(self.channels):
+                for position, gpu in enumerate(collective.gpus):
                     for step in range(self.steps):
-                        network.expect(gpu, self._right[channel][self._position[gpu]], self._order(channel, gpu, step))
+                        network.expect(gpu, self._right_gpu(channel, position), self._order(channel, position, step))
 
-    def _order(self, channel: int, gpu: int, step: int) -> tuple:
-        if not self.network.ordered:
-            return ()
-        return (self.ordinal, channel, step, gpu, self._right[channel][self._position[gpu]], 0)
+    def _right_gpu(self, channel: int, position: int) -> int:
+        return int(self._gpus[self._right_position[channel, position]])
+
+    def _order(self, channel: int, position: int, step: int) -> tuple:
+        gpu = self.collective.gpus[position]
+        return (self.ordinal, channel, step, gpu, self._right_gpu(channel, position), 0)
 
     def participate(self, gpu: int):
         if self.start_s > 0:
             yield self.env.timeout(self.start_s)
         position = self._position[gpu]
         self._started[position] = True
-        for channel in range(len(self._right)):
-            self._post(channel, position)
+        self._post(np.arange(self.channels, dtype=np.int64) * self.members + position)
         if self._pending[position] == 0:  # a ring of one GPU: nothing to send or wait for
             return
         yield self._done[position]
 
-    def _post(self, channel: int, position: int) -> None:
-        """Send every step of ``channel`` the GPU at ``position`` can: the next, once the chunk before it has arrived."""
-        steps, next_steps = self.steps, self._next_step[channel]
-        step = next_steps[position]
-        base = (channel * len(self._started) + position) * steps
-        gpu = self.collective.gpus[position]
-        right, cost = self._right[channel][position], self._cost[channel][position]
-        while step < steps and (step == 0 or self._received[base + step - 1]):
-            order = self._order(channel, gpu, step)
-            self.network.send(gpu, right, self.chunk_bytes, self.collective.name, order, cost, self._arrival[channel][step])
-            step += 1
-        next_steps[position] = step
+    def _post(self, lanes: np.ndarray) -> None:
+        """For each lane (``channel * members + position``, distinct), send every step its GPU can: the next,
+        once the chunk before it has arrived, in rounds until none can."""
+        steps = self.steps
+        while lanes.size:
+            step = self._next_step[lanes]
+            ready = (step < steps) & ((step == 0) | self._received[lanes * steps + np.maximum(step - 1, 0)])
+            lanes, step = lanes[ready], step[ready]
+            if lanes.size == 0:
+                return
+            channel, position = np.divmod(lanes, self.members)
+            sources = self._gpus[position]
+            targets = self._gpus[self._right_position[channel, position]]
+            orders = None
+            if self.network.ordered:
+                orders = [self._order(c, p, k) for c, p, k in zip(channel.tolist(), position.tolist(), step.tolist())]
+            payload = np.full(lanes.shape[0], self.chunk_bytes)
+            tags = lanes * steps + step
+            self.network.send_many(
+                sources, targets, payload, self.collective.name, orders, self._costs.take(lanes), self._arrived, tags
+            )
+            self._next_step[lanes] = step + 1
 
-    def _arrived(self, channel: int, step: int, endpoints: tuple[int, int]) -> None:
-        """The step-``step`` chunk of ``channel`` from ``src`` has reached ``dst``: both may move on."""
-        src, dst = endpoints
-        receiver = self._position[dst]
-        self._received[(channel * len(self._started) + receiver) * self.steps + step] = 1
-        self._settle(self._position[src])
-        if step == self.steps - 1:
-            self._settle(receiver)
-        if self._started[receiver]:
-            self._post(channel, receiver)
-
-    def _settle(self, position: int) -> None:
-        self._pending[position] -= 1
-        if self._pending[position] == 0:
+    def _arrived(self, tags: np.ndarray) -> None:
+        """Chunks ``tags`` have reached their receivers: mark them, count the senders' sends and the receivers'
+        last chunks done, and let the receivers that have started send on."""
+        lanes, step = np.divmod(tags, self.steps)
+        channel, sender = np.divmod(lanes, self.members)
+        receiver = self._right_position[channel, sender]
+        receiver_lanes = channel * self.members + receiver
+        self._received[receiver_lanes * self.steps + step] = True
+        last = step == self.steps - 1
+        settled = np.column_stack([sender, np.where(last, receiver, -1)]).ravel()  # in message order: sender, receiver
+        settled = settled[settled >= 0]
+        np.subtract.at(self._pending, settled, 1)
+        touched, last_from_end = np.unique(settled[::-1], return_index=True)
+        finished = self._pending[touched] == 0
+        for position in touched[finished][np.argsort(-last_from_end[finished])].tolist():
             self._done[position].succeed()
+        started = self._started[receiver]
+        if started.any():
+            candidates = receiver_lanes[started]
+            _, first = np.unique(candidates, return_index=True)
+            self._post(candidates[np.sort(first)])

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -52,6 +53,26 @@ class MessageCost:
 
 
 FREE = MessageCost()  # no software cost: the fabric alone
+
+
+class MessageCosts(NamedTuple):
+    """The :class:`MessageCost` of many messages, field by field in arrays (one entry per message)."""
+
+    post_s: np.ndarray
+    latency_floor_s: np.ndarray
+    wire_factor: np.ndarray
+
+    @classmethod
+    def of(cls, costs: list[MessageCost]) -> MessageCosts:
+        return cls(
+            np.array([cost.post_s for cost in costs], dtype=float),
+            np.array([cost.latency_floor_s for cost in costs], dtype=float),
+            np.array([cost.wire_factor for cost in costs], dtype=float),
+        )
+
+    def take(self, chosen: np.ndarray | slice) -> MessageCosts:
+        """The costs of the messages ``chosen`` (indices, a mask or a slice)."""
+        return MessageCosts(self.post_s[chosen], self.latency_floor_s[chosen], self.wire_factor[chosen])
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,16 @@ class Stage(NamedTuple):
     bandwidth_bytes_per_s: float
 
 
+class RouteArrays(NamedTuple):
+    """The routes of many messages as arrays (:meth:`Topology.routes`): message ``i`` goes through
+    ``stages[i]`` stages; stage ``k`` crosses the links ``links[i, k]`` (padded with a sentinel link
+    after its own) and ends ``latency_s[i, k]`` after its last byte has left."""
+
+    links: np.ndarray
+    latency_s: np.ndarray
+    stages: np.ndarray
+
+
 class Topology:
     """The directional links of one cluster and the route between any two of its GPUs."""
 
@@ -69,6 +79,7 @@ class Topology:
         self._capacity: list[float] = []
         self.max_stage_links = 1
         fabric = cluster.intra_node
+        self._leaf: list[int] | None = None
         self._node = [cluster.node_of(g) for g in range(cluster.num_gpus)]
         self._nvswitch = isinstance(fabric, NVSwitchFabric)
         self._full_mesh = isinstance(fabric, FullMeshFabric)
@@ -92,6 +103,8 @@ class Topology:
         if cluster.inter_node is not None and cluster.nodes > 1:
             self._build_nics(cluster)
         self.capacity_bytes_per_s = np.asarray(self._capacity, dtype=float)
+        self.max_stages = 1 if self._peer_to_peer else (3 if cluster.inter_node is not None and cluster.nodes > 1 else 2)
+        self._arrays: dict[str, np.ndarray] = {}  # per-GPU link lists as arrays, for ``routes``
 
     @property
     def num_links(self) -> int:
@@ -149,7 +162,6 @@ class Topology:
             self.max_stage_links = 4
         else:
             self.max_stage_links = max(self.max_stage_links, 2)
-        self._leaf: list[int] | None = None
         if nic.nodes_per_leaf is not None:
             self._build_leaves(cluster, nic)
 
@@ -230,6 +242,75 @@ class Topology:
         )
         return (self._stage(links, latency_s),)
 
+    def routes(self, src: np.ndarray, dst: np.ndarray, latency_floor_s: np.ndarray, sentinel: int) -> RouteArrays:
+        """The route of every message ``src[i] -> dst[i]`` as arrays, padded with the link ``sentinel``: the
+        stages of :meth:`route`, the last one's latency raised to ``latency_floor_s[i]`` as
+        :func:`with_latency_floor` raises it. NVSwitch nodes and the NICs between NVSwitch or full-mesh
+        nodes are routed in whole arrays; other pairs (full-mesh and PCIe nodes) one at a time."""
+        count = src.shape[0]
+        links = np.full((count, self.max_stages, self.max_stage_links), sentinel, dtype=np.int64)
+        latency_s = np.zeros((count, self.max_stages))
+        stages = np.ones(count, dtype=np.int64)
+        node = self._array("_node")
+        remote = node[src] != node[dst]
+        routed = np.zeros(count, dtype=bool)
+        if self._nvswitch:
+            local = np.flatnonzero(~remote)
+            links[local, 0, 0] = self._array("_up")[src[local]]
+            links[local, 0, 1] = self._array("_down")[dst[local]]
+            latency_s[local, 0] = self._intra_latency_s
+            routed[local] = True
+        if (self._nvswitch or self._full_mesh) and remote.any():
+            self._route_nics(np.flatnonzero(remote), src, dst, links)
+            latency_s[remote, 0] = self._nic_latency_s
+            routed |= remote
+        for index in np.flatnonzero(~routed).tolist():
+            route = self.route(int(src[index]), int(dst[index]))
+            stages[index] = len(route)
+            for position, stage in enumerate(route):
+                links[index, position, : len(stage.links)] = stage.links
+                latency_s[index, position] = stage.latency_s
+        total_s = latency_s.sum(axis=1)
+        raised = np.flatnonzero(latency_floor_s > total_s)
+        last = stages[raised] - 1
+        latency_s[raised, last] = (latency_s[raised, last] + latency_floor_s[raised]) - total_s[raised]
+        return RouteArrays(links, latency_s, stages)
+
+    def _route_nics(self, messages: np.ndarray, src: np.ndarray, dst: np.ndarray, links: np.ndarray) -> None:
+        """Fill the one-stage NIC routes of ``messages`` (between NVSwitch or full-mesh nodes) into ``links``."""
+        a, b = src[messages], dst[messages]
+        before = [] if self._nic_pcie_up is None else [self._array("_nic_pcie_up")[a]]
+        after = [] if self._nic_pcie_up is None else [self._array("_nic_pcie_down")[b]]
+        out, into = self._array("_nic_out")[a], self._array("_nic_in")[b]
+        crossing = np.zeros(messages.shape[0], dtype=bool)
+        spine_links: list[np.ndarray] = []
+        if self._leaf is not None:
+            leaf = self._array("_leaf")
+            crossing = leaf[a] != leaf[b]
+            spine = ecmp_spines(a, b, self._ecmp_spines)
+            spine_links = [self._spine_array("_uplink")[leaf[a], spine], self._spine_array("_downlink")[leaf[b], spine]]
+        for rows, columns in ((~crossing, [*before, out, into, *after]), (crossing, [*before, out, *spine_links, into, *after])):
+            for position, column in enumerate(columns):
+                links[messages[rows], 0, position] = column[rows]
+
+    def _array(self, name: str) -> np.ndarray:
+        """The per-GPU list attribute ``name`` as an array, built once."""
+        array = self._arrays.get(name)
+        if array is None:
+            array = self._arrays[name] = np.asarray(getattr(self, name), dtype=np.int64)
+        return array
+
+    def _spine_array(self, name: str) -> np.ndarray:
+        """The leaf-spine link dictionary ``name`` (``(leaf, spine) -> link``) as a (leaves, spines) array, built once."""
+        array = self._arrays.get(name)
+        if array is None:
+            links: dict[tuple[int, int], int] = getattr(self, name)
+            array = np.full((max(leaf for leaf, _ in links) + 1, self._ecmp_spines), -1, dtype=np.int64)
+            for (leaf, spine), link in links.items():
+                array[leaf, spine] = link
+            self._arrays[name] = array
+        return array
+
     def _crossing(self, src: int, dst: int) -> tuple[int, ...]:
         """The inter-socket link between two GPUs of one node, if they sit on different sockets."""
         (node, src_socket), (_, dst_socket) = self._socket[src], self._socket[dst]
@@ -257,6 +338,15 @@ def ecmp_spine(src: int, dst: int, spines: int) -> int:
     if spines == 1:
         return 0
     mixed = (src * 0x9E3779B1 + dst * 0x85EBCA77 + (src ^ dst) * 0xC2B2AE3D) & 0xFFFFFFFF
+    return ((mixed ^ (mixed >> 16)) * 0x45D9F3B & 0xFFFFFFFF) % spines
+
+
+def ecmp_spines(src: np.ndarray, dst: np.ndarray, spines: int) -> np.ndarray:
+    """:func:`ecmp_spine` of every flow ``src[i] -> dst[i]`` at once."""
+    if spines == 1:
+        return np.zeros(src.shape[0], dtype=np.int64)
+    a, b = src.astype(np.int64), dst.astype(np.int64)
+    mixed = (a * 0x9E3779B1 + b * 0x85EBCA77 + (a ^ b) * 0xC2B2AE3D) & 0xFFFFFFFF
     return ((mixed ^ (mixed >> 16)) * 0x45D9F3B & 0xFFFFFFFF) % spines
 
 

@@ -2,24 +2,25 @@
 
 Both network models implement :class:`Network`: ``expect`` announces a message before the run
 (the port model needs the order of every port's messages in advance; the flow model ignores it)
-and ``transfer`` moves the bytes, returning an event that fires when they have arrived (its
-value is the pair ``(src, dst)``); ``send`` does the same with a callback instead of an event. Which model
+and ``send_many`` moves the bytes of many messages, telling their sender, with the tags it gave
+them, when they have arrived. Which model
 runs is a scenario option (``network.model``): ``flows`` (max-min fair sharing of links,
 :mod:`secmoe_sim.engine.network.flows`) or ``ports`` (capacity-1 ordered ports, :mod:`secmoe_sim.engine.network.ports`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Protocol
 
+import numpy as np
 import simpy
 
 from secmoe_sim.engine.network.flow_table import RateObserver
 from secmoe_sim.engine.network.flows import FlowNetwork
-from secmoe_sim.engine.network.ports import ArrivalCallback, PortNetwork
+from secmoe_sim.engine.network.ports import ArrivalSink, PortNetwork
 from secmoe_sim.engine.recorder import Recorder
-from secmoe_sim.plan.communication import FREE, MessageCost
+from secmoe_sim.plan.communication import MessageCosts
 from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.network import NetworkOptions
@@ -37,24 +38,20 @@ class Network(Protocol):
     def expect(self, src: int, dst: int, order: OrderKey) -> None:
         """Announce, before the run, a message from ``src`` to ``dst`` ranked by ``order``."""
 
-    def transfer(
-        self, src: int, dst: int, payload_bytes: float, label: str, order: OrderKey, cost: MessageCost = FREE
-    ) -> simpy.Event:
-        """Move ``payload_bytes`` from GPU ``src`` to GPU ``dst`` at its stack's software ``cost`` (default: none);
-        the event fires on arrival, its value ``(src, dst)``."""
-
-    def send(
+    def send_many(
         self,
-        src: int,
-        dst: int,
-        payload_bytes: float,
+        src: np.ndarray,
+        dst: np.ndarray,
+        payload_bytes: np.ndarray,
         label: str,
-        order: OrderKey,
-        cost: MessageCost,
-        on_arrival: ArrivalCallback,
+        orders: Sequence[OrderKey] | None,
+        costs: MessageCosts,
+        sink: ArrivalSink,
+        tags: np.ndarray,
     ) -> None:
-        """``transfer`` without an event, for collectives that post millions of messages: ``on_arrival((src, dst))``
-        is called at the instant the message arrives."""
+        """Move ``payload_bytes[i]`` from GPU ``src[i]`` to GPU ``dst[i]`` at its stack's software cost ``costs``
+        (arrays, one entry per message), ranked by ``orders[i]`` where the network is ``ordered`` (else
+        ``orders`` may be ``None``); at each instant at which some arrive, ``sink`` is called with their ``tags``."""
 
     def statistics(self) -> dict[str, float]:
         """Counters of the model's own work (the benchmark reports them)."""

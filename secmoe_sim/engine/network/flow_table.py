@@ -100,8 +100,10 @@ class FlowTable:
     # --- flows in and out --------------------------------------------------------------------
 
     def _allocate(self, count: int) -> np.ndarray:
-        reused = [self._free.pop() for _ in range(min(count, len(self._free)))]
-        fresh = count - len(reused)
+        taken = min(count, len(self._free))
+        reused = self._free[len(self._free) - taken :][::-1]  # the most recently freed first
+        del self._free[len(self._free) - taken :]
+        fresh = count - taken
         if self._used + fresh > self.active.shape[0]:
             self._grow(max(2 * self.active.shape[0], self._used + fresh))
         slots = np.array(reused + list(range(self._used, self._used + fresh)), dtype=np.int64)

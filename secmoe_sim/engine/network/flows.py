@@ -27,44 +27,44 @@ and batches of stage starts and stage ends keyed by their instant, so the SimPy 
 with the number of distinct instants, not with the number of flows. Rates are recomputed once per
 instant, after everything else that happens at that instant. Identical flows (same links, same
 bytes, starting at the same instant) are merged into one flow of that weight.
+
+Messages are sent in arrays (``send_many``: one sender's exchange, one instant's ring steps) and
+live as rows of a :class:`~secmoe_sim.engine.network.messages.MessageTable`; their routes are built
+in arrays (:meth:`~secmoe_sim.plan.topology.Topology.routes`), the messages that arrive at one
+instant are recorded in one call and each sender of messages is told once per instant, with the
+tags of its messages that arrived.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
+from functools import partial
+from typing import Any
 
 import numpy as np
 import simpy
 
 from secmoe_sim.engine.network.flow_table import FlowTable, RateObserver
-from secmoe_sim.engine.network.ports import ArrivalCallback
+from secmoe_sim.engine.network.messages import NO_MESSAGE, MessageTable
+from secmoe_sim.engine.network.ports import ArrivalSink
 from secmoe_sim.engine.recorder import Recorder
-from secmoe_sim.plan.communication import FREE, MessageCost
-from secmoe_sim.plan.topology import Stage, Topology, with_latency_floor
+from secmoe_sim.plan.communication import MessageCosts
+from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.hardware import Cluster
 
+Batches = dict[float, list[np.ndarray]]
 
-class _Message:
-    """A message in flight: which stage it is at, and what to call with ``(src, dst)`` on arrival."""
 
-    __slots__ = ("dst", "label", "notify", "payload_bytes", "post_s", "src", "stage", "stages", "started_at", "wire_bytes")
-
-    def __init__(
-        self,
-        src: int,
-        dst: int,
-        payload_bytes: float,
-        label: str,
-        stages: tuple[Stage, ...],
-        notify: ArrivalCallback,
-        wire_bytes: float,
-        post_s: float,
-    ):
-        self.src, self.dst, self.payload_bytes, self.label = src, dst, payload_bytes, label
-        self.wire_bytes, self.post_s = wire_bytes, post_s
-        self.stages, self.stage, self.notify = stages, 0, notify
-        self.started_at = 0.0
+def first_occurrence_groups(keys: np.ndarray) -> list[tuple[Any, np.ndarray]]:
+    """``(key, positions)`` for each distinct value of ``keys``, in the order values first appear."""
+    if keys.shape[0] == 0:
+        return []
+    first = keys[0]
+    if np.all(keys == first):
+        return [(first, np.arange(keys.shape[0]))]
+    values, first_index, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first_index)
+    return [(values[group], np.flatnonzero(inverse == group)) for group in order.tolist()]
 
 
 class FlowNetwork:
@@ -86,11 +86,16 @@ class FlowNetwork:
         self.recorder = recorder
         self.topology = topology or Topology(cluster)
         self.table = FlowTable(self.topology.capacity_bytes_per_s, self.topology.max_stage_links, tolerance, observer)
-        self._posting_free_at = [0.0] * cluster.num_gpus
-        self._posting: dict[int, list[_Message]] = {}
-        self._flow_messages: dict[int, list[_Message]] = {}
-        self._starts: dict[float, list[_Message]] = {}
-        self._ends: dict[float, list[_Message]] = {}
+        self.messages = MessageTable(self.topology.max_stages, self.table.width, self.table.sentinel)
+        self._posting_free_at = np.zeros(cluster.num_gpus)
+        self._posting: dict[int, list[np.ndarray]] = {}  # a sender's group of this instant, until it closes
+        self._flow_head = np.full(self.table.active.shape[0], NO_MESSAGE, dtype=np.int64)  # first message of a flow
+        self._starts: Batches = {}
+        self._ends: Batches = {}
+        self._sinks: list[ArrivalSink] = []
+        self._sink_ids: dict[ArrivalSink, int] = {}
+        self._label_ids: dict[str, int] = {}
+        self._label_names = np.empty(0, dtype=object)
         self._settle_pending = False
         self._timer: simpy.Event | None = None
         self._timer_at = np.inf
@@ -108,83 +113,152 @@ class FlowNetwork:
     def expect(self, src: int, dst: int, order: tuple[Hashable, ...]) -> None:
         """Part of the network interface; flows need no announcement: rates are decided at run time."""
 
-    def transfer(
-        self, src: int, dst: int, payload_bytes: float, label: str, order: tuple[Hashable, ...], cost: MessageCost = FREE
-    ) -> simpy.Event:
-        """Move ``payload_bytes`` from GPU ``src`` to GPU ``dst`` at the software ``cost`` of its stack; the event
-        fires on arrival with ``(src, dst)``."""
-        arrived = self.env.event()
-        self.send(src, dst, payload_bytes, label, order, cost, arrived.succeed)
-        return arrived
-
-    def send(
+    def send_many(
         self,
-        src: int,
-        dst: int,
-        payload_bytes: float,
+        src: np.ndarray,
+        dst: np.ndarray,
+        payload_bytes: np.ndarray,
         label: str,
-        order: tuple[Hashable, ...],
-        cost: MessageCost,
-        on_arrival: ArrivalCallback,
+        orders: Sequence[tuple[Hashable, ...]] | None,
+        costs: MessageCosts,
+        sink: ArrivalSink,
+        tags: np.ndarray,
     ) -> None:
-        """``transfer`` without an event: ``on_arrival((src, dst))`` is called at the instant the message arrives."""
-        stages = with_latency_floor(self.topology.route(src, dst), cost.latency_floor_s)
-        message = _Message(src, dst, payload_bytes, label, stages, on_arrival, payload_bytes * cost.wire_factor, cost.post_s)
-        group = self._posting.get(src)
-        if group is None and cost.post_s == 0 and self._posting_free_at[src] <= self.env.now:
-            message.started_at = self.env.now  # nothing to post, nothing being posted: its bytes start now
-            self._at(self.env.now, self._starts, self._start_stages, [message])
+        """Send message ``i`` of ``payload_bytes[i]`` from GPU ``src[i]`` to ``dst[i]`` at the software cost
+        ``costs`` of its stack; at the instant messages arrive, ``sink`` is called with their ``tags``.
+        ``orders`` are ignored (no announcements)."""
+        if src.shape[0] == 0:
             return
+        routes = self.topology.routes(src, dst, costs.latency_floor_s, self.table.sentinel)
+        ids = self.messages.add(
+            src,
+            dst,
+            payload_bytes,
+            payload_bytes * costs.wire_factor,
+            costs.post_s,
+            routes,
+            self._sink_id(sink),
+            tags,
+            self._label_id(label),
+        )
+        now = self.env.now
+        posting = (costs.post_s != 0) | (self._posting_free_at[src] > now)
+        if self._posting:
+            posting |= np.isin(src, np.fromiter(self._posting, dtype=np.int64))
+        if posting.any():
+            posting = np.isin(src, src[posting])  # a sender with anything to post posts all of these in its group
+        immediate = ids[~posting]
+        if immediate.size:
+            self.messages.started_at[immediate] = now  # nothing to post, nothing being posted: the bytes start now
+            self._at(now, self._starts, self._start_stages, immediate)
+        if immediate.size < ids.size:
+            for sender, positions in first_occurrence_groups(src[posting]):
+                self._join_group(int(sender), ids[posting][positions])
+
+    def _sink_id(self, sink: ArrivalSink) -> int:
+        sink_id = self._sink_ids.get(sink)
+        if sink_id is None:
+            sink_id = self._sink_ids[sink] = len(self._sinks)
+            self._sinks.append(sink)
+        return sink_id
+
+    def _label_id(self, label: str) -> int:
+        label_id = self._label_ids.get(label)
+        if label_id is None:
+            label_id = self._label_ids[label] = len(self._label_ids)
+            self._label_names = np.append(self._label_names, np.array([label], dtype=object))
+        return label_id
+
+    def _join_group(self, sender: int, ids: np.ndarray) -> None:
+        """Add messages to the sender's group of this instant, opening it if needed."""
+        group = self._posting.get(sender)
         if group is None:
-            group = self._posting[src] = []
+            group = self._posting[sender] = []
             closing = self.env.event()
-            closing.callbacks.append(lambda _event: self._post(src))
+            closing.callbacks.append(partial(self._post, sender))
             closing.succeed()  # after every message the sender issues at this instant
-        group.append(message)
+        group.append(ids)
 
-    def _post(self, src: int) -> None:
+    def _post(self, sender: int, _event: simpy.Event) -> None:
         """The sender's group of this instant is complete: its bytes start after posting all of it."""
-        group = self._posting.pop(src)
-        begins_at = max(self.env.now, self._posting_free_at[src])
-        posted_at = begins_at + sum(message.post_s for message in group)
-        self._posting_free_at[src] = posted_at
-        for message in group:
-            message.started_at = begins_at
-        self._at(posted_at, self._starts, self._start_stages, group)
+        group = self._posting.pop(sender)
+        ids = group[0] if len(group) == 1 else np.concatenate(group)
+        begins_at = max(self.env.now, float(self._posting_free_at[sender]))
+        posted_at = begins_at + float(np.cumsum(self.messages.post_s[ids])[-1])  # summed in order, as one by one
+        self._posting_free_at[sender] = posted_at
+        self.messages.started_at[ids] = begins_at
+        self._at(posted_at, self._starts, self._start_stages, ids)
 
-    def _at(self, instant: float, batches: dict[float, list[_Message]], handler: Callable, messages: list[_Message]) -> None:
-        """Add ``messages`` to the batch handled at ``instant`` (one SimPy timer per instant)."""
+    def _at(self, instant: float, batches: Batches, handler: Callable[[np.ndarray], None], ids: np.ndarray) -> None:
+        """Add messages ``ids`` to the batch handled at ``instant`` (one SimPy timer per instant)."""
         batch = batches.get(instant)
         if batch is None:
             batch = batches[instant] = []
             timer = self.env.timeout(max(instant - self.env.now, 0.0))
-            timer.callbacks.append(lambda _event: handler(batches.pop(instant)))
-        batch.extend(messages)
+            timer.callbacks.append(partial(self._run_batch, batches, instant, handler))
+        batch.append(ids)
 
-    def _start_stages(self, messages: list[_Message]) -> None:
+    @staticmethod
+    def _run_batch(batches: Batches, instant: float, handler: Callable[[np.ndarray], None], _event: simpy.Event) -> None:
+        batch = batches.pop(instant)
+        handler(batch[0] if len(batch) == 1 else np.concatenate(batch))
+
+    def _start_stages(self, ids: np.ndarray) -> None:
         """Start the current stage of each message: a flow, or straight to its latency if empty."""
         now = self.env.now
-        groups: dict[tuple, list[_Message]] = defaultdict(list)
-        for message in messages:
-            stage = message.stages[message.stage]
-            if message.wire_bytes > 0:
-                groups[(stage.links, message.wire_bytes)].append(message)
-            else:
-                self._at(now + stage.latency_s, self._ends, self._end_stages, [message])
-        if not groups:
-            return
-        keys = list(groups)
-        rows = np.full((len(keys), self.table.width), self.table.sentinel, dtype=np.int64)  # padded with the sentinel
-        lengths = np.array([len(links) for links, _ in keys])
-        for length in np.unique(lengths).tolist():
-            chosen = np.flatnonzero(lengths == length)
-            rows[chosen, :length] = np.array([keys[index][0] for index in chosen.tolist()], dtype=np.int64)
-        payload = np.array([size for _, size in keys], dtype=float)
-        weights = np.array([len(members) for members in groups.values()], dtype=float)
-        slots = self.table.add(rows, payload, weights, now)
-        for slot, members in zip(slots.tolist(), groups.values()):
-            self._flow_messages[slot] = members
+        messages = self.messages
+        wire = messages.wire_bytes[ids]
+        empty = wire <= 0
+        if empty.any():
+            self._after_latency(ids[empty], now)
+            ids, wire = ids[~empty], wire[~empty]
+            if ids.size == 0:
+                return
+        links = messages.current_links(ids)
+        heads, members, rows, weights = self._merged(ids, links, wire)
+        slots = self.table.add(rows, wire[heads], weights, now)
+        if slots.max() >= self._flow_head.shape[0]:
+            extra = self.table.active.shape[0] - self._flow_head.shape[0]
+            self._flow_head = np.concatenate([self._flow_head, np.full(extra, NO_MESSAGE, dtype=np.int64)])
+        self._flow_head[slots] = ids[heads]
+        if members is not None:  # link each merged flow's messages, in order
+            ordered = ids[members]
+            follows = np.flatnonzero(np.diff(np.repeat(np.arange(weights.shape[0]), weights.astype(np.int64))) == 0)
+            messages.next_in_flow[ordered[follows]] = ordered[follows + 1]
         self._request_settle()
+
+    @staticmethod
+    def _merged(
+        ids: np.ndarray, links: np.ndarray, wire: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+        """Identical flows (same links, same wire bytes) as one each, in the order they first appear: the position
+        of each flow's first message, the positions of all messages grouped by flow (``None``: no two alike),
+        each flow's links and its weight (messages)."""
+        if ids.shape[0] == 1:
+            return np.zeros(1, dtype=np.int64), None, links, np.ones(1)
+        keys = np.column_stack([links, wire.view(np.int64)])
+        order = np.lexsort(keys.T[::-1])
+        sorted_keys = keys[order]
+        new = np.ones(order.shape[0], dtype=bool)
+        new[1:] = np.any(sorted_keys[1:] != sorted_keys[:-1], axis=1)
+        if new.all():
+            return np.arange(ids.shape[0]), None, links, np.ones(ids.shape[0])
+        group_of_sorted = np.cumsum(new) - 1
+        first = order[new]  # lexsort is stable: each flow's first message in the order sent
+        rank = np.empty(first.shape[0], dtype=np.int64)
+        rank[np.argsort(first)] = np.arange(first.shape[0])
+        flow_of = np.empty(ids.shape[0], dtype=np.int64)
+        flow_of[order] = rank[group_of_sorted]
+        members = np.argsort(flow_of, kind="stable")
+        weights = np.bincount(flow_of).astype(float)
+        heads = np.sort(first)
+        return heads, members, links[heads], weights
+
+    def _after_latency(self, ids: np.ndarray, now: float) -> None:
+        """The stages of ``ids`` have sent their last byte at ``now``: each ends after its latency."""
+        latency_s = self.messages.current_latency_s(ids)
+        for latency, positions in first_occurrence_groups(latency_s):
+            self._at(now + float(latency), self._ends, self._end_stages, ids[positions])
 
     def _request_settle(self) -> None:
         """Recompute rates once, after everything else that happens at this instant."""
@@ -216,27 +290,47 @@ class FlowNetwork:
             self._timer, self._timer_at = None, np.inf
         now = self.env.now
         finished = self.table.finish_until(now)
-        ending: dict[float, list[_Message]] = defaultdict(list)
-        for slot in finished.tolist():
-            for message in self._flow_messages.pop(slot):
-                ending[message.stages[message.stage].latency_s].append(message)
-        for latency_s, messages in ending.items():
-            self._at(now + latency_s, self._ends, self._end_stages, messages)
         if finished.size:
+            self._after_latency(self._members(finished), now)
             self._request_settle()
         else:
             self._arm_timer()
 
-    def _end_stages(self, messages: list[_Message]) -> None:
+    def _members(self, slots: np.ndarray) -> np.ndarray:
+        """The messages of flows ``slots``, flow by flow, each flow's in the order they were sent."""
+        heads = self._flow_head[slots]
+        counts = self.table.weights[slots].astype(np.int64)
+        if np.all(counts == 1):
+            return heads
+        out = np.empty(int(counts.sum()), dtype=np.int64)
+        position = np.cumsum(counts) - counts
+        current, left = heads, counts
+        while current.size:
+            out[position] = current
+            more = left > 1
+            current, position, left = self.messages.next_in_flow[current[more]], position[more] + 1, left[more] - 1
+        return out
+
+    def _end_stages(self, ids: np.ndarray) -> None:
         """Stages whose latency has passed: start the next stage, or deliver the message."""
-        onward = []
-        now = self.env.now
-        for message in messages:
-            message.stage += 1
-            if message.stage < len(message.stages):
-                onward.append(message)
-                continue
-            self.recorder.record_transfer(message.src, message.dst, message.label, message.started_at, now, message.payload_bytes)
-            message.notify((message.src, message.dst))
-        if onward:
-            self._start_stages(onward)
+        messages = self.messages
+        messages.stage[ids] += 1
+        onward = messages.stage[ids] < messages.stages[ids]
+        delivered = ids[~onward]
+        if delivered.size:
+            self.recorder.record_transfers(
+                messages.src[delivered],
+                messages.dst[delivered],
+                self._label_names[messages.label[delivered]],
+                messages.started_at[delivered],
+                self.env.now,
+                messages.payload_bytes[delivered],
+            )
+            sinks, tags = messages.sink[delivered], messages.tag[delivered]
+            messages.release(delivered)
+            for sink, positions in first_occurrence_groups(sinks):
+                self._sinks[int(sink)](tags[positions])
+        if not onward.all():
+            ids = ids[onward]
+        if ids.size:
+            self._start_stages(ids)

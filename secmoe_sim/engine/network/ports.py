@@ -18,18 +18,24 @@ link's bandwidth: that is what the flow network (:mod:`secmoe_sim.engine.network
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
+from functools import partial
 
+import numpy as np
 import simpy
 
 from secmoe_sim.engine.recorder import Recorder
-from secmoe_sim.plan.communication import FREE, MessageCost
+from secmoe_sim.plan.communication import FREE, MessageCost, MessageCosts
 from secmoe_sim.plan.topology import Topology, with_latency_floor
 from secmoe_sim.spec.hardware import Cluster
 
 OrderKey = tuple[Hashable, ...]
-ArrivalCallback = Callable[[tuple[int, int]], object]
-"""Called with a message's ``(src, dst)`` at the instant it arrives (``Network.send``)."""
+ArrivalSink = Callable[[np.ndarray], object]
+"""Called with the tags of a sender's messages that arrived at the current instant (``Network.send_many``)."""
+
+
+def _tell(sink: ArrivalSink, tags: np.ndarray, _event: simpy.Event) -> None:
+    sink(tags)
 
 
 class PortNetwork:
@@ -70,22 +76,25 @@ class PortNetwork:
         fires on arrival with ``(src, dst)``."""
         return self.env.process(self._transfer(src, dst, payload_bytes, label, order, cost))
 
-    def send(
+    def send_many(
         self,
-        src: int,
-        dst: int,
-        payload_bytes: float,
+        src: np.ndarray,
+        dst: np.ndarray,
+        payload_bytes: np.ndarray,
         label: str,
-        order: OrderKey,
-        cost: MessageCost,
-        on_arrival: ArrivalCallback,
+        orders: Sequence[OrderKey] | None,
+        costs: MessageCosts,
+        sink: ArrivalSink,
+        tags: np.ndarray,
     ) -> None:
-        """``transfer``, with ``on_arrival((src, dst))`` called when the message arrives."""
-
-        def arrived(_event: simpy.Event) -> None:
-            on_arrival((src, dst))
-
-        self.transfer(src, dst, payload_bytes, label, order, cost).callbacks.append(arrived)
+        """``transfer`` for each message ``i`` (its order key ``orders[i]``); ``sink`` is called with a message's
+        tag when it arrives."""
+        if orders is None:
+            raise ValueError("the port network needs the order key of every message")
+        for index in range(src.shape[0]):
+            cost = MessageCost(float(costs.post_s[index]), float(costs.latency_floor_s[index]), float(costs.wire_factor[index]))
+            arrived = self.transfer(int(src[index]), int(dst[index]), float(payload_bytes[index]), label, orders[index], cost)
+            arrived.callbacks.append(partial(_tell, sink, tags[index : index + 1]))
 
     def _transfer(self, src: int, dst: int, payload_bytes: float, label: str, order: OrderKey, cost: MessageCost):
         started_at: float | None = None

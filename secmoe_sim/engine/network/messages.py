@@ -1,0 +1,97 @@
+"""The messages in flight on the flow network, as columns of numpy arrays: no Python object per message.
+
+A message occupies a row (its *id*) from the moment it is sent until it arrives; rows of arrived
+messages are reused. A row holds the message's endpoints, its payload and wire bytes, its posting
+cost, when its bytes started, the stage it is at, its whole route (every stage's links, padded with
+the flow table's sentinel link, and latency), who is told of its arrival (a *sink* and the sender's
+*tag* for it), its label, and the next message that shares its flow (identical flows are merged).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from secmoe_sim.plan.topology import RouteArrays
+
+INITIAL_ROWS = 1024
+NO_MESSAGE = -1
+
+
+class MessageTable:
+    """Rows of messages in flight; see the module docstring."""
+
+    def __init__(self, max_stages: int, width: int, sentinel: int):
+        self.sentinel = sentinel
+        self.max_stages, self.width = max_stages, width
+        rows = INITIAL_ROWS
+        self.src = np.zeros(rows, dtype=np.int64)
+        self.dst = np.zeros(rows, dtype=np.int64)
+        self.payload_bytes = np.zeros(rows)
+        self.wire_bytes = np.zeros(rows)
+        self.post_s = np.zeros(rows)
+        self.started_at = np.zeros(rows)
+        self.stage = np.zeros(rows, dtype=np.int64)
+        self.stages = np.zeros(rows, dtype=np.int64)
+        self.sink = np.zeros(rows, dtype=np.int64)
+        self.tag = np.zeros(rows, dtype=np.int64)
+        self.label = np.zeros(rows, dtype=np.int64)
+        self.next_in_flow = np.full(rows, NO_MESSAGE, dtype=np.int64)
+        self.links = np.full((rows, max_stages, width), sentinel, dtype=np.int64)
+        self.latency_s = np.zeros((rows, max_stages))
+        self._free: list[int] = []
+        self._used = 0
+
+    def add(
+        self,
+        src: np.ndarray,
+        dst: np.ndarray,
+        payload_bytes: np.ndarray,
+        wire_bytes: np.ndarray,
+        post_s: np.ndarray,
+        routes: RouteArrays,
+        sink: int,
+        tags: np.ndarray,
+        label: int,
+    ) -> np.ndarray:
+        """Rows for new messages at their first stage; returns their ids."""
+        ids = self._allocate(src.shape[0])
+        self.src[ids], self.dst[ids] = src, dst
+        self.payload_bytes[ids], self.wire_bytes[ids], self.post_s[ids] = payload_bytes, wire_bytes, post_s
+        self.stage[ids], self.stages[ids] = 0, routes.stages
+        self.links[ids], self.latency_s[ids] = routes.links, routes.latency_s
+        self.sink[ids], self.tag[ids], self.label[ids] = sink, tags, label
+        self.next_in_flow[ids] = NO_MESSAGE
+        return ids
+
+    def release(self, ids: np.ndarray) -> None:
+        """The messages ``ids`` have arrived: their rows are free for new messages."""
+        self._free.extend(ids.tolist())
+
+    def current_links(self, ids: np.ndarray) -> np.ndarray:
+        """The links of each message's current stage (rows padded with the sentinel)."""
+        return self.links[ids, self.stage[ids]]
+
+    def current_latency_s(self, ids: np.ndarray) -> np.ndarray:
+        return self.latency_s[ids, self.stage[ids]]
+
+    def _allocate(self, count: int) -> np.ndarray:
+        reused = min(count, len(self._free))
+        ids = self._free[len(self._free) - reused :]
+        del self._free[len(self._free) - reused :]
+        fresh = count - reused
+        if self._used + fresh > self.src.shape[0]:
+            self._grow(max(2 * self.src.shape[0], self._used + fresh))
+        chosen = np.concatenate([np.asarray(ids, dtype=np.int64), np.arange(self._used, self._used + fresh, dtype=np.int64)])
+        self._used += fresh
+        return chosen
+
+    def _grow(self, rows: int) -> None:
+        extra = rows - self.src.shape[0]
+        for name in ("src", "dst", "stage", "stages", "sink", "tag", "label"):
+            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(extra, dtype=np.int64)]))
+        for name in ("payload_bytes", "wire_bytes", "post_s", "started_at"):
+            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(extra)]))
+        self.next_in_flow = np.concatenate([self.next_in_flow, np.full(extra, NO_MESSAGE, dtype=np.int64)])
+        padding = np.full((extra, self.max_stages, self.width), self.sentinel, dtype=np.int64)
+        self.links = np.concatenate([self.links, padding])
+        self.latency_s = np.concatenate([self.latency_s, np.zeros((extra, self.max_stages))])
