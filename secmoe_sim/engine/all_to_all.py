@@ -36,6 +36,8 @@ from secmoe_sim.plan.steps import AllToAll, Messages
 from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.hardware import Cluster
 
+FEW_ARRIVALS = 16  # arrivals at one instant counted one by one rather than in arrays
+
 
 class Exchange:
     """One phase of an all-to-all: messages posted at once, per-GPU completion."""
@@ -105,6 +107,14 @@ class Exchange:
     def _delivered(self, arrived: np.ndarray) -> None:
         """Messages ``arrived`` (their positions) have arrived: one less outstanding message for each end; the GPUs
         left with none go on, in the order of the message that was their last."""
+        if arrived.shape[0] <= FEW_ARRIVALS:  # one by one: cheaper than array set-up for a handful
+            outstanding, waiting = self._outstanding, self._waiting
+            for position in arrived.tolist():
+                for gpu in (int(self._src[position]), int(self._dst[position])):
+                    outstanding[gpu] -= 1
+                    if outstanding[gpu] == 0 and gpu in waiting:
+                        waiting.pop(gpu).succeed()
+            return
         endpoints = np.column_stack([self._src[arrived], self._dst[arrived]]).ravel()
         np.subtract.at(self._outstanding, endpoints, 1)
         touched, last_from_end = np.unique(endpoints[::-1], return_index=True)

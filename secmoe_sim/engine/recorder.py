@@ -51,7 +51,8 @@ class Recorder:
         self._row_sequence: list[int] = []
         self._transfers: dict[str, list] = {name: [] for name in ("src", "dst", "label", "started_at", "finished_at", "bytes")}
         self._transfer_sequence: list[int] = []
-        self._transfer_chunks: list[tuple[np.ndarray, ...]] = []  # arrays of messages recorded together
+        # arrays of messages recorded together: src, dst, labels, started_at, finished_at, bytes, first sequence number
+        self._transfer_chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, np.ndarray, int]] = []
         self._next = 0
 
     def record(self, row: Row) -> None:
@@ -83,28 +84,31 @@ class Recorder:
         payload_bytes: np.ndarray,
     ) -> None:
         """Messages that arrived together at ``finished_at``, in order: ``record_transfer`` for arrays."""
-        count = src.shape[0]
-        sequence = np.arange(self._next, self._next + count, dtype=np.int64)
-        self._next += count
-        self._transfer_chunks.append((src, dst, labels, started_at, np.full(count, finished_at), payload_bytes, sequence))
+        self._transfer_chunks.append((src, dst, labels, started_at, finished_at, payload_bytes, self._next))
+        self._next += src.shape[0]
 
     def _transfer_columns(self) -> dict[str, np.ndarray]:
         """Every recorded transfer's columns (one by one and in arrays), and its sequence number."""
         singles = self._transfers
-        parts = [
-            (
-                np.asarray(singles["src"], dtype=np.int64),
-                np.asarray(singles["dst"], dtype=np.int64),
-                np.asarray(singles["label"], dtype=object),
-                np.asarray(singles["started_at"], dtype=float),
-                np.asarray(singles["finished_at"], dtype=float),
-                np.asarray(singles["bytes"], dtype=float),
-                np.asarray(self._transfer_sequence, dtype=np.int64),
-            ),
-            *self._transfer_chunks,
-        ]
-        names = ("src", "dst", "label", "started_at", "finished_at", "bytes", "sequence")
-        columns = {name: np.concatenate([part[index] for part in parts]) for index, name in enumerate(names)}
+        chunks = self._transfer_chunks
+        counts = np.array([chunk[0].shape[0] for chunk in chunks], dtype=np.int64)
+        firsts = np.array([chunk[6] for chunk in chunks], dtype=np.int64)
+        columns = {
+            name: np.concatenate([np.asarray(singles[name], dtype=dtype), *(chunk[index] for chunk in chunks)])
+            for index, name, dtype in (
+                (0, "src", np.int64),
+                (1, "dst", np.int64),
+                (2, "label", object),
+                (3, "started_at", float),
+                (5, "bytes", float),
+            )
+        }
+        finished = np.repeat(np.array([chunk[4] for chunk in chunks], dtype=float), counts)
+        columns["finished_at"] = np.concatenate([np.asarray(singles["finished_at"], dtype=float), finished])
+        within = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        columns["sequence"] = np.concatenate(
+            [np.asarray(self._transfer_sequence, dtype=np.int64), np.repeat(firsts, counts) + within]
+        )
         order = np.argsort(columns["sequence"], kind="stable")
         return {name: column[order] for name, column in columns.items()}
 

@@ -33,6 +33,7 @@ class FinishCalendar:
         self.finish_at = np.full(slots, np.inf)
         self._version = np.zeros(slots, dtype=np.int64)
         self._heap: list[tuple[float, int, int]] = []
+        self._soonest: float | None = None  # next_at's answer, until a finish instant changes
         self._clear_prefix()
 
     def _clear_prefix(self) -> None:
@@ -51,6 +52,7 @@ class FinishCalendar:
 
     def set(self, slots: np.ndarray, finish_at: np.ndarray) -> None:
         """New finish instants for ``slots`` (``inf`` to unschedule them)."""
+        self._soonest = None
         self.finish_at[slots] = finish_at
         self._version[slots] += 1
         early = np.flatnonzero(finish_at <= self._bound)
@@ -108,10 +110,13 @@ class FinishCalendar:
 
     def next_at(self) -> float:
         """The soonest finish instant (``inf`` if no flow is scheduled to finish)."""
+        if self._soonest is not None:
+            return self._soonest
         soonest = min(self._prefix_front(), self._heap_front())
         if self._head >= self._order.shape[0] and self._bound < np.inf and not soonest <= self._bound:
             self._rebuild()
             soonest = self._prefix_front()
+        self._soonest = soonest
         return soonest
 
     def pop_until(self, instant: float) -> np.ndarray:
@@ -131,6 +136,7 @@ class FinishCalendar:
         return np.concatenate(due) if due else np.empty(0, dtype=np.int64)
 
     def _take(self, slots: np.ndarray, due: list[np.ndarray]) -> None:
+        self._soonest = None
         self.finish_at[slots] = np.inf
         self._version[slots] += 1
         due.append(slots)

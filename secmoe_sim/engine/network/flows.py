@@ -55,13 +55,14 @@ from secmoe_sim.spec.hardware import Cluster
 Batches = dict[float, list[np.ndarray]]
 
 
-def first_occurrence_groups(keys: np.ndarray) -> list[tuple[Any, np.ndarray]]:
-    """``(key, positions)`` for each distinct value of ``keys``, in the order values first appear."""
+def first_occurrence_groups(keys: np.ndarray) -> list[tuple[Any, np.ndarray | slice]]:
+    """``(key, positions)`` for each distinct value of ``keys``, in the order values first appear (one value,
+    the common case: ``positions`` is the slice of all)."""
     if keys.shape[0] == 0:
         return []
     first = keys[0]
-    if np.all(keys == first):
-        return [(first, np.arange(keys.shape[0]))]
+    if keys.shape[0] == 1 or (keys == first).all():
+        return [(first, slice(None))]
     values, first_index, inverse = np.unique(keys, return_index=True, return_inverse=True)
     order = np.argsort(first_index)
     return [(values[group], np.flatnonzero(inverse == group)) for group in order.tolist()]
@@ -314,9 +315,11 @@ class FlowNetwork:
     def _end_stages(self, ids: np.ndarray) -> None:
         """Stages whose latency has passed: start the next stage, or deliver the message."""
         messages = self.messages
-        messages.stage[ids] += 1
-        onward = messages.stage[ids] < messages.stages[ids]
-        delivered = ids[~onward]
+        onward = None
+        if messages.max_stages > 1:  # routes of one stage (NVSwitch and full-mesh clusters) skip the bookkeeping
+            messages.stage[ids] += 1
+            onward = messages.stage[ids] < messages.stages[ids]
+        delivered = ids if onward is None else ids[~onward]
         if delivered.size:
             self.recorder.record_transfers(
                 messages.src[delivered],
@@ -330,7 +333,5 @@ class FlowNetwork:
             messages.release(delivered)
             for sink, positions in first_occurrence_groups(sinks):
                 self._sinks[int(sink)](tags[positions])
-        if not onward.all():
-            ids = ids[onward]
-        if ids.size:
-            self._start_stages(ids)
+        if onward is not None and onward.any():
+            self._start_stages(ids[onward])
