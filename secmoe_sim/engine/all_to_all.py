@@ -120,9 +120,9 @@ class Exchange:
         touched, last_from_end = np.unique(endpoints[::-1], return_index=True)
         finished = self._outstanding[touched] == 0
         for gpu in touched[finished][np.argsort(-last_from_end[finished])].tolist():
-            waiting = self._waiting.pop(gpu, None)
-            if waiting is not None:
-                waiting.succeed()
+            event = self._waiting.pop(gpu, None)
+            if event is not None:
+                event.succeed()
 
 
 class AllToAllRun:
