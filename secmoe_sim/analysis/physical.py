@@ -83,13 +83,16 @@ def exchange_cost(plan: LayerPlan, communication: Communication | None = None) -
         longest_s = 0.0
         classes = topology.link_classes(messages.src, messages.dst)
         priced = cost.messages(messages.payload_bytes, classes)
-        for src, dst, size, message in zip(messages.src.tolist(), messages.dst.tolist(), messages.payload_bytes.tolist(), priced):
+        rows = zip(
+            messages.src.tolist(), messages.dst.tolist(), messages.payload_bytes.tolist(), *(column.tolist() for column in priced)
+        )
+        for src, dst, size, message_post_s, floor_s, wire_factor in rows:
             posted[src] += 1
-            post_s = max(post_s, message.post_s)
+            post_s = max(post_s, message_post_s)
             stages = topology.route(src, dst)
             for stage in stages:
-                load[list(stage.links)] += size * message.wire_factor
-            longest_s = max(longest_s, sum(stage.latency_s for stage in stages), message.latency_floor_s)
+                load[list(stage.links)] += size * wire_factor
+            longest_s = max(longest_s, sum(stage.latency_s for stage in stages), floor_s)
         traffic_s += float(np.max(load / capacity))
         latency_s += longest_s
     timer = RooflineTimer(plan.cluster.gpu, plan.dtype)

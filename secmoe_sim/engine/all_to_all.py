@@ -31,7 +31,7 @@ import numpy as np
 import simpy
 
 from secmoe_sim.engine.network import Network
-from secmoe_sim.plan.communication import CollectiveCost, MessageCosts
+from secmoe_sim.plan.communication import CollectiveCost
 from secmoe_sim.plan.steps import AllToAll, Messages
 from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.hardware import Cluster
@@ -65,7 +65,7 @@ class Exchange:
         self._key = key
         self._src, self._dst, self._size = src[order], dst[order], size[order]
         self._shift, self._chunk = shift[order], chunk[order]
-        self._costs = MessageCosts.of(cost.messages(self._size, topology.link_classes(self._src, self._dst)))
+        self._costs = cost.messages(self._size, topology.link_classes(self._src, self._dst))
         if network.ordered:
             for a, b, order_key in zip(self._src.tolist(), self._dst.tolist(), self._orders(0, src.shape[0])):
                 network.expect(a, b, order_key)
@@ -73,7 +73,7 @@ class Exchange:
         ends = np.r_[starts[1:], src.shape[0]]
         self._sends = {gpu: (lo, hi) for gpu, lo, hi in zip(senders.tolist(), starts.tolist(), ends.tolist())}
         # messages not yet arrived that each GPU sends or receives; its part ends when none are left
-        self._outstanding = np.bincount(np.concatenate([src, dst]), minlength=topology.cluster.num_gpus)
+        self._outstanding: list[int] = np.bincount(np.concatenate([src, dst]), minlength=topology.cluster.num_gpus).tolist()
         self._waiting: dict[int, simpy.Event] = {}
 
     def _orders(self, lo: int, hi: int) -> list[tuple]:
@@ -107,20 +107,23 @@ class Exchange:
     def _delivered(self, arrived: np.ndarray) -> None:
         """Messages ``arrived`` (their positions) have arrived: one less outstanding message for each end; the GPUs
         left with none go on, in the order of the message that was their last."""
+        outstanding, waiting = self._outstanding, self._waiting
         if arrived.shape[0] <= FEW_ARRIVALS:  # one by one: cheaper than array set-up for a handful
-            outstanding, waiting = self._outstanding, self._waiting
-            for position in arrived.tolist():
-                for gpu in (int(self._src[position]), int(self._dst[position])):
+            for pair in zip(self._src[arrived].tolist(), self._dst[arrived].tolist()):
+                for gpu in pair:
                     outstanding[gpu] -= 1
                     if outstanding[gpu] == 0 and gpu in waiting:
                         waiting.pop(gpu).succeed()
             return
         endpoints = np.column_stack([self._src[arrived], self._dst[arrived]]).ravel()
-        np.subtract.at(self._outstanding, endpoints, 1)
-        touched, last_from_end = np.unique(endpoints[::-1], return_index=True)
-        finished = self._outstanding[touched] == 0
-        for gpu in touched[finished][np.argsort(-last_from_end[finished])].tolist():
-            event = self._waiting.pop(gpu, None)
+        touched, last_from_end, hits = np.unique(endpoints[::-1], return_index=True, return_counts=True)
+        finished = []
+        for gpu, hit, last in zip(touched.tolist(), hits.tolist(), last_from_end.tolist()):
+            outstanding[gpu] -= hit
+            if outstanding[gpu] == 0:
+                finished.append((-last, gpu))
+        for _, gpu in sorted(finished):  # in the order of the message that was the GPU's last
+            event = waiting.pop(gpu, None)
             if event is not None:
                 event.succeed()
 

@@ -22,7 +22,7 @@ import numpy as np
 import simpy
 
 from secmoe_sim.engine.network import Network
-from secmoe_sim.plan.communication import CollectiveCost, MessageCost, MessageCosts, ring_channels
+from secmoe_sim.plan.communication import CollectiveCost, ring_channels
 from secmoe_sim.plan.steps import AllReduce, RingCollective
 from secmoe_sim.plan.topology import Topology
 
@@ -56,15 +56,15 @@ class RingRun:
         self._gpus = np.asarray(collective.gpus, dtype=np.int64)
         self._position = {gpu: index for index, gpu in enumerate(collective.gpus)}
         right_position = np.empty((self.channels, members), dtype=np.int64)  # by channel and position
-        costs: list[MessageCost] = []
+        classes = []
         for channel, ring in enumerate(rings):
             positions = np.array([self._position[gpu] for gpu in ring], dtype=np.int64)
             right_position[channel, positions] = np.roll(positions, -1)
             sources = self._gpus[np.arange(members)]
-            classes = topology.link_classes(sources, self._gpus[right_position[channel]])
-            costs.extend(cost.messages(np.full(members, self.chunk_bytes), classes))
+            classes.append(topology.link_classes(sources, self._gpus[right_position[channel]]))
         self._right_position = right_position
-        self._costs = MessageCosts.of(costs)  # by channel * members + position
+        # by channel * members + position
+        self._costs = cost.messages(np.full(self.channels * members, self.chunk_bytes), np.concatenate(classes))
         self._received = np.zeros(self.channels * members * self.steps, dtype=bool)  # indexed by the receiver's tag
         self._next_step = np.zeros(self.channels * members, dtype=np.int64)  # by channel * members + position
         self._started = np.zeros(members, dtype=bool)

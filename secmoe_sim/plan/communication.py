@@ -62,14 +62,6 @@ class MessageCosts(NamedTuple):
     latency_floor_s: np.ndarray
     wire_factor: np.ndarray
 
-    @classmethod
-    def of(cls, costs: list[MessageCost]) -> MessageCosts:
-        return cls(
-            np.array([cost.post_s for cost in costs], dtype=float),
-            np.array([cost.latency_floor_s for cost in costs], dtype=float),
-            np.array([cost.wire_factor for cost in costs], dtype=float),
-        )
-
     def take(self, chosen: np.ndarray | slice) -> MessageCosts:
         """The costs of the messages ``chosen`` (indices, a mask or a slice)."""
         return MessageCosts(self.post_s[chosen], self.latency_floor_s[chosen], self.wire_factor[chosen])
@@ -103,25 +95,40 @@ class CollectiveCost:
             post_s = self.stack.peer_overhead.get(link_class, 0.0)
         return MessageCost(post_s=post_s, latency_floor_s=floor_s, wire_factor=wire_factor)
 
-    def messages(self, payload_bytes: np.ndarray, link_classes: np.ndarray) -> list[MessageCost]:
-        """The cost of each message of an exchange (one object per distinct size and class)."""
-        known: dict[tuple[float, str], MessageCost] = {}
-        costs = []
-        for size, link_class in zip(payload_bytes.tolist(), link_classes.tolist()):
-            cost = known.get((size, link_class))
-            if cost is None:
-                cost = known[(size, link_class)] = self.message(size, link_class)
-            costs.append(cost)
-        return costs
+    def messages(self, payload_bytes: np.ndarray, link_classes: np.ndarray) -> MessageCosts:
+        """The cost of each message of an exchange, in arrays: :meth:`message` of every (size, class), computed
+        once per distinct size of each class and with the same arithmetic."""
+        post_s, floor_s, wire_factor = (
+            np.zeros(payload_bytes.shape[0]),
+            np.zeros(payload_bytes.shape[0]),
+            np.ones(payload_bytes.shape[0]),
+        )
+        for link_class in np.unique(link_classes).tolist():
+            chosen = np.flatnonzero(link_classes == link_class)
+            sizes, inverse = np.unique(payload_bytes[chosen], return_inverse=True)
+            one = self.message(float(sizes[0]), link_class)  # what does not depend on the size
+            post_s[chosen], floor_s[chosen] = one.post_s, one.latency_floor_s
+            fraction = self.protocol.bandwidth_fraction if self.protocol is not None else 1.0
+            if link_class == "network":
+                fraction *= self.network_share
+            achieved = efficiencies(self.stack.efficiency.get(link_class), sizes)
+            wire_factor[chosen] = (1.0 / (fraction * achieved))[inverse]
+        return MessageCosts(post_s, floor_s, wire_factor)
 
 
 def efficiency(curve: list[EfficiencyKnot] | None, size_bytes: float) -> float:
     """The achieved fraction of a link for a message of ``size_bytes``: log-interpolated, clamped; 1 without a curve."""
+    return float(efficiencies(curve, np.array([size_bytes]))[0])
+
+
+def efficiencies(curve: list[EfficiencyKnot] | None, sizes_bytes: np.ndarray) -> np.ndarray:
+    """:func:`efficiency` of every size of ``sizes_bytes``."""
     if not curve:
-        return 1.0
-    sizes = np.log([knot.size for knot in curve])
+        return np.ones(sizes_bytes.shape[0])
+    knots = np.log([knot.size for knot in curve])
     values = [knot.efficiency for knot in curve]
-    return float(np.interp(math.log(max(size_bytes, 1.0)), sizes, values))
+    log_sizes = np.array([math.log(max(size, 1.0)) for size in sizes_bytes.tolist()])  # math.log, as for one size
+    return np.interp(log_sizes, knots, values)
 
 
 def ring_steps(kind: CollectiveKind, ranks: int) -> int:

@@ -133,6 +133,8 @@ class FinishCalendar:
                 popped.append(heapq.heappop(self._heap)[1])
             if popped:
                 self._take(np.array(popped, dtype=np.int64), due)
+        if len(due) == 1:
+            return due[0]
         return np.concatenate(due) if due else np.empty(0, dtype=np.int64)
 
     def _take(self, slots: np.ndarray, due: list[np.ndarray]) -> None:

@@ -300,9 +300,10 @@ class FlowNetwork:
     def _members(self, slots: np.ndarray) -> np.ndarray:
         """The messages of flows ``slots``, flow by flow, each flow's in the order they were sent."""
         heads = self._flow_head[slots]
-        counts = self.table.weights[slots].astype(np.int64)
-        if np.all(counts == 1):
+        weights = self.table.weights[slots]
+        if (weights == 1).all():
             return heads
+        counts = weights.astype(np.int64)
         out = np.empty(int(counts.sum()), dtype=np.int64)
         position = np.cumsum(counts) - counts
         current, left = heads, counts
