@@ -46,7 +46,7 @@ ROW_COLUMNS = [f.name for f in fields(Row)]
 
 def _repeated(text: str, count: int) -> pd.Series:
     """A string column of ``count`` copies of ``text`` (built in arrow: a million Python strings take a tenth of a second)."""
-    return pa.array([text], type=pa.string()).take(pa.array(np.zeros(count, dtype=np.int64))).to_pandas()
+    return pa.array([text], type=pa.string()).take(np.zeros(count, dtype=np.int64)).to_pandas()
 
 
 class Recorder:
