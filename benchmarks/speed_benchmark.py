@@ -4,12 +4,17 @@ and the command line's start-up.
 
     .venv/bin/python benchmarks/speed_benchmark.py            # writes reports/benchmarks/speed.md
     .venv/bin/python benchmarks/speed_benchmark.py --quick    # smaller cases, prints only
+    .venv/bin/python benchmarks/speed_benchmark.py --exact-512 --baseline DIR
+        # adds the 512-GPU exact case (about half an hour, most of it the reference) and measures the
+        # command line of another checkout of the project in DIR (e.g. an older commit) in the same run
 
 Every time is CPU time of this process (``time.process_time``), so other jobs on a shared machine
 blur it less than wall time; the load average at the start and end is recorded with the results.
 Speed is compared as ratios measured in this one run, never asserted in the unit tests.
 
-The exchange: every GPU of nodes of 8 H100 (NVSwitch, one 400 Gb/s NIC per GPU) sends
+The rings and uniform all-to-alls run on ranks of one non-blocking switch (one GPU per node, a
+400 Gb/s NIC each: the 1,024-rank case simulators are usually compared on). The exchange of the
+exact and batched cases: every GPU of nodes of 8 H100 (NVSwitch, one 400 Gb/s NIC per GPU) sends
 ``4096 x 8`` tokens of hidden 7168 in bf16 to Zipf-popular destinations (the byte matrix of
 ``network_benchmark.py``), one direct all-to-all-v starting at one instant. Latencies and software
 costs are zero, so the engine and the reference (``maxmin_reference.py``, progressive filling from
@@ -23,11 +28,13 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +80,11 @@ def cluster_of(gpus: int) -> Cluster:
             "communication": None,
         }
     )
+
+
+def one_switch(ranks: int) -> Cluster:
+    """``ranks`` GPUs of one NIC each on one non-blocking switch (nodes of one GPU)."""
+    return cluster_of(GPUS_PER_NODE).model_copy(update={"nodes": ranks, "gpus_per_node": 1})
 
 
 def plan_of(cluster: Cluster, steps: list) -> LayerPlan:
@@ -159,8 +171,9 @@ def batched(gpus: int) -> dict:
 
 
 def ring_against_all_to_all(gpus: int) -> dict:
-    """CPU per message of one ring all-reduce of ``RING_BYTES`` per rank and of a uniform direct all-to-all."""
-    cluster = cluster_of(gpus)
+    """CPU per message of one ring all-reduce of ``RING_BYTES`` per rank and of a uniform direct all-to-all of the
+    same bytes per rank, on ``gpus`` ranks of one switch."""
+    cluster = one_switch(gpus)
     members = tuple(range(gpus))
     ring_cpu_s, ring_run = engine_cpu(plan_of(cluster, [AllReduce("ring", "ring", members, RING_BYTES)]), "exact", 0.0)
     ring_messages = int((ring_run.timeline["kind"] == "transfer").sum())
@@ -177,11 +190,16 @@ def ring_against_all_to_all(gpus: int) -> dict:
     }
 
 
-def start_up() -> dict:
-    """CPU of ``secmoe-sim --help`` in a fresh interpreter, and of ``run h100-nvlink-8`` split into simulation and the rest."""
+def start_up(checkout: Path | None = None) -> dict:
+    """CPU of ``secmoe-sim --help`` in a fresh interpreter, and of ``run h100-nvlink-8`` split into simulation and the
+    rest; of the project in ``checkout`` (another copy, e.g. an older commit) instead of this one when given."""
+    environment = dict(os.environ)
+    if checkout is not None:
+        environment["PYTHONPATH"] = str(checkout)  # ahead of the installed copy on the import path
     command = [sys.executable, "-c", "import sys; from secmoe_sim.cli import main; sys.exit(main(['--help']))"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(command, check=True, capture_output=True)
+    elsewhere = tempfile.gettempdir()  # not the project's root, whose copy would shadow the one asked for
+    subprocess.run(command, check=True, capture_output=True, env=environment, cwd=elsewhere)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     help_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     script = (
@@ -196,13 +214,28 @@ def start_up() -> dict:
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    main(['run', 'h100-nvlink-8', '--out', tempfile.mkdtemp()])\n"
         "total = time.process_time() - t0\n"
-        "print(json.dumps({'run_cpu_s': total, 'simulation_cpu_s': sum(spent)}))\n"
+        "print(json.dumps({'run_cpu_s': total, 'simulation_cpu_s': sum(spent), 'module': sim.__file__}))\n"
     )
-    output = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
-    import json
-
+    output = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True, env=environment, cwd=elsewhere
+    ).stdout
     measured = json.loads(output.strip().splitlines()[-1])
-    return {"help_cpu_s": help_cpu, **measured, "non_simulation_cpu_s": measured["run_cpu_s"] - measured["simulation_cpu_s"]}
+    if checkout is not None and not Path(measured["module"]).resolve().is_relative_to(checkout.resolve()):
+        raise SystemExit(f"speed_benchmark: --baseline {checkout} was not the copy imported ({measured['module']})")
+    return {
+        "help_cpu_s": help_cpu,
+        "run_cpu_s": measured["run_cpu_s"],
+        "simulation_cpu_s": measured["simulation_cpu_s"],
+        "non_simulation_cpu_s": measured["run_cpu_s"] - measured["simulation_cpu_s"],
+    }
+
+
+def commit_of(checkout: Path) -> str:
+    """The commit a checkout is at (``unknown`` outside git)."""
+    found = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True
+    )
+    return found.stdout.strip() or "unknown"
 
 
 def growth_exponent(rows: list[dict], key: str) -> float:
@@ -268,15 +301,19 @@ def markdown(results: dict, started: str, load_start: float, load_end: float) ->
         "",
         "## Ring all-reduce against direct all-to-all, CPU per message (exact)",
         "",
-        f"One ring all-reduce of {RING_BYTES / SIZE_UNITS['MiB']:g} MiB per rank, and one uniform direct all-to-all of the same bytes per rank.",
+        (
+            f"One ring all-reduce of {RING_BYTES / SIZE_UNITS['MiB']:g} MiB per rank, and one uniform direct all-to-all of "
+            "the same bytes per rank, on ranks of one non-blocking switch (one GPU and NIC per node: one ring, every "
+            "message crossing the switch). CPU per message includes building the timeline's transfer rows."
+        ),
         "",
         "| ranks | ring messages | ring per message | all-to-all messages | all-to-all per message |",
         "|---:|---:|---:|---:|---:|",
     ]
     for r in rings:
         lines.append(
-            f"| {r['gpus']} | {r['ring_messages']:,} | {r['ring_us_per_message']:.1f} us | {r['a2a_messages']:,} | "
-            f"{r['a2a_us_per_message']:.1f} us |"
+            f"| {r['gpus']} | {r['ring_messages']:,} | {r['ring_us_per_message']:.2f} us | {r['a2a_messages']:,} | "
+            f"{r['a2a_us_per_message']:.2f} us |"
         )
     lines += [
         "",
@@ -289,18 +326,31 @@ def markdown(results: dict, started: str, load_start: float, load_end: float) ->
             f"- `secmoe-sim run h100-nvlink-8`: {start['run_cpu_s']:.2f} s of CPU in all, of which the simulation "
             f"{start['simulation_cpu_s']:.2f} s and the rest (imports, tables, trace, plot) {start['non_simulation_cpu_s']:.2f} s."
         ),
-        "",
     ]
+    baseline = results.get("baseline")
+    if baseline is not None:
+        ratio = start["non_simulation_cpu_s"] / baseline["non_simulation_cpu_s"]
+        lines += [
+            (
+                f"- The same, measured in this run on commit {baseline['commit']} (another checkout): `--help` "
+                f"{baseline['help_cpu_s']:.3f} s; `run` {baseline['run_cpu_s']:.2f} s, simulation "
+                f"{baseline['simulation_cpu_s']:.2f} s, the rest {baseline['non_simulation_cpu_s']:.2f} s. The rest now takes "
+                f"{ratio:.2f} of it (goal at most 0.5)."
+            ),
+        ]
+    lines.append("")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small cases only; print, do not write the report")
+    parser.add_argument("--exact-512", action="store_true", help="add the 512-GPU exact case (about half an hour)")
+    parser.add_argument("--baseline", type=Path, help="another checkout whose command line is measured in the same run")
     options = parser.parse_args()
-    exact_sizes = (64, 128) if options.quick else (64, 128, 256)
+    exact_sizes = (64, 128) if options.quick else (64, 128, 256) + ((512,) if options.exact_512 else ())
     batched_sizes = (64, 128) if options.quick else (64, 128, 256, 512, 1024)
-    ring_sizes = (64,) if options.quick else (64, 128, 256)
+    ring_sizes = (64,) if options.quick else (64, 256, 1024)
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     load_start = os.getloadavg()[0]
     results: dict = {"exact": [], "batched": [], "rings": []}
@@ -316,6 +366,9 @@ def main() -> None:
         print(results["rings"][-1], flush=True)
     results["start_up"] = start_up()
     print(results["start_up"], flush=True)
+    if options.baseline is not None:
+        results["baseline"] = {**start_up(options.baseline), "commit": commit_of(options.baseline)}
+        print(results["baseline"], flush=True)
     text = markdown(results, started, load_start, os.getloadavg()[0])
     if options.quick:
         print(text)
