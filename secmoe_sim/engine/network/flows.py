@@ -322,15 +322,15 @@ class FlowNetwork:
             onward = messages.stage[ids] < messages.stages[ids]
         delivered = ids if onward is None else ids[~onward]
         if delivered.size:
+            src, dst, label, sinks, tags = messages.arrival[delivered].T
             self.recorder.record_transfers(
-                messages.src[delivered],
-                messages.dst[delivered],
-                self._label_names[messages.label[delivered]],
+                src,
+                dst,
+                self._label_names[label],
                 messages.started_at[delivered],
                 self.env.now,
                 messages.payload_bytes[delivered],
             )
-            sinks, tags = messages.sink[delivered], messages.tag[delivered]
             messages.release(delivered)
             for sink, positions in first_occurrence_groups(sinks):
                 self._sinks[int(sink)](tags[positions])

@@ -15,6 +15,7 @@ from secmoe_sim.plan.topology import RouteArrays
 
 INITIAL_ROWS = 1024
 NO_MESSAGE = -1
+ARRIVAL_COLUMNS = ("src", "dst", "label", "sink", "tag")  # what an arrival reads, one matrix: one gather for all
 
 
 class MessageTable:
@@ -24,17 +25,13 @@ class MessageTable:
         self.sentinel = sentinel
         self.max_stages, self.width = max_stages, width
         rows = INITIAL_ROWS
-        self.src = np.zeros(rows, dtype=np.int64)
-        self.dst = np.zeros(rows, dtype=np.int64)
+        self.arrival = np.zeros((rows, len(ARRIVAL_COLUMNS)), dtype=np.int64)  # columns ARRIVAL_COLUMNS
         self.payload_bytes = np.zeros(rows)
         self.wire_bytes = np.zeros(rows)
         self.post_s = np.zeros(rows)
         self.started_at = np.zeros(rows)
         self.stage = np.zeros(rows, dtype=np.int64)
         self.stages = np.zeros(rows, dtype=np.int64)
-        self.sink = np.zeros(rows, dtype=np.int64)
-        self.tag = np.zeros(rows, dtype=np.int64)
-        self.label = np.zeros(rows, dtype=np.int64)
         self.next_in_flow = np.full(rows, NO_MESSAGE, dtype=np.int64)
         self.links = np.full((rows, max_stages, width), sentinel, dtype=np.int64)
         self.latency_s = np.zeros((rows, max_stages))
@@ -55,11 +52,10 @@ class MessageTable:
     ) -> np.ndarray:
         """Rows for new messages at their first stage; returns their ids."""
         ids = self._allocate(src.shape[0])
-        self.src[ids], self.dst[ids] = src, dst
+        self.arrival[ids] = np.column_stack([src, dst, np.full_like(src, label), np.full_like(src, sink), tags])
         self.payload_bytes[ids], self.wire_bytes[ids], self.post_s[ids] = payload_bytes, wire_bytes, post_s
         self.stage[ids], self.stages[ids] = 0, routes.stages
         self.links[ids], self.latency_s[ids] = routes.links, routes.latency_s
-        self.sink[ids], self.tag[ids], self.label[ids] = sink, tags, label
         self.next_in_flow[ids] = NO_MESSAGE
         return ids
 
@@ -79,15 +75,16 @@ class MessageTable:
         ids = self._free[len(self._free) - reused :]
         del self._free[len(self._free) - reused :]
         fresh = count - reused
-        if self._used + fresh > self.src.shape[0]:
-            self._grow(max(2 * self.src.shape[0], self._used + fresh))
+        if self._used + fresh > self.stage.shape[0]:
+            self._grow(max(2 * self.stage.shape[0], self._used + fresh))
         chosen = np.concatenate([np.asarray(ids, dtype=np.int64), np.arange(self._used, self._used + fresh, dtype=np.int64)])
         self._used += fresh
         return chosen
 
     def _grow(self, rows: int) -> None:
-        extra = rows - self.src.shape[0]
-        for name in ("src", "dst", "stage", "stages", "sink", "tag", "label"):
+        extra = rows - self.stage.shape[0]
+        self.arrival = np.concatenate([self.arrival, np.zeros((extra, len(ARRIVAL_COLUMNS)), dtype=np.int64)])
+        for name in ("stage", "stages"):
             setattr(self, name, np.concatenate([getattr(self, name), np.zeros(extra, dtype=np.int64)]))
         for name in ("payload_bytes", "wire_bytes", "post_s", "started_at"):
             setattr(self, name, np.concatenate([getattr(self, name), np.zeros(extra)]))
