@@ -275,9 +275,13 @@ class FlowTable:
         reached = self._touched.copy()
         reached[self.sentinel] = False
         links = self.links[candidates]
+        columns = [np.ascontiguousarray(links[:, j]) for j in range(self.width)]  # column by column: see maxmin
         taken = np.zeros(candidates.shape[0], dtype=bool)
         while True:
-            hit = ~taken & reached[links].any(axis=1)
+            hit = reached[columns[0]]
+            for column in columns[1:]:
+                hit |= reached[column]
+            hit &= ~taken
             if not hit.any():
                 return candidates[taken]
             taken |= hit
@@ -299,7 +303,11 @@ class FlowTable:
         touched, local = self._renumbered(links)
         newcomers = np.bincount(local.ravel(), weights=np.repeat(weights, self.width), minlength=touched.shape[0])
         left = np.maximum(self.capacity_bytes_per_s[touched] - self.link_load_bytes_per_s[touched], 0.0)
-        self._apply(slots, (left / newcomers)[local].min(axis=1), now)
+        share = (left / newcomers)[local]
+        provisional = share[:, 0].copy()
+        for j in range(1, self.width):
+            np.minimum(provisional, share[:, j], out=provisional)
+        self._apply(slots, provisional, now)
 
     def _apply(self, slots: np.ndarray, rates: np.ndarray, now: float) -> None:
         """Set new rates: bring remaining bytes up to ``now``, move link loads, reschedule finishes."""

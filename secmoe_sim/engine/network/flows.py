@@ -255,10 +255,15 @@ class FlowNetwork:
         heads = np.sort(first)
         return heads, members, links[heads], weights
 
-    def _after_latency(self, ids: np.ndarray, now: float) -> None:
-        """The stages of ``ids`` have sent their last byte at ``now``: each ends after its latency."""
+    def _after_latency(self, ids: np.ndarray, now: float, at_once: bool = False) -> None:
+        """The stages of ``ids`` have sent their last byte at ``now``: each ends after its latency. With ``at_once``,
+        stages of no latency end here when nothing else is due at this instant (their timer would be the next
+        event; what they set off is scheduled as it would be from there, and no flow changes before it runs)."""
         latency_s = self.messages.current_latency_s(ids)
         for latency, positions in first_occurrence_groups(latency_s):
+            if at_once and latency == 0 and now not in self._ends and self.env.peek() > now:
+                self._end_stages(ids[positions])
+                continue
             self._at(now + float(latency), self._ends, self._end_stages, ids[positions])
 
     def _request_settle(self) -> None:
@@ -292,7 +297,7 @@ class FlowNetwork:
         now = self.env.now
         finished = self.table.finish_until(now)
         if finished.size:
-            self._after_latency(self._members(finished), now)
+            self._after_latency(self._members(finished), now, at_once=True)
             self._request_settle()
         else:
             self._arm_timer()
