@@ -70,10 +70,20 @@ def test_predict_gives_the_roofline_terms_and_the_bound(tmp_path, capsys):
     table = predict_shapes(shapes, gpu, "bf16")
     assert table["bound"].tolist() == ["compute", "memory", "memory"]
     assert np.allclose(table["kernel_s"], table["fixed_s"] + table[["compute_s", "memory_s"]].max(axis=1))
+    assert table["floor_s"].tolist() == [0.0, 0.0, 0.0]  # only attention has a floor
     assert table["memory_s"].iloc[2] == pytest.approx(1e9 / gpu.memory_bandwidth)
     assert main(["predict", "h100-hgx", "--shapes", str(shapes), "--out", str(tmp_path / "p.csv")]) == 0
     assert "compute" in capsys.readouterr().out
     assert pd.read_csv(tmp_path / "p.csv")["predicted_s"].to_numpy() == pytest.approx(table["predicted_s"].to_numpy())
+
+
+def test_predict_reports_the_attention_floor_that_binds_many_narrow_heads(tmp_path):
+    shapes = tmp_path / "shapes.csv"
+    shapes.write_text("op,batch,heads,tokens,head_dim,causal\nattention,1,64,16,4,false\n")
+    floored = load_scenario("h100-nvlink-8").hardware.gpu.model_copy(update={"attention_floor_per_head": 1e-5})
+    row = predict_shapes(shapes, floored, "bf16").iloc[0]
+    assert row["floor_s"] == pytest.approx(64 * 1e-5)  # batch x heads x the floor per head
+    assert row["bound"] == "floor" and row["kernel_s"] == row["floor_s"]
 
 
 def test_predict_refuses_an_unknown_op(tmp_path):

@@ -82,7 +82,8 @@ def import_table(path: Path, op: str, dtype: str, device: str = "unknown") -> Tr
 
 
 def predict_shapes(path: Path, gpu: GPU, dtype: str) -> pd.DataFrame:
-    """Each shape's predicted time on ``gpu``: the roofline's compute, memory and fixed terms, which bound it
+    """Each shape's predicted time on ``gpu``: the roofline's compute, memory and fixed terms, the attention's
+    floor, which bound it
     (``plan.kernel_time.KernelTerms.bound``), the launch."""
     table = _read(path)
     if "op" not in table.columns:
@@ -111,6 +112,7 @@ def predict_shapes(path: Path, gpu: GPU, dtype: str) -> pd.DataFrame:
                     "compute_s": terms.compute_s,
                     "memory_s": terms.memory_s,
                     "fixed_s": terms.fixed_s,
+                    "floor_s": terms.floor_s,
                     "kernel_s": terms.time_s,
                     "launch_s": launch_s,
                     "predicted_s": terms.time_s + launch_s,

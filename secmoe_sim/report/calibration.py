@@ -133,8 +133,11 @@ def prediction_text(table: pd.DataFrame) -> str:
                 format_flops(row["flops"]),
                 format_duration(row["compute_s"]),
                 format_duration(row["memory_s"]),
+                format_duration(row["fixed_s"]),
+                format_duration(row["floor_s"]),
                 row["bound"],
                 format_duration(row["predicted_s"]),
             ]
         )
-    return table_text(["op", "shape", "FLOPs", "compute", "memory", "bound", "predicted"], rows, right=(2, 3, 4, 6))
+    headers = ["op", "shape", "FLOPs", "compute", "memory", "fixed", "floor", "bound", "predicted"]
+    return table_text(headers, rows, right=(2, 3, 4, 5, 6, 8))
