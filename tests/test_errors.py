@@ -174,6 +174,22 @@ def test_scenario_including_hardware_loads():
     assert scenario.hardware == load_cluster(DATA / "hardware_ok.yaml")
 
 
+def test_an_included_name_is_looked_up_beside_the_scenario_not_in_the_working_directory(tmp_path, monkeypatch):
+    """A bare ``hardware:`` name means a file beside the scenario, else a shipped one (the docs' rule): a file of
+    that name in the working directory, which a user may run the command from anywhere, is not it."""
+    elsewhere, here = tmp_path / "elsewhere", tmp_path / "here"
+    elsewhere.mkdir()
+    here.mkdir()
+    (here / "hardware_ok.yaml").write_text((DATA / "hardware_ok.yaml").read_text())
+    scenario = (DATA / "includes_hardware.yaml").read_text()
+    (elsewhere / "scenario.yaml").write_text(scenario)
+    monkeypatch.chdir(here)
+    with pytest.raises(ScenarioError, match="no hardware file 'hardware_ok.yaml' next to the scenario"):
+        load_scenario(elsewhere / "scenario.yaml")
+    (elsewhere / "hardware_ok.yaml").write_text((DATA / "hardware_ok.yaml").read_text())
+    assert load_scenario(elsewhere / "scenario.yaml").hardware.name == "included-test-node"
+
+
 # --- no hang on absurd sizes -----------------------------------------------------------------
 
 

@@ -59,7 +59,12 @@ def file_or_shipped(path_or_name: str | Path, *folder: str) -> Path | None:
     path = Path(path_or_name)
     if path.is_file():
         return path
-    shipped = resources.files("secmoe_sim").joinpath(*folder, f"{path_or_name}.yaml")
+    return shipped_file(str(path_or_name), *folder)
+
+
+def shipped_file(name: str, *folder: str) -> Path | None:
+    """The shipped ``<name>.yaml`` in the package ``folder``, else None."""
+    shipped = resources.files("secmoe_sim").joinpath(*folder, f"{name}.yaml")
     return Path(str(shipped)) if shipped.is_file() else None
 
 
@@ -71,8 +76,8 @@ def beside_or_shipped(
     Else one :class:`ScenarioError` at ``field`` of ``file``: no ``kind`` file ``near`` it, no shipped one,
     and the shipped names to choose from.
     """
-    relative = file.parent / name
-    found = relative if relative.is_file() else file_or_shipped(name, folder)
+    relative = file.parent / name  # an absolute name stays itself; a relative one is never the working directory's
+    found = relative if relative.is_file() else shipped_file(name, folder)
     if found is None:
         raise ScenarioError(
             str(file),
