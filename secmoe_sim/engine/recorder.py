@@ -57,7 +57,9 @@ class Recorder:
         self._row_sequence: list[int] = []
         self._transfers: dict[str, list] = {name: [] for name in ("src", "dst", "label", "started_at", "finished_at", "bytes")}
         self._transfer_sequence: list[int] = []
-        # arrays of messages recorded together: src, dst, labels, started_at, finished_at, bytes, first sequence number
+        self._labels: list[str] = []  # transfer labels recorded by number (record_transfers)
+        self._label_ids: dict[str, int] = {}
+        # arrays of messages recorded together: src, dst, label numbers, started_at, finished_at, bytes, first sequence number
         self._transfer_chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, np.ndarray, int]] = []
         self._next = 0
 
@@ -80,6 +82,14 @@ class Recorder:
         self._transfer_sequence.append(self._next)
         self._next += 1
 
+    def transfer_label(self, label: str) -> int:
+        """The number ``record_transfers`` knows ``label`` by."""
+        label_id = self._label_ids.get(label)
+        if label_id is None:
+            label_id = self._label_ids[label] = len(self._labels)
+            self._labels.append(label)
+        return label_id
+
     def record_transfers(
         self,
         src: np.ndarray,
@@ -89,7 +99,8 @@ class Recorder:
         finished_at: float,
         payload_bytes: np.ndarray,
     ) -> None:
-        """Messages that arrived together at ``finished_at``, in order: ``record_transfer`` for arrays."""
+        """Messages that arrived together at ``finished_at``, in order: ``record_transfer`` for arrays, each label by
+        its number (:meth:`transfer_label`)."""
         self._transfer_chunks.append((src, dst, labels, started_at, finished_at, payload_bytes, self._next))
         self._next += src.shape[0]
 
@@ -104,11 +115,13 @@ class Recorder:
             for index, name, dtype in (
                 (0, "src", np.int64),
                 (1, "dst", np.int64),
-                (2, "label", object),
                 (3, "started_at", float),
                 (5, "bytes", float),
             )
         }
+        numbered = np.concatenate([np.empty(0, dtype=np.int64), *(chunk[2] for chunk in chunks)])
+        names = np.asarray(self._labels, dtype=object)
+        columns["label"] = np.concatenate([np.asarray(singles["label"], dtype=object), names[numbered]])
         finished = np.repeat(np.array([chunk[4] for chunk in chunks], dtype=float), counts)
         columns["finished_at"] = np.concatenate([np.asarray(singles["finished_at"], dtype=float), finished])
         within = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)

@@ -95,8 +95,6 @@ class FlowNetwork:
         self._ends: Batches = {}
         self._sinks: list[ArrivalSink] = []
         self._sink_ids: dict[ArrivalSink, int] = {}
-        self._label_ids: dict[str, int] = {}
-        self._label_names = np.empty(0, dtype=object)
         self._settle_pending = False
         self._timer: simpy.Event | None = None
         self._timer_at = np.inf
@@ -140,7 +138,7 @@ class FlowNetwork:
             routes,
             self._sink_id(sink),
             tags,
-            self._label_id(label),
+            self.recorder.transfer_label(label),
         )
         now = self.env.now
         posting = (costs.post_s != 0) | (self._posting_free_at[src] > now)
@@ -162,13 +160,6 @@ class FlowNetwork:
             sink_id = self._sink_ids[sink] = len(self._sinks)
             self._sinks.append(sink)
         return sink_id
-
-    def _label_id(self, label: str) -> int:
-        label_id = self._label_ids.get(label)
-        if label_id is None:
-            label_id = self._label_ids[label] = len(self._label_ids)
-            self._label_names = np.append(self._label_names, np.array([label], dtype=object))
-        return label_id
 
     def _join_group(self, sender: int, ids: np.ndarray) -> None:
         """Add messages to the sender's group of this instant, opening it if needed."""
@@ -331,7 +322,7 @@ class FlowNetwork:
             self.recorder.record_transfers(
                 src,
                 dst,
-                self._label_names[label],
+                label,
                 messages.started_at[delivered],
                 self.env.now,
                 messages.payload_bytes[delivered],

@@ -65,9 +65,13 @@ class MessageTable:
 
     def current_links(self, ids: np.ndarray) -> np.ndarray:
         """The links of each message's current stage (rows padded with the sentinel)."""
+        if self.max_stages == 1:
+            return self.links[ids, 0]
         return self.links[ids, self.stage[ids]]
 
     def current_latency_s(self, ids: np.ndarray) -> np.ndarray:
+        if self.max_stages == 1:
+            return self.latency_s[ids, 0]
         return self.latency_s[ids, self.stage[ids]]
 
     def _allocate(self, count: int) -> np.ndarray:
