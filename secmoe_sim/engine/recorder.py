@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from secmoe_sim.engine.numbering import Numbering
+
 NO_GPU = -1  # src/dst of rows that are not transfers
 
 
@@ -57,8 +59,7 @@ class Recorder:
         self._row_sequence: list[int] = []
         self._transfers: dict[str, list] = {name: [] for name in ("src", "dst", "label", "started_at", "finished_at", "bytes")}
         self._transfer_sequence: list[int] = []
-        self._labels: list[str] = []  # transfer labels recorded by number (record_transfers)
-        self._label_ids: dict[str, int] = {}
+        self._labels: Numbering[str] = Numbering()  # transfer labels recorded by number (record_transfers)
         # arrays of messages recorded together: src, dst, label numbers, started_at, finished_at, bytes, first sequence number
         self._transfer_chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, np.ndarray, int]] = []
         self._next = 0
@@ -84,11 +85,7 @@ class Recorder:
 
     def transfer_label(self, label: str) -> int:
         """The number ``record_transfers`` knows ``label`` by."""
-        label_id = self._label_ids.get(label)
-        if label_id is None:
-            label_id = self._label_ids[label] = len(self._labels)
-            self._labels.append(label)
-        return label_id
+        return self._labels.number(label)
 
     def record_transfers(
         self,
@@ -120,7 +117,7 @@ class Recorder:
             )
         }
         numbered = np.concatenate([np.empty(0, dtype=np.int64), *(chunk[2] for chunk in chunks)])
-        names = np.asarray(self._labels, dtype=object)
+        names = np.asarray(self._labels.values, dtype=object)
         columns["label"] = np.concatenate([np.asarray(singles["label"], dtype=object), names[numbered]])
         finished = np.repeat(np.array([chunk[4] for chunk in chunks], dtype=float), counts)
         columns["finished_at"] = np.concatenate([np.asarray(singles["finished_at"], dtype=float), finished])

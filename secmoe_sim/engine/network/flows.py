@@ -47,6 +47,7 @@ import simpy
 from secmoe_sim.engine.network.flow_table import FlowTable, RateObserver
 from secmoe_sim.engine.network.messages import NO_MESSAGE, MessageTable
 from secmoe_sim.engine.network.ports import ArrivalSink
+from secmoe_sim.engine.numbering import Numbering
 from secmoe_sim.engine.recorder import Recorder
 from secmoe_sim.plan.communication import MessageCosts
 from secmoe_sim.plan.topology import Topology
@@ -93,8 +94,7 @@ class FlowNetwork:
         self._flow_head = np.full(self.table.active.shape[0], NO_MESSAGE, dtype=np.int64)  # first message of a flow
         self._starts: Batches = {}
         self._ends: Batches = {}
-        self._sinks: list[ArrivalSink] = []
-        self._sink_ids: dict[ArrivalSink, int] = {}
+        self._sinks: Numbering[ArrivalSink] = Numbering()
         self._settle_pending = False
         self._timer: simpy.Event | None = None
         self._timer_at = np.inf
@@ -136,7 +136,7 @@ class FlowNetwork:
             payload_bytes * costs.wire_factor,
             costs.post_s,
             routes,
-            self._sink_id(sink),
+            self._sinks.number(sink),
             tags,
             self.recorder.transfer_label(label),
         )
@@ -153,13 +153,6 @@ class FlowNetwork:
         if immediate.size < ids.size:
             for sender, positions in first_occurrence_groups(src[posting]):
                 self._join_group(int(sender), ids[posting][positions])
-
-    def _sink_id(self, sink: ArrivalSink) -> int:
-        sink_id = self._sink_ids.get(sink)
-        if sink_id is None:
-            sink_id = self._sink_ids[sink] = len(self._sinks)
-            self._sinks.append(sink)
-        return sink_id
 
     def _join_group(self, sender: int, ids: np.ndarray) -> None:
         """Add messages to the sender's group of this instant, opening it if needed."""
@@ -329,6 +322,6 @@ class FlowNetwork:
             )
             messages.release(delivered)
             for sink, positions in first_occurrence_groups(sinks):
-                self._sinks[int(sink)](tags[positions])
+                self._sinks.values[int(sink)](tags[positions])
         if onward is not None and onward.any():
             self._start_stages(ids[onward])
