@@ -17,7 +17,7 @@ from secmoe_sim.calibrate.timing import MIN_REPEATS, CudaDevice, interleaved_tim
 from secmoe_sim.calibrate.trace import read_trace, write_trace
 from secmoe_sim.cli import main
 from secmoe_sim.spec.loading import load_scenario
-from secmoe_sim.spec.units import SECOND_FACTORS
+from secmoe_sim.spec.units import PERCENT, SECOND_FACTORS
 
 pytestmark = pytest.mark.slow  # torch, Dask or subprocesses: the full suite runs it, `-m "not slow"` does not
 
@@ -129,7 +129,7 @@ def test_check_real_on_a_tiny_layer(tiny_trace, tmp_path, capsys):
     assert (summary["regret_pct"] >= 0).all() and len(summary) == 4
     assert (summary["median_error_target_met"] == (summary["median_abs_error_pct"] <= 10)).all()
     assert (summary["regret_target_met"] == (summary["regret_pct"] <= 3)).all()
-    spread = (table["measured_p90_s"] - table["measured_p10_s"]) / table["measured_s"] * 100
+    spread = (table["measured_p90_s"] - table["measured_p10_s"]) / table["measured_s"] * PERCENT
     expected_spread = spread.groupby([table["entry"], table["mode"]]).median()
     reported_spread = summary.set_index(["entry", "mode"])["measured_spread_pct"]
     assert reported_spread.to_numpy() == pytest.approx(expected_spread.loc[reported_spread.index].to_numpy(), rel=1e-12)

@@ -20,6 +20,7 @@ from secmoe_sim.plan.kernel_time import kernel_terms, kernel_time_s
 from secmoe_sim.spec.hardware import GPU
 from secmoe_sim.spec.kernel_efficiency import AttentionShapeEfficiency, GemmShapeEfficiency
 from secmoe_sim.spec.loading import load_cluster
+from secmoe_sim.spec.units import DECIMAL_PREFIXES, FLOPS_PER_MULTIPLY_ADD
 from secmoe_sim.spec.workload import Layer
 
 PUBLIC = Path(__file__).resolve().parents[1] / "reports" / "calibration" / "public"
@@ -43,7 +44,7 @@ def shaped_gpu(**update) -> GPU:
 
 def test_gemm_efficiency_is_the_product_of_its_saturations():
     m, k, n = 512.0, 64.0, 4096.0
-    flops = 2 * m * k * n
+    flops = FLOPS_PER_MULTIPLY_ADD * m * k * n
     expected = 0.8 * 64 / (64 + 128) * flops / (flops + 2e8)
     assert GEMM.efficiency(m, k, n) == pytest.approx(expected)
     assert GemmShapeEfficiency(peak=0.7, half_dim=0, half_flops=0).efficiency(8.0, 8.0, 8.0) == pytest.approx(0.7)
@@ -205,7 +206,8 @@ def test_a_named_base_sets_the_peak_to_its_datasheet_and_no_time_changes():
     trace = import_table(PUBLIC / "xla-sm90-bf16-gemm.csv", "gemm", "bf16")
     named = fit_trace(trace, load_cluster("h100-hgx")).cluster.gpu  # --base h100-hgx
     default = fit_trace(trace).cluster.gpu  # no --base: the same h100-hgx completes it, but sets no peak
-    assert named.peak_flops["bf16"] == pytest.approx(989e12) and default.peak_flops["bf16"] < 989e12
+    datasheet = 989 * DECIMAL_PREFIXES["T"]  # the H100 SXM's dense bf16 FLOP/s
+    assert named.peak_flops["bf16"] == pytest.approx(datasheet) and default.peak_flops["bf16"] < datasheet
     assert named.gemm_shape_efficiency.peak < default.gemm_shape_efficiency.peak == 1.0
     for m, k, n in ((4096, 4096, 4096), (256, 64, 4096)):
         kernel = costs.linear("gemm", "gemm", m, k, n, 2)

@@ -179,11 +179,10 @@ def test_mfu_stays_finite_on_out_of_memory_rows():
     )
     row = simulate_model(scenario).summary.iloc[0]
     assert row["oom"] and np.isfinite(row["mfu"]) and 0 < row["mfu"] < 1
-    peak = scenario.hardware.gpu.peak_flops[scenario.workload.layer.dtype]
-    assert row["mfu"] == pytest.approx(row["model_flops"] / (row["step_time_s"] * row["num_gpus"] * peak), rel=1e-12)
     uncapped = dense_only(small(model={"layers": 2, "vocab_size": 0}), **{"workload.layer.passes": "training_step"})
     fits = simulate_model(uncapped).summary.iloc[0]
     assert not fits["oom"] and row["step_time_s"] == fits["step_time_s"]  # memory flags the row, never times it
+    assert row["mfu"] == fits["mfu"]  # and so never its utilisation: the same FLOPs in the same time
 
 
 def test_recomputation_trades_memory_for_time():

@@ -18,6 +18,7 @@ from secmoe_sim.spec.loading import (
     resolve_scenario_path,
     shipped_hardware_names,
 )
+from secmoe_sim.spec.units import SECOND_FACTORS
 
 EXPECTED_HARDWARE = {"h100-hgx", "h200-hgx", "a100-sxm4-hgx", "a100-pcie", "rtx4090-pcie", "mi300x", "gb200-nvl72"}
 
@@ -199,12 +200,16 @@ def test_set_takes_units_and_lists(capsys):
     latency term is the intra-node latency: both it and 5 us lie above the stack's latency floor, and
     the message grows by exactly the difference (analytical.empty_exchange_s, communication.one_message_s)."""
     base_latency_s = load_scenario("h100-nvlink-8").hardware.intra_node.latency
-    assert 0 < base_latency_s < 5e-6
+    set_latency_s = 5 * SECOND_FACTORS["us"]
+    assert 0 < base_latency_s < set_latency_s
     base = analyzed(capsys)
     slower = analyzed(capsys, "--set", "hardware.intra_node.latency=5 us")
     grown_s = slower["alpha_hardware_message_s"] - base["alpha_hardware_message_s"]
-    assert grown_s == pytest.approx(5e-6 - base_latency_s, rel=1e-9)
-    assert slower["alpha_s"] == pytest.approx(slower["collectives_per_layer"] * slower["alpha_hardware_message_s"], rel=1e-12)
+    assert grown_s == pytest.approx(set_latency_s - base_latency_s, rel=1e-9)
+    # the layer's alpha pays that growth once per collective of the layer (a count the --set does not move)
+    assert slower["collectives_per_layer"] == base["collectives_per_layer"] > 0
+    alpha_grown_s = slower["alpha_s"] - base["alpha_s"]
+    assert alpha_grown_s == pytest.approx(base["collectives_per_layer"] * (set_latency_s - base_latency_s), rel=1e-9)
     listed = analyzed(capsys, "--set", "workload.architectures.0.experts=[4, 8]")
     assert [row["E"] for row in listed["entries"][0]["rows"]] == [4, 8]
     assert listed["entries"][1:] == base["entries"][1:]  # the other entries are untouched

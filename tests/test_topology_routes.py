@@ -1,4 +1,8 @@
-"""The routes of many messages in arrays (``Topology.routes``) are the routes of ``Topology.route``, pair by pair."""
+"""The routes of many messages in arrays (``Topology.routes``) are the routes of ``Topology.route``, pair by pair.
+
+``routes`` builds NVSwitch routes and NIC routes between NVSwitch or full-mesh nodes in whole arrays,
+which is what this compares with ``route``; pairs of other fabrics it takes from ``route`` itself, so for
+them the test checks only their packing into the arrays (stage count, padding, the latency floor)."""
 
 from __future__ import annotations
 
