@@ -83,37 +83,39 @@ class CollectiveCost:
 
     def message(self, payload_bytes: float, link_class: LinkClass) -> MessageCost:
         """The cost of one message of ``payload_bytes`` over ``link_class``."""
-        fraction = self.protocol.bandwidth_fraction if self.protocol is not None else 1.0
-        if link_class == "network":
-            fraction *= self.network_share
-        wire_factor = 1.0 / (fraction * efficiency(self.stack.efficiency.get(link_class), payload_bytes))
-        floor_s = self.protocol.step_latency.get(link_class, 0.0) if self.protocol is not None else 0.0
-        post_s = 0.0
-        if isinstance(self.stack, HostStagedStack):
-            post_s = self.stack.message_overhead
-        elif isinstance(self.stack, NcclStack) and self.kind == "all_to_all":
-            post_s = self.stack.peer_overhead.get(link_class, 0.0)
-        return MessageCost(post_s=post_s, latency_floor_s=floor_s, wire_factor=wire_factor)
+        one = self.messages(np.array([payload_bytes], dtype=float), np.array([link_class]))
+        return MessageCost(
+            post_s=float(one.post_s[0]), latency_floor_s=float(one.latency_floor_s[0]), wire_factor=float(one.wire_factor[0])
+        )
 
     def messages(self, payload_bytes: np.ndarray, link_classes: np.ndarray) -> MessageCosts:
-        """The cost of each message of an exchange, in arrays: :meth:`message` of every (size, class), computed
-        once per distinct size of each class and with the same arithmetic."""
-        post_s, floor_s, wire_factor = (
-            np.zeros(payload_bytes.shape[0]),
-            np.zeros(payload_bytes.shape[0]),
-            np.ones(payload_bytes.shape[0]),
-        )
+        """The cost of each message of an exchange, in arrays (the efficiency curve read once per distinct
+        size of each class)."""
+        count = payload_bytes.shape[0]
+        post_s, floor_s, wire_factor = np.zeros(count), np.zeros(count), np.ones(count)
         for link_class in np.unique(link_classes).tolist():
             chosen = np.flatnonzero(link_classes == link_class)
             sizes, inverse = np.unique(payload_bytes[chosen], return_inverse=True)
-            one = self.message(float(sizes[0]), link_class)  # what does not depend on the size
-            post_s[chosen], floor_s[chosen] = one.post_s, one.latency_floor_s
-            fraction = self.protocol.bandwidth_fraction if self.protocol is not None else 1.0
-            if link_class == "network":
-                fraction *= self.network_share
+            post_s[chosen], floor_s[chosen] = self._post_s(link_class), self._floor_s(link_class)
             achieved = efficiencies(self.stack.efficiency.get(link_class), sizes)
-            wire_factor[chosen] = (1.0 / (fraction * achieved))[inverse]
+            wire_factor[chosen] = (1.0 / (self._fraction(link_class) * achieved))[inverse]
         return MessageCosts(post_s, floor_s, wire_factor)
+
+    def _fraction(self, link_class: LinkClass) -> float:
+        """The share of the link's bandwidth the protocol moves data at, before the size's efficiency."""
+        fraction = self.protocol.bandwidth_fraction if self.protocol is not None else 1.0
+        return fraction * self.network_share if link_class == "network" else fraction
+
+    def _floor_s(self, link_class: LinkClass) -> float:
+        return self.protocol.step_latency.get(link_class, 0.0) if self.protocol is not None else 0.0
+
+    def _post_s(self, link_class: LinkClass) -> float:
+        """What the sender spends posting each message: a host-staged library's cost, NCCL's per peer of an all-to-all."""
+        if isinstance(self.stack, HostStagedStack):
+            return self.stack.message_overhead
+        if isinstance(self.stack, NcclStack) and self.kind == "all_to_all":
+            return self.stack.peer_overhead.get(link_class, 0.0)
+        return 0.0
 
 
 def efficiency(curve: list[EfficiencyKnot] | None, size_bytes: float) -> float:

@@ -335,19 +335,21 @@ class Topology:
 def ecmp_spine(src: int, dst: int, spines: int) -> int:
     """The spine ECMP pins the flow ``src -> dst`` to: a fixed multiplicative hash of the endpoints
     (switches hash packet headers; what matters is that the choice ignores load, so flows collide)."""
-    if spines == 1:
-        return 0
-    mixed = (src * 0x9E3779B1 + dst * 0x85EBCA77 + (src ^ dst) * 0xC2B2AE3D) & 0xFFFFFFFF
-    return ((mixed ^ (mixed >> 16)) * 0x45D9F3B & 0xFFFFFFFF) % spines
+    return 0 if spines == 1 else _endpoint_hash(src, dst) % spines
 
 
 def ecmp_spines(src: np.ndarray, dst: np.ndarray, spines: int) -> np.ndarray:
     """:func:`ecmp_spine` of every flow ``src[i] -> dst[i]`` at once."""
     if spines == 1:
         return np.zeros(src.shape[0], dtype=np.int64)
-    a, b = src.astype(np.int64), dst.astype(np.int64)
+    return _endpoint_hash(src.astype(np.int64), dst.astype(np.int64)) % spines
+
+
+def _endpoint_hash(a, b):
+    """The 32-bit hash of ECMP's endpoints, for ints or int64 arrays alike (no product overflows 64 bits
+    for GPU numbers below 2**20)."""
     mixed = (a * 0x9E3779B1 + b * 0x85EBCA77 + (a ^ b) * 0xC2B2AE3D) & 0xFFFFFFFF
-    return ((mixed ^ (mixed >> 16)) * 0x45D9F3B & 0xFFFFFFFF) % spines
+    return (mixed ^ (mixed >> 16)) * 0x45D9F3B & 0xFFFFFFFF
 
 
 def with_latency_floor(stages: tuple[Stage, ...], floor_s: float) -> tuple[Stage, ...]:
