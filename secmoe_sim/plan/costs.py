@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from secmoe_sim.spec.units import DTYPE_BYTES, FLOPS_PER_MULTIPLY_ADD
+from secmoe_sim.spec.units import CAUSAL_MASK_FRACTION, DTYPE_BYTES, FLOPS_PER_MULTIPLY_ADD
 from secmoe_sim.spec.workload import Layer
 
 ELEMENTWISE = "elementwise"  # the group of an expert's norms, residuals, activations and rotary
@@ -68,9 +68,6 @@ def pass_factor(primitive: str, has_backward: bool) -> float:
 def pass_flops(kernels: list[Kernel], has_backward: bool) -> float:
     """FLOPs of ``kernels`` forward, and backward too when ``has_backward``."""
     return sum(k.flops * pass_factor(k.primitive, has_backward) for k in kernels)
-
-
-CAUSAL_MASK_FRACTION = 0.5  # causal attention counts half of the score matrix
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from secmoe_sim.plan.costs import BACKWARD_GEMMS_PER_GEMM, CAUSAL_MASK_FRACTION, Kernel
+from secmoe_sim.plan.costs import BACKWARD_GEMMS_PER_GEMM, Kernel
 from secmoe_sim.spec.hardware import GPU
+from secmoe_sim.spec.units import CAUSAL_MASK_FRACTION
 
 MATERIALIZED_ATTENTION_GEMMS = 2  # the math path's batched GEMMs: Q K^T and P V
 

@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import Field
 
 from secmoe_sim.spec.base import StrictModel
-from secmoe_sim.spec.units import FLOPS_PER_MULTIPLY_ADD, SECOND_FACTORS, Duration
+from secmoe_sim.spec.units import CAUSAL_MASK_FRACTION, FLOPS_PER_MULTIPLY_ADD, SECOND_FACTORS, Duration
 
 MAX_SHAPE = 1e15  # elements or FLOPs: a bound that keeps a mistyped number out
 MAX_FIXED_TIME_S = 10 * SECOND_FACTORS["ms"]  # a kernel's fixed cost above this is a unit typo (5 for 5 us), not a machine
@@ -101,5 +101,6 @@ class AttentionShapeEfficiency(StrictModel):
         """Fraction of peak FLOP/s of the counted FLOPs (causal: half the score matrix) one kernel reaches."""
         padded = self.padded_head_dim(head_dim)
         value = self.peak * head_dim / padded * _saturation(padded, self.half_head_dim) * _saturation(context, self.half_context)
-        computed = 0.5 + np.minimum(self.causal_block / (2.0 * tokens), 0.5)  # of the score matrix, when causal
-        return value * np.where(causal, 0.5 / computed, 1.0)
+        # of the score matrix, when causal: its triangle plus half of each diagonal block, at most all of it
+        computed = CAUSAL_MASK_FRACTION + np.minimum(self.causal_block / (2.0 * tokens), 1.0 - CAUSAL_MASK_FRACTION)
+        return value * np.where(causal, CAUSAL_MASK_FRACTION / computed, 1.0)

@@ -18,6 +18,7 @@ from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 BITS_PER_BYTE = 8
 FLOPS_PER_MULTIPLY_ADD = 2  # the counting convention of every FLOP figure (a multiply and an add)
+CAUSAL_MASK_FRACTION = 0.5  # the share of its score matrix a causal attention's FLOPs count
 
 # Decimal and binary multipliers, case-sensitive ("k" is kilo; "K" appears only in "Ki").
 DECIMAL_PREFIXES = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
