@@ -77,6 +77,7 @@ class FlowTable:
         self.updated_at = np.zeros(INITIAL_SLOTS)
         self.active = np.zeros(INITIAL_SLOTS, dtype=bool)
         self.provisional = np.zeros(INITIAL_SLOTS, dtype=bool)
+        self.tag = np.zeros(INITIAL_SLOTS, dtype=np.int64)  # what the table's user knows each flow by (set by it)
         self.calendar = FinishCalendar(INITIAL_SLOTS)
         self.num_active = 0
         self._free: list[int] = []
@@ -117,6 +118,7 @@ class FlowTable:
             setattr(self, name, np.concatenate([getattr(self, name), np.zeros(extra)]))
         self.active = np.concatenate([self.active, np.zeros(extra, dtype=bool)])
         self.provisional = np.concatenate([self.provisional, np.zeros(extra, dtype=bool)])
+        self.tag = np.concatenate([self.tag, np.zeros(extra, dtype=np.int64)])
         self.calendar.grow(slots)
 
     def add(self, links: np.ndarray, payload_bytes: np.ndarray, weights: np.ndarray, now: float) -> np.ndarray:

@@ -45,7 +45,7 @@ import numpy as np
 import simpy
 
 from secmoe_sim.engine.network.flow_table import FlowTable, RateObserver
-from secmoe_sim.engine.network.messages import NO_MESSAGE, MessageTable
+from secmoe_sim.engine.network.messages import MessageTable
 from secmoe_sim.engine.network.ports import ArrivalSink
 from secmoe_sim.engine.numbering import Numbering
 from secmoe_sim.engine.recorder import Recorder
@@ -91,7 +91,6 @@ class FlowNetwork:
         self.messages = MessageTable(self.topology.max_stages, self.table.width, self.table.sentinel)
         self._posting_free_at = np.zeros(cluster.num_gpus)
         self._posting: dict[int, list[np.ndarray]] = {}  # a sender's group of this instant, until it closes
-        self._flow_head = np.full(self.table.active.shape[0], NO_MESSAGE, dtype=np.int64)  # first message of a flow
         self._starts: Batches = {}
         self._ends: Batches = {}
         self._sinks: Numbering[ArrivalSink] = Numbering()
@@ -202,10 +201,7 @@ class FlowNetwork:
         links = messages.current_links(ids)
         heads, members, rows, weights = self._merged(ids, links, wire)
         slots = self.table.add(rows, wire[heads], weights, now)
-        if slots.max() >= self._flow_head.shape[0]:
-            extra = self.table.active.shape[0] - self._flow_head.shape[0]
-            self._flow_head = np.concatenate([self._flow_head, np.full(extra, NO_MESSAGE, dtype=np.int64)])
-        self._flow_head[slots] = ids[heads]
+        self.table.tag[slots] = ids[heads]  # a flow is known by its first message; the rest follow it
         if members is not None:  # link each merged flow's messages, in order
             ordered = ids[members]
             follows = np.flatnonzero(np.diff(np.repeat(np.arange(weights.shape[0]), weights.astype(np.int64))) == 0)
@@ -288,7 +284,7 @@ class FlowNetwork:
 
     def _members(self, slots: np.ndarray) -> np.ndarray:
         """The messages of flows ``slots``, flow by flow, each flow's in the order they were sent."""
-        heads = self._flow_head[slots]
+        heads = self.table.tag[slots]
         weights = self.table.weights[slots]
         if (weights == 1).all():
             return heads
