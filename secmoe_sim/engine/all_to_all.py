@@ -31,6 +31,7 @@ import numpy as np
 import simpy
 
 from secmoe_sim.engine.network import Network
+from secmoe_sim.engine.ordering import tallied_by_last_occurrence
 from secmoe_sim.plan.communication import CollectiveCost
 from secmoe_sim.plan.steps import AllToAll, Messages
 from secmoe_sim.plan.topology import Topology
@@ -115,17 +116,11 @@ class Exchange:
                     if outstanding[gpu] == 0 and gpu in waiting:
                         waiting.pop(gpu).succeed()
             return
-        endpoints = np.column_stack([self._src[arrived], self._dst[arrived]]).ravel()
-        touched, last_from_end, hits = np.unique(endpoints[::-1], return_index=True, return_counts=True)
-        finished = []
-        for gpu, hit, last in zip(touched.tolist(), hits.tolist(), last_from_end.tolist()):
-            outstanding[gpu] -= hit
-            if outstanding[gpu] == 0:
-                finished.append((-last, gpu))
-        for _, gpu in sorted(finished):  # in the order of the message that was the GPU's last
-            event = waiting.pop(gpu, None)
-            if event is not None:
-                event.succeed()
+        endpoints = np.column_stack([self._src[arrived], self._dst[arrived]]).ravel()  # in message order
+        for gpu, hits in zip(*(column.tolist() for column in tallied_by_last_occurrence(endpoints))):
+            outstanding[gpu] -= hits
+            if outstanding[gpu] == 0 and gpu in waiting:
+                waiting.pop(gpu).succeed()
 
 
 class AllToAllRun:

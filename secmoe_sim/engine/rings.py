@@ -22,6 +22,7 @@ import numpy as np
 import simpy
 
 from secmoe_sim.engine.network import Network
+from secmoe_sim.engine.ordering import distinct_in_first_order, tallied_by_last_occurrence
 from secmoe_sim.plan.communication import CollectiveCost, ring_channels
 from secmoe_sim.plan.steps import AllReduce, RingCollective
 from secmoe_sim.plan.topology import Topology
@@ -127,14 +128,10 @@ class RingRun:
         self._received[receiver_lanes * self.steps + step] = True
         last = step == self.steps - 1
         settled = np.column_stack([sender, np.where(last, receiver, -1)]).ravel()  # in message order: sender, receiver
-        settled = settled[settled >= 0]
-        np.subtract.at(self._pending, settled, 1)
-        touched, last_from_end = np.unique(settled[::-1], return_index=True)
-        finished = self._pending[touched] == 0
-        for position in touched[finished][np.argsort(-last_from_end[finished])].tolist():
+        positions, counts = tallied_by_last_occurrence(settled[settled >= 0])
+        self._pending[positions] -= counts
+        for position in positions[self._pending[positions] == 0].tolist():
             self._done[position].succeed()
         started = self._started[receiver]
         if started.any():
-            candidates = receiver_lanes[started]
-            _, first = np.unique(candidates, return_index=True)
-            self._post(candidates[np.sort(first)])
+            self._post(distinct_in_first_order(receiver_lanes[started]))

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from functools import partial
-from typing import Any
 
 import numpy as np
 import simpy
@@ -48,25 +47,13 @@ from secmoe_sim.engine.network.flow_table import FlowTable, RateObserver
 from secmoe_sim.engine.network.messages import MessageTable
 from secmoe_sim.engine.network.ports import ArrivalSink
 from secmoe_sim.engine.numbering import Numbering
+from secmoe_sim.engine.ordering import first_occurrence_groups
 from secmoe_sim.engine.recorder import Recorder
 from secmoe_sim.plan.communication import MessageCosts
 from secmoe_sim.plan.topology import Topology
 from secmoe_sim.spec.hardware import Cluster
 
 Batches = dict[float, list[np.ndarray]]
-
-
-def first_occurrence_groups(keys: np.ndarray) -> list[tuple[Any, np.ndarray | slice]]:
-    """``(key, positions)`` for each distinct value of ``keys``, in the order values first appear (one value,
-    the common case: ``positions`` is the slice of all)."""
-    if keys.shape[0] == 0:
-        return []
-    first = keys[0]
-    if keys.shape[0] == 1 or (keys == first).all():
-        return [(first, slice(None))]
-    values, first_index, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    order = np.argsort(first_index)
-    return [(values[group], np.flatnonzero(inverse == group)) for group in order.tolist()]
 
 
 class FlowNetwork:
