@@ -1,9 +1,8 @@
 """Frozen rows recording every kernel, collective and transfer of a simulated layer.
 
 Kernels and collectives are recorded as :class:`Row` objects. Transfers can number in the
-millions on a large cluster, so they are recorded column by column (no object per message), one
-at a time or in arrays of messages that arrived together; the frame keeps the order in which
-everything was recorded.
+millions on a large cluster, so they are recorded as arrays of messages that arrived together (one
+message is an array of one); the frame keeps the order in which everything was recorded.
 """
 
 from __future__ import annotations
@@ -57,8 +56,6 @@ class Recorder:
     def __init__(self) -> None:
         self.rows: list[Row] = []
         self._row_sequence: list[int] = []
-        self._transfers: dict[str, list] = {name: [] for name in ("src", "dst", "label", "started_at", "finished_at", "bytes")}
-        self._transfer_sequence: list[int] = []
         self._labels: Numbering[str] = Numbering()  # transfer labels recorded by number (record_transfers)
         # arrays of messages recorded together: src, dst, label numbers, started_at, finished_at, bytes, first sequence number
         self._transfer_chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, np.ndarray, int]] = []
@@ -73,15 +70,14 @@ class Recorder:
         self, src: int, dst: int, label: str, started_at: float, finished_at: float, payload_bytes: float
     ) -> None:
         """One message from ``src`` to ``dst``: a transfer row on the sender's ``comm`` stream."""
-        columns = self._transfers
-        columns["src"].append(src)
-        columns["dst"].append(dst)
-        columns["label"].append(label)
-        columns["started_at"].append(started_at)
-        columns["finished_at"].append(finished_at)
-        columns["bytes"].append(payload_bytes)
-        self._transfer_sequence.append(self._next)
-        self._next += 1
+        self.record_transfers(
+            np.array([src]),
+            np.array([dst]),
+            np.array([self.transfer_label(label)]),
+            np.array([started_at]),
+            finished_at,
+            np.array([payload_bytes]),
+        )
 
     def transfer_label(self, label: str) -> int:
         """The number ``record_transfers`` knows ``label`` by."""
@@ -102,31 +98,19 @@ class Recorder:
         self._next += src.shape[0]
 
     def _transfer_columns(self) -> dict[str, np.ndarray]:
-        """Every recorded transfer's columns (one by one and in arrays), and its sequence number."""
-        singles = self._transfers
+        """Every recorded transfer's columns and its sequence number (chunks are recorded in sequence order)."""
         chunks = self._transfer_chunks
         counts = np.array([chunk[0].shape[0] for chunk in chunks], dtype=np.int64)
-        firsts = np.array([chunk[6] for chunk in chunks], dtype=np.int64)
         columns = {
-            name: np.concatenate([np.asarray(singles[name], dtype=dtype), *(chunk[index] for chunk in chunks)])
-            for index, name, dtype in (
-                (0, "src", np.int64),
-                (1, "dst", np.int64),
-                (3, "started_at", float),
-                (5, "bytes", float),
-            )
+            name: np.concatenate([np.empty(0, dtype=dtype), *(chunk[index] for chunk in chunks)])
+            for index, name, dtype in ((0, "src", np.int64), (1, "dst", np.int64), (3, "started_at", float), (5, "bytes", float))
         }
         numbered = np.concatenate([np.empty(0, dtype=np.int64), *(chunk[2] for chunk in chunks)])
-        names = np.asarray(self._labels.values, dtype=object)
-        columns["label"] = np.concatenate([np.asarray(singles["label"], dtype=object), names[numbered]])
-        finished = np.repeat(np.array([chunk[4] for chunk in chunks], dtype=float), counts)
-        columns["finished_at"] = np.concatenate([np.asarray(singles["finished_at"], dtype=float), finished])
+        columns["label"] = np.asarray(self._labels.values, dtype=object)[numbered]
+        columns["finished_at"] = np.repeat(np.array([chunk[4] for chunk in chunks], dtype=float), counts)
         within = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-        columns["sequence"] = np.concatenate(
-            [np.asarray(self._transfer_sequence, dtype=np.int64), np.repeat(firsts, counts) + within]
-        )
-        order = np.argsort(columns["sequence"], kind="stable")
-        return {name: column[order] for name, column in columns.items()}
+        columns["sequence"] = np.repeat(np.array([chunk[6] for chunk in chunks], dtype=np.int64), counts) + within
+        return columns
 
     def frame(self) -> pd.DataFrame:
         ops = pd.DataFrame([tuple(getattr(r, c) for c in ROW_COLUMNS) for r in self.rows], columns=ROW_COLUMNS)
