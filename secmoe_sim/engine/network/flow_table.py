@@ -39,6 +39,7 @@ import numpy as np
 
 from secmoe_sim.engine.network.finish_calendar import FinishCalendar
 from secmoe_sim.engine.network.maxmin import max_min_rates
+from secmoe_sim.engine.network.slots import SlotPool
 
 EMPTY_LINK_COUNT = 0.5  # weights are whole numbers: a link with less than this carries no flow
 SIMULTANEOUS_REL = 1e-12  # finish instants this close (relative) count as one instant: float residue
@@ -80,8 +81,7 @@ class FlowTable:
         self.tag = np.zeros(INITIAL_SLOTS, dtype=np.int64)  # what the table's user knows each flow by (set by it)
         self.calendar = FinishCalendar(INITIAL_SLOTS)
         self.num_active = 0
-        self._free: list[int] = []
-        self._used = 0  # slots [0, used) have been handed out at least once
+        self._slots = SlotPool(INITIAL_SLOTS, self._grow)
         self._threshold = np.inf
         self._touched = np.zeros(num_links, dtype=bool)
         self._local_index = np.zeros(num_links, dtype=np.int64)  # scratch for renumbering links
@@ -96,20 +96,9 @@ class FlowTable:
         self.recompute_host_s = 0.0  # host time spent recomputing rates (benchmarks report it)
 
     def active_slots(self) -> np.ndarray:
-        return np.flatnonzero(self.active[: self._used])
+        return np.flatnonzero(self.active[: self._slots.used])
 
     # --- flows in and out --------------------------------------------------------------------
-
-    def _allocate(self, count: int) -> np.ndarray:
-        taken = min(count, len(self._free))
-        reused = self._free[len(self._free) - taken :][::-1]  # the most recently freed first
-        del self._free[len(self._free) - taken :]
-        fresh = count - taken
-        if self._used + fresh > self.active.shape[0]:
-            self._grow(max(2 * self.active.shape[0], self._used + fresh))
-        slots = np.array(reused + list(range(self._used, self._used + fresh)), dtype=np.int64)
-        self._used += fresh
-        return slots
 
     def _grow(self, slots: int) -> None:
         extra = slots - self.active.shape[0]
@@ -127,7 +116,7 @@ class FlowTable:
         Their rates are set at the next ``settle``.
         """
         count = links.shape[0]
-        slots = self._allocate(count)
+        slots = self._slots.take(count)
         self.links[slots] = links
         self.weights[slots] = weights
         self.rate_bytes_per_s[slots] = 0.0
@@ -182,7 +171,7 @@ class FlowTable:
         self.link_load_bytes_per_s[idle] = 0.0  # no residue on a link without flows
         self.provisional[slots] = False
         self.rate_bytes_per_s[slots] = 0.0
-        self._free.extend(slots.tolist())
+        self._slots.give_back(slots.tolist())
 
     def _release_one(self, slot: int) -> None:
         """``_release_finished`` for the common single flow, in scalar steps (no array set-up)."""
@@ -198,7 +187,7 @@ class FlowTable:
                 load[link] = 0.0  # no residue on a link without flows
         self.provisional[slot] = False
         self.rate_bytes_per_s[slot] = 0.0
-        self._free.append(slot)
+        self._slots.give_back([slot])
 
     def next_finish_at(self) -> float:
         return self.calendar.next_at()
@@ -223,7 +212,7 @@ class FlowTable:
     def _recompute(self, now: float) -> None:
         started_at = time.perf_counter()  # not process_time: on some machines each call costs tens of us
         self._release_finished()
-        used = self._used
+        used = self._slots.used
         # Ended flows have been released (rate 0) and the threshold is positive: a rate at or
         # above it marks an active flow; flows started since the last recomputation always count.
         chosen = self.rate_bytes_per_s[:used] >= self._threshold * (1.0 - LEVEL_REL)

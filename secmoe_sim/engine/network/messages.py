@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from secmoe_sim.engine.network.slots import SlotPool
 from secmoe_sim.plan.topology import RouteArrays
 
 INITIAL_ROWS = 1024
@@ -35,8 +36,7 @@ class MessageTable:
         self.next_in_flow = np.full(rows, NO_MESSAGE, dtype=np.int64)
         self.links = np.full((rows, max_stages, width), sentinel, dtype=np.int64)
         self.latency_s = np.zeros((rows, max_stages))
-        self._free: list[int] = []
-        self._used = 0
+        self._rows = SlotPool(rows, self._grow)
 
     def add(
         self,
@@ -51,7 +51,7 @@ class MessageTable:
         label: int,
     ) -> np.ndarray:
         """Rows for new messages at their first stage; returns their ids."""
-        ids = self._allocate(src.shape[0])
+        ids = self._rows.take(src.shape[0])
         self.arrival[ids] = np.column_stack([src, dst, np.full_like(src, label), np.full_like(src, sink), tags])
         self.payload_bytes[ids], self.wire_bytes[ids], self.post_s[ids] = payload_bytes, wire_bytes, post_s
         self.stage[ids], self.stages[ids] = 0, routes.stages
@@ -61,7 +61,7 @@ class MessageTable:
 
     def release(self, ids: np.ndarray) -> None:
         """The messages ``ids`` have arrived: their rows are free for new messages."""
-        self._free.extend(ids.tolist())
+        self._rows.give_back(ids.tolist())
 
     def current_links(self, ids: np.ndarray) -> np.ndarray:
         """The links of each message's current stage (rows padded with the sentinel)."""
@@ -73,17 +73,6 @@ class MessageTable:
         if self.max_stages == 1:
             return self.latency_s[ids, 0]
         return self.latency_s[ids, self.stage[ids]]
-
-    def _allocate(self, count: int) -> np.ndarray:
-        reused = min(count, len(self._free))
-        ids = self._free[len(self._free) - reused :]
-        del self._free[len(self._free) - reused :]
-        fresh = count - reused
-        if self._used + fresh > self.stage.shape[0]:
-            self._grow(max(2 * self.stage.shape[0], self._used + fresh))
-        chosen = np.concatenate([np.asarray(ids, dtype=np.int64), np.arange(self._used, self._used + fresh, dtype=np.int64)])
-        self._used += fresh
-        return chosen
 
     def _grow(self, rows: int) -> None:
         extra = rows - self.stage.shape[0]
