@@ -85,14 +85,18 @@ def fit_trace(trace: Trace, base: Cluster | None = None) -> FitResult:
         raise CalibrationError("the trace needs at least two GEMM shapes to fit the GEMM shape model")
     warnings: tuple[str, ...] = ()
     named_base = base  # its datasheet peak is the file's peak; the default hardware's never is
-    missing = _unmeasured(trace) if base is None else []
-    launch_s = _fit_launch(trace)
-    host_s = _host_overhead_s(trace, base, sources)  # never from the default hardware
+    links = tuple(fit_links(trace.rows))
+    measured_launch_s = launch_overhead_s(trace)  # None: the trace has no launch rows
+    missing = _unmeasured(trace, links) if base is None else []
+    # the per-op dispatch inside the trace's timings: measured, else 0 (an imported table's or profile's
+    # times are the kernels' own)
+    launch_s = 0.0 if measured_launch_s is None else measured_launch_s
+    host_s = _host_overhead_s(trace, measured_launch_s, base, sources)  # never from the default hardware
     if missing:
         from secmoe_sim.spec.loading import load_cluster
 
         base = load_cluster(DEFAULT_BASE_HARDWARE)
-        unmeasured_host = " (the host's time per op is 0: no launch rows)" if launch_overhead_s(trace) is None else ""
+        unmeasured_host = " (the host's time per op is 0: no launch rows)" if measured_launch_s is None else ""
         warnings = (
             (
                 f"no --base, and the trace does not measure {', '.join(missing)}: taken from the shipped "
@@ -103,34 +107,26 @@ def fit_trace(trace: Trace, base: Cluster | None = None) -> FitResult:
     bandwidth = _fit_memory(trace, launch_s, base, sources)
     context = _shape_context(trace, launch_s, bandwidth, base, sources)
     gpu = _fit_gpu(trace, context, host_s, base, named_base, sources)
-    links = tuple(fit_links(trace.rows))
     cluster = fitted_cluster(gpu, links, trace, base, sources)
     errors = error_table(trace, cluster, links, context)
     return FitResult(cluster=cluster, sources=sources, errors=errors, links=links, warnings=warnings)
 
 
-def _unmeasured(trace: Trace) -> list[str]:
-    """What a hardware file needs that the trace does not measure (and a base would have to give)."""
+def _unmeasured(trace: Trace, links: tuple[AlphaBeta, ...]) -> list[str]:
+    """What a hardware file needs that the trace (and its fitted ``links``) does not measure (and a base would
+    have to give)."""
     missing = []
     if trace.of("memory").empty:
         missing.append("memory-bound ops (the memory bandwidth)")
     if not trace.metadata.get("device_memory_bytes"):
         missing.append("the device memory")
-    if not any(link.op == COMM_FABRIC_OP for link in fit_links(trace.rows)):
+    if not any(link.op == COMM_FABRIC_OP for link in links):
         missing.append("an all-to-all sweep (the fabric)")
     return missing
 
 
-def _fit_launch(trace: Trace) -> float:
-    """The per-op dispatch time inside the trace's timings: measured by its launch rows, else 0 (the
-    times of an imported table or profile are the kernels' own)."""
-    launch_s = launch_overhead_s(trace)
-    return 0.0 if launch_s is None else launch_s
-
-
-def _host_overhead_s(trace: Trace, base: Cluster | None, sources: dict) -> float:
-    """The fitted file's host time per op: measured, else the base hardware's, else 0."""
-    launch_s = launch_overhead_s(trace)
+def _host_overhead_s(trace: Trace, launch_s: float | None, base: Cluster | None, sources: dict) -> float:
+    """The fitted file's host time per op: measured (``launch_s``), else the base hardware's, else 0."""
     tiny = trace.rows[(trace.rows["primitive"] == "launch") & trace.rows["m"].isna()]
     sources["gpu.kernel_launch_overhead"] = "0: the host time per op below includes the launch"
     if launch_s is not None:
