@@ -17,11 +17,12 @@ from secmoe_sim.analysis.fidelity.benchmarks import (
     deepep_routing,
     deepep_traffic,
     low_latency_traffic,
+    nccl_tests,
     simulate_case,
 )
 from secmoe_sim.analysis.fidelity.stacks import MODELS, fit_groups
 from secmoe_sim.report.fidelity import write_fidelity
-from secmoe_sim.spec.communication import Stack
+from secmoe_sim.spec.communication import HostStagedStack, Stack
 
 CASES = published_cases()
 
@@ -99,6 +100,19 @@ def test_batched_network_agrees_with_exact_within_half_a_percent(name):
     stack = model.build([p.start for p in model.parameters])
     exact = simulate_case(case, stack, EXACT).simulated
     assert simulate_case(case, stack, NETWORK).simulated == pytest.approx(exact, rel=0.005)
+
+
+@pytest.mark.parametrize("collective", ["all_gather", "reduce_scatter"])
+def test_nccl_tests_ring_cases_move_one_shard_per_step(collective):
+    """nccl-tests' size of an all-gather (the gathered buffer) and of a reduce-scatter (each rank's input):
+    ``n - 1`` ring steps of ``size / n`` each; busbw is algbw x (n - 1) / n."""
+    free = HostStagedStack(kind="host_staged", message_overhead=0.0)
+    case = {"collective": collective, "preset": "h100-ndr", "nodes": 1, "gpus_per_node": 8, "size_bytes": 2**30}
+    nvlink_bytes_per_s = 450e9  # the h100-ndr preset, per direction
+    time_s = 7 * (2**30 / 8) / nvlink_bytes_per_s
+    assert nccl_tests({**case, "metric": "time_us"}, free, EXACT).simulated == pytest.approx(time_s * 1e6, rel=1e-12)
+    busbw = nccl_tests({**case, "metric": "busbw_GBps"}, free, EXACT).simulated
+    assert busbw == pytest.approx(2**30 / time_s / 1e9 * 7 / 8, rel=1e-12)
 
 
 def test_deepep_routing_is_node_limited():

@@ -1,9 +1,10 @@
 """The published benchmarks, re-enacted with their own traffic and byte accounting (docs/fidelity.md).
 
-* ``nccl_tests`` (``all_reduce_perf``, ``all_gather_perf``, ``alltoall_perf``): ``size`` is the
-  nccl-tests size (all-reduce: each rank's buffer; all-gather: the gathered buffer, ``size / n``
-  from each rank; all-to-all: each rank's send buffer, ``size / n`` to each rank, its own chunk
-  local). ``algbw = size / time``; ``busbw`` multiplies it by ``2 (n - 1) / n`` (all-reduce) or
+* ``nccl_tests`` (``all_reduce_perf``, ``all_gather_perf``, ``reduce_scatter_perf``, ``alltoall_perf``):
+  ``size`` is the nccl-tests size (all-reduce: each rank's buffer; all-gather: the gathered buffer,
+  ``size / n`` from each rank; reduce-scatter: each rank's input, ``size / n`` of the sum kept by
+  each; all-to-all: each rank's send buffer, ``size / n`` to each rank, its own chunk local).
+  ``algbw = size / time``; ``busbw`` multiplies it by ``2 (n - 1) / n`` (all-reduce) or
   ``(n - 1) / n``. The time is the last rank's finish.
 * ``deepep_normal`` (DeepEP ``tests/test_intranode.py``, ``test_internode.py``): 4096 tokens per
   rank, hidden 7168, top-8 of 256 experts by scores ``|randn| + 1`` (seed = rank), node-limited
@@ -31,7 +32,7 @@ import numpy as np
 
 from secmoe_sim.analysis.fidelity.presets import preset_cluster
 from secmoe_sim.engine import run_plan
-from secmoe_sim.plan.steps import AllGather, AllReduce, AllToAll, Collective, LayerPlan, Message
+from secmoe_sim.plan.steps import AllGather, AllReduce, AllToAll, Collective, LayerPlan, Message, ReduceScatter
 from secmoe_sim.spec.communication import Communication, Stack
 from secmoe_sim.spec.hardware import Cluster
 from secmoe_sim.spec.network import NetworkOptions
@@ -74,6 +75,7 @@ def exchange(volume: dict[tuple[int, int], float], ranks: int) -> AllToAll:
 BUS_FACTOR: dict[str, Callable[[int], float]] = {
     "all_reduce": lambda n: 2 * (n - 1) / n,
     "all_gather": lambda n: (n - 1) / n,
+    "reduce_scatter": lambda n: (n - 1) / n,
     "alltoall": lambda n: (n - 1) / n,
 }
 
@@ -87,6 +89,8 @@ def nccl_tests(case: dict, stack: Stack, network: NetworkOptions) -> Outcome:
         collective = AllReduce("benchmark", "benchmark", gpus, size)
     elif case["collective"] == "all_gather":
         collective = AllGather("benchmark", "benchmark", gpus, size)
+    elif case["collective"] == "reduce_scatter":
+        collective = ReduceScatter("benchmark", "benchmark", gpus, size)
     else:
         collective = exchange({(s, d): size / ranks for s in gpus for d in gpus}, ranks)
     time_s = max(run_collective(cluster, collective, stack, network))
