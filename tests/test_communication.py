@@ -22,7 +22,7 @@ from test_network_invariants import FAST, checking_observer, transfers
 from secmoe_sim import load_scenario, simulate
 from secmoe_sim.engine import run_plan
 from secmoe_sim.errors import ScenarioError
-from secmoe_sim.plan.communication import Shape, collective_cost, efficiency, one_message_s
+from secmoe_sim.plan.communication import Shape, collective_cost, efficiency, one_message_s, price_collective
 from secmoe_sim.plan.steps import AllReduce, AllToAll, Message
 from secmoe_sim.plan.topology import Topology, ecmp_spine
 from secmoe_sim.spec.communication import (
@@ -85,6 +85,44 @@ def test_two_rank_exchange_gpu_initiated_with_an_efficiency_curve(network):
 def test_two_rank_exchange_nccl_one_protocol(network):
     stack = NcclStack(kind="nccl", protocols=[SIMPLE])
     assert exchange_s(nvswitch_cluster(), stack, network=network) == pytest.approx(8e-6 + 3e-6 + S / (0.5 * B), rel=1e-12)
+
+
+@pytest.mark.parametrize("network", [FLOWS, PORTS], ids=["flows", "ports"])
+def test_nccl_all_to_all_sends_small_messages_by_ll_and_large_ones_by_simple(network):
+    """NCCL's point-to-point rule, per message: LL up to 16 KiB (its launch, step latency and quarter
+    bandwidth), Simple above; never LL128, even where NCCL's ring rule would predict it fastest."""
+    stack = NcclStack(kind="nccl")
+    ll, ll128, simple = stack.protocols
+    assert stack.p2p_ll_threshold == 16384
+    small, large = 16384.0, 16385.0
+    assert exchange_s(nvswitch_cluster(), stack, small, network) == pytest.approx(
+        ll.launch + L + small / (ll.bandwidth_fraction * B), rel=1e-12
+    )
+    assert exchange_s(nvswitch_cluster(), stack, large, network) == pytest.approx(
+        simple.launch + simple.step_latency["nvswitch"] + large / B, rel=1e-12
+    )
+    # over the network, a stack whose LL is slow: rings of small buffers take LL128, the all-to-all does not
+    slow_ll = ll.model_copy(update={"step_latency": {**ll.step_latency, "network": 20e-6}})
+    slow = NcclStack(kind="nccl", protocols=[slow_ll, ll128, simple])
+    two_nodes = nvswitch_cluster(gpus=1, nodes=2, inter=InterNodeFabric(nic_bandwidth_per_direction=B, latency=L))
+    assert exchange_s(two_nodes, slow, 64.0) == pytest.approx(slow_ll.launch + 20e-6 + 64 / (0.25 * 0.7 * B), rel=1e-12)
+    assert collective_cost(slow, Shape("all_gather", 8, 64.0, "network", B)).protocol_name == "LL128"
+
+
+def test_nccl_all_to_all_prices_each_message_by_its_own_size():
+    """One exchange of a 1 KiB and a 1 MB message: each pays its own protocol's latency and share; the
+    exchange starts after Simple's launch (it has a large message)."""
+    stack = NcclStack(kind="nccl")
+    ll, _, simple = stack.protocols
+    cost = price_collective(
+        Communication(default=stack),
+        AllToAll.of("a2a", "a2a", (0, 1), (Message(0, 1, 1024.0), Message(1, 0, 1e6))),
+        Topology(nvswitch_cluster()),
+    )
+    priced = cost.messages(np.array([1024.0, 1e6]), np.array(["nvswitch", "nvswitch"]))
+    assert cost.start_s == simple.launch
+    assert priced.latency_floor_s.tolist() == [ll.step_latency["nvswitch"], simple.step_latency["nvswitch"]]
+    assert priced.wire_factor.tolist() == [1 / ll.bandwidth_fraction, 1 / simple.bandwidth_fraction]
 
 
 def test_nccl_nodes_of_one_rank_send_and_receive_through_one_nic_at_its_discount():

@@ -14,10 +14,14 @@ kind and size and the link class its messages cross; the engine applies them
   1.25 times as long as its bytes alone (over the network, NCCL collectives of one rank per node
   also pay the stack's ``single_rank_node_bandwidth``).
 
-NCCL's protocol is chosen per collective by NCCL's own rule: the lowest predicted time,
+NCCL's all-to-all (grouped send/receive) prices each message by NCCL's point-to-point rule: the LL
+protocol up to the stack's ``p2p_ll_threshold`` bytes, Simple above (its start: LL's launch when every
+message is small, Simple's otherwise). For rings the protocol is chosen per collective by NCCL's own
+rule: the lowest predicted time,
 ``launch + steps x step_latency + moved_bytes / (bandwidth x bandwidth_fraction x efficiency)``,
 with ``steps`` = ``2 (n - 1)`` for an all-reduce, ``n - 1`` for an all-gather or reduce-scatter and 1
-for an all-to-all (every peer at once, as NCCL's grouped send/receive does).
+for an all-to-all (every peer at once, as NCCL's grouped send/receive does; used where the stack
+lacks LL or Simple).
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ class CollectiveCost:
     protocol: Protocol | None = None
     kind: CollectiveKind = "all_to_all"
     network_share: float = 1.0  # of the network bandwidth, for an NCCL collective of one rank per node
+    small_message_protocol: Protocol | None = None  # NCCL all-to-all: the protocol of messages up to ...
+    small_message_bytes: float = -1.0  # ... this many bytes (``protocol`` for the others)
 
     @property
     def protocol_name(self) -> str:
@@ -93,21 +99,22 @@ class CollectiveCost:
         size of each class)."""
         count = payload_bytes.shape[0]
         post_s, floor_s, wire_factor = np.zeros(count), np.zeros(count), np.ones(count)
+        small = payload_bytes <= self.small_message_bytes
         for link_class in np.unique(link_classes).tolist():
-            chosen = np.flatnonzero(link_classes == link_class)
-            sizes, inverse = np.unique(payload_bytes[chosen], return_inverse=True)
-            post_s[chosen], floor_s[chosen] = self._post_s(link_class), self._floor_s(link_class)
-            achieved = efficiencies(self.stack.efficiency.get(link_class), sizes)
-            wire_factor[chosen] = (1.0 / (self._fraction(link_class) * achieved))[inverse]
+            for is_small, protocol in ((False, self.protocol), (True, self.small_message_protocol)):
+                chosen = np.flatnonzero((link_classes == link_class) & (small == is_small))
+                if chosen.size == 0:
+                    continue
+                sizes, inverse = np.unique(payload_bytes[chosen], return_inverse=True)
+                post_s[chosen], floor_s[chosen] = self._post_s(link_class), _floor_s(protocol, link_class)
+                achieved = efficiencies(self.stack.efficiency.get(link_class), sizes)
+                wire_factor[chosen] = (1.0 / (self._fraction(protocol, link_class) * achieved))[inverse]
         return MessageCosts(post_s, floor_s, wire_factor)
 
-    def _fraction(self, link_class: LinkClass) -> float:
-        """The share of the link's bandwidth the protocol moves data at, before the size's efficiency."""
-        fraction = self.protocol.bandwidth_fraction if self.protocol is not None else 1.0
+    def _fraction(self, protocol: Protocol | None, link_class: LinkClass) -> float:
+        """The share of the link's bandwidth ``protocol`` moves data at, before the size's efficiency."""
+        fraction = protocol.bandwidth_fraction if protocol is not None else 1.0
         return fraction * self.network_share if link_class == "network" else fraction
-
-    def _floor_s(self, link_class: LinkClass) -> float:
-        return self.protocol.step_latency.get(link_class, 0.0) if self.protocol is not None else 0.0
 
     def _post_s(self, link_class: LinkClass) -> float:
         """What the sender spends posting each message: a host-staged library's cost, NCCL's per peer of an all-to-all."""
@@ -116,6 +123,11 @@ class CollectiveCost:
         if isinstance(self.stack, NcclStack) and self.kind == "all_to_all":
             return self.stack.peer_overhead.get(link_class, 0.0)
         return 0.0
+
+
+def _floor_s(protocol: Protocol | None, link_class: LinkClass) -> float:
+    """A message's latency floor: ``protocol``'s step latency over ``link_class`` (none without a protocol)."""
+    return protocol.step_latency.get(link_class, 0.0) if protocol is not None else 0.0
 
 
 def efficiency(curve: list[EfficiencyKnot] | None, size_bytes: float) -> float:
@@ -160,6 +172,13 @@ class Shape:
     hop_share: float = 1.0
     other_class: LinkClass | None = None
     single_rank_nodes: bool = False  # every node holds one rank: its GPU sends and receives through one NIC
+    largest_message_bytes: float | None = None  # an all-to-all's largest message; absent: an even split
+
+    def largest_message(self) -> float:
+        """An all-to-all's largest message: as given, else ``bytes_per_rank`` split evenly over the peers."""
+        if self.largest_message_bytes is not None:
+            return self.largest_message_bytes
+        return moved_bytes(self.kind, self.ranks, self.bytes_per_rank)[1]
 
     def latency_steps(self) -> dict[LinkClass, float]:
         """Steps on the critical chain per link class: a ring's chain of hops, or one step of an all-to-all."""
@@ -206,6 +225,21 @@ def collective_cost(stack: Stack, shape: Shape) -> CollectiveCost:
     time, a GPU-initiated kernel's start, or nothing up front for a host-staged library."""
     kind = shape.kind
     if isinstance(stack, NcclStack):
+        named = {protocol.name: protocol for protocol in stack.protocols}
+        classes = shape.latency_steps()
+        covered = "LL" in named and "Simple" in named and all(c in named["LL"].step_latency for c in classes)
+        if kind == "all_to_all" and covered:  # NCCL's point-to-point rule
+            small, large = named["LL"], named["Simple"]
+            start = small if shape.largest_message() <= stack.p2p_ll_threshold else large
+            return CollectiveCost(
+                stack=stack,
+                start_s=start.launch,
+                protocol=large,
+                kind=kind,
+                network_share=network_share(stack, shape),
+                small_message_protocol=small,
+                small_message_bytes=stack.p2p_ll_threshold,
+            )
         protocol = min(stack.protocols, key=lambda p: nccl_predicted_s(p, stack, shape))
         if not math.isfinite(nccl_predicted_s(protocol, stack, shape)):  # no protocol covers the classes: the last
             protocol = stack.protocols[-1]
@@ -271,6 +305,8 @@ def price_collective(communication: Communication, collective: Collective, topol
     link_class, bandwidth = topology.slowest_hop(gpus)
     nodes = len({topology.cluster.node_of(gpu) for gpu in gpus})
     shape = Shape(kind, len(gpus), bytes_per_rank, link_class, bandwidth, single_rank_nodes=nodes > 1 and nodes == len(gpus))
+    if isinstance(collective, AllToAll):
+        shape = replace(shape, largest_message_bytes=float(collective.messages.payload_bytes.max(initial=0.0)))
     if not isinstance(collective, AllToAll):
         rings = ring_channels(gpus, topology)
         if nodes > 1:  # each ring crosses into every node once: that share of its hops is on the network
@@ -283,7 +319,9 @@ def one_message_s(stack: Stack, topology: Topology, src: int, dst: int, payload_
     the collective's start, the message's posting, the route's latency (raised to the stack's floor) and
     the wire bytes over each stage."""
     link_class, bandwidth = topology.slowest_hop((src, dst))
-    cost = collective_cost(stack, Shape("all_to_all", 2, payload_bytes, link_class, bandwidth))
+    cost = collective_cost(
+        stack, Shape("all_to_all", 2, payload_bytes, link_class, bandwidth, largest_message_bytes=payload_bytes)
+    )
     message = cost.message(payload_bytes, link_class)
     stages = topology.route(src, dst)
     latency_s = max(sum(stage.latency_s for stage in stages), message.latency_floor_s)

@@ -8,8 +8,11 @@ bandwidth a message of a given size achieves. Three documented models (docs/mode
   peer of an all-to-all) pays the protocol's step latency, end to end (the fabric's own latency is
   its floor), and moves its bytes at ``bandwidth_fraction x efficiency(size)`` of the link. Of the
   protocols (LL, LL128, Simple) the one with the lowest predicted time is chosen per collective,
-  the rule NCCL's own tuning model applies. A collective whose nodes hold one rank each moves its
-  network bytes at ``single_rank_node_bandwidth`` of that (the GPU sends and receives through one NIC).
+  the rule NCCL's own tuning model applies; an all-to-all (NCCL's grouped send/receive) instead takes
+  LL for every message of at most ``p2p_ll_threshold`` bytes and Simple for the others, as NCCL's
+  point-to-point operations do (they never use LL128). A collective whose nodes hold one rank each
+  moves its network bytes at ``single_rank_node_bandwidth`` of that (the GPU sends and receives
+  through one NIC).
 * ``gpu_initiated``: one kernel issues to every peer at once (NVSHMEM / IBGDA style dispatch): a
   fixed ``kernel`` cost per collective, a ``per_peer`` cost paid in parallel (``parallel_peers`` peers
   at a time), data at ``efficiency(size)`` of the link.
@@ -43,6 +46,11 @@ MAX_KNOTS = 64
 # there instead of 0.92. This model takes 0.7 as the share for every protocol (the fidelity table's
 # one-rank-per-node cases are its check, docs/fidelity.md).
 SINGLE_RANK_NODE_BANDWIDTH = 0.7
+# NCCL's point-to-point operations (send/receive, and so its all-to-all) take LL for a peer's message
+# of at most NCCL_P2P_LL_THRESHOLD bytes (16384 by default) and Simple above it, never LL128
+# (NVIDIA/nccl src/enqueue.cc: ``NCCL_PARAM(P2pLLThreshold, "P2P_LL_THRESHOLD", 16384)``; releases from
+# 2.19 compare the threshold times the operation's channels, which is 1 for such small messages).
+P2P_LL_THRESHOLD_BYTES = 16384
 
 
 class EfficiencyKnot(StrictModel):
@@ -132,6 +140,12 @@ class NcclStack(_Curves):
         description="share of the network bandwidth a collective reaches when its nodes hold one rank each (that "
         "GPU sends and receives through the same NIC), for every protocol; 0.7 by default, the share NCCL's tuning "
         "model gives its LL128 rings there",
+    )
+    p2p_ll_threshold: Size = Field(
+        default=P2P_LL_THRESHOLD_BYTES,
+        description="all-to-all only: a message of at most this many bytes goes by the protocol named LL, a larger "
+        "one by Simple (NCCL's NCCL_P2P_LL_THRESHOLD, 16 KiB by default); a stack without both protocols chooses by "
+        "predicted time as for rings",
     )
 
 
