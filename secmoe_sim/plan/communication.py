@@ -307,7 +307,7 @@ def price_collective(communication: Communication, collective: Collective, topol
     shape = Shape(kind, len(gpus), bytes_per_rank, link_class, bandwidth, single_rank_nodes=nodes > 1 and nodes == len(gpus))
     if isinstance(collective, AllToAll):
         shape = replace(shape, largest_message_bytes=float(collective.messages.payload_bytes.max(initial=0.0)))
-    if not isinstance(collective, AllToAll):
+    else:
         rings = ring_channels(gpus, topology)
         if nodes > 1:  # each ring crosses into every node once: that share of its hops is on the network
             shape = replace(shape, channels=len(rings), hop_share=nodes / len(gpus), other_class=topology.intra_class)

@@ -48,8 +48,9 @@ MAX_KNOTS = 64
 SINGLE_RANK_NODE_BANDWIDTH = 0.7
 # NCCL's point-to-point operations (send/receive, and so its all-to-all) take LL for a peer's message
 # of at most NCCL_P2P_LL_THRESHOLD bytes (16384 by default) and Simple above it, never LL128
-# (NVIDIA/nccl src/enqueue.cc: ``NCCL_PARAM(P2pLLThreshold, "P2P_LL_THRESHOLD", 16384)``; releases from
-# 2.19 compare the threshold times the operation's channels, which is 1 for such small messages).
+# (NVIDIA/nccl src/enqueue.cc: ``NCCL_PARAM(P2pLLThreshold, "P2P_LL_THRESHOLD", 16384)``). Later releases
+# compare a peer's bytes with the threshold times the channels its operation uses, so a message of a few
+# times 16 KiB may still go by LL there; this model keeps the per-message threshold.
 P2P_LL_THRESHOLD_BYTES = 16384
 
 
