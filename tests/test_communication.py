@@ -107,6 +107,11 @@ def test_nccl_all_to_all_sends_small_messages_by_ll_and_large_ones_by_simple(net
     two_nodes = nvswitch_cluster(gpus=1, nodes=2, inter=InterNodeFabric(nic_bandwidth_per_direction=B, latency=L))
     assert exchange_s(two_nodes, slow, 64.0) == pytest.approx(slow_ll.launch + 20e-6 + 64 / (0.25 * 0.7 * B), rel=1e-12)
     assert collective_cost(slow, Shape("all_gather", 8, 64.0, "network", B)).protocol_name == "LL128"
+    # NCCL_P2P_LL_THRESHOLD=0: every non-empty message by Simple
+    never_ll = NcclStack(kind="nccl", p2p_ll_threshold=0)
+    assert exchange_s(nvswitch_cluster(), never_ll, 64.0, network) == pytest.approx(
+        simple.launch + simple.step_latency["nvswitch"] + 64 / B, rel=1e-12
+    )
 
 
 def test_nccl_all_to_all_prices_each_message_by_its_own_size():

@@ -33,7 +33,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import Field, model_validator
 
 from secmoe_sim.spec.base import FieldIssue, Name, StrictModel
-from secmoe_sim.spec.units import Duration, Size
+from secmoe_sim.spec.units import Duration, Size, SizeOrZero
 
 LinkClass = Literal["nvswitch", "full_mesh", "pcie", "network"]
 LINK_CLASSES: tuple[LinkClass, ...] = ("nvswitch", "full_mesh", "pcie", "network")
@@ -142,11 +142,11 @@ class NcclStack(_Curves):
         "GPU sends and receives through the same NIC), for every protocol; 0.7 by default, the share NCCL's tuning "
         "model gives its LL128 rings there",
     )
-    p2p_ll_threshold: Size = Field(
+    p2p_ll_threshold: SizeOrZero = Field(
         default=P2P_LL_THRESHOLD_BYTES,
         description="all-to-all only: a message of at most this many bytes goes by the protocol named LL, a larger "
-        "one by Simple (NCCL's NCCL_P2P_LL_THRESHOLD, 16 KiB by default); a stack without both protocols chooses by "
-        "predicted time as for rings",
+        "one by Simple (NCCL's NCCL_P2P_LL_THRESHOLD, 16 KiB by default; 0: Simple for every non-empty message); a "
+        "stack without both protocols chooses by predicted time as for rings",
     )
 
 

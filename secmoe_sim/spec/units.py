@@ -171,6 +171,7 @@ Bandwidth = Annotated[
 ]
 Duration = Annotated[float, BeforeValidator(_non_negative("duration")), _schema("duration", "duration, seconds"), _AS_FLOAT]
 Size = Annotated[float, BeforeValidator(_positive("size")), _schema("size", "size, bytes"), _AS_FLOAT]
+SizeOrZero = Annotated[float, BeforeValidator(_non_negative("size")), _schema("size", "size, bytes (0 allowed)"), _AS_FLOAT]
 FlopRate = Annotated[float, BeforeValidator(_positive("flop_rate")), _schema("flop_rate", "FLOP rate, FLOP/s"), _AS_FLOAT]
 
 
