@@ -21,6 +21,8 @@ import heapq
 
 import numpy as np
 
+from secmoe_sim.engine.network.slots import extended
+
 MIN_PREFIX = 256  # flows in a rebuilt prefix, at least
 PREFIX_DIVISOR = 16  # a rebuilt prefix holds this fraction of the scheduled flows, at least MIN_PREFIX
 HEAP_INSERTS = 32  # more early instants than this at once are merged into the prefix by sorting
@@ -46,9 +48,8 @@ class FinishCalendar:
 
     def grow(self, slots: int) -> None:
         """Room for ``slots`` flow slots in all."""
-        extra = slots - self.finish_at.shape[0]
-        self.finish_at = np.concatenate([self.finish_at, np.full(extra, np.inf)])
-        self._version = np.concatenate([self._version, np.zeros(extra, dtype=np.int64)])
+        self.finish_at = extended(self.finish_at, slots, np.inf)
+        self._version = extended(self._version, slots)
 
     def set(self, slots: np.ndarray, finish_at: np.ndarray) -> None:
         """New finish instants for ``slots`` (``inf`` to unschedule them)."""

@@ -39,7 +39,7 @@ import numpy as np
 
 from secmoe_sim.engine.network.finish_calendar import FinishCalendar
 from secmoe_sim.engine.network.maxmin import max_min_rates
-from secmoe_sim.engine.network.slots import SlotPool
+from secmoe_sim.engine.network.slots import SlotPool, extended
 
 EMPTY_LINK_COUNT = 0.5  # weights are whole numbers: a link with less than this carries no flow
 SIMULTANEOUS_REL = 1e-12  # finish instants this close (relative) count as one instant: float residue
@@ -101,13 +101,9 @@ class FlowTable:
     # --- flows in and out --------------------------------------------------------------------
 
     def _grow(self, slots: int) -> None:
-        extra = slots - self.active.shape[0]
-        self.links = np.concatenate([self.links, np.full((extra, self.width), self.sentinel, dtype=np.int64)])
-        for name in ("weights", "rate_bytes_per_s", "remaining_bytes", "updated_at"):
-            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(extra)]))
-        self.active = np.concatenate([self.active, np.zeros(extra, dtype=bool)])
-        self.provisional = np.concatenate([self.provisional, np.zeros(extra, dtype=bool)])
-        self.tag = np.concatenate([self.tag, np.zeros(extra, dtype=np.int64)])
+        self.links = extended(self.links, slots, self.sentinel)
+        for name in ("weights", "rate_bytes_per_s", "remaining_bytes", "updated_at", "active", "provisional", "tag"):
+            setattr(self, name, extended(getattr(self, name), slots))
         self.calendar.grow(slots)
 
     def add(self, links: np.ndarray, payload_bytes: np.ndarray, weights: np.ndarray, now: float) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from secmoe_sim.engine.network.slots import SlotPool
+from secmoe_sim.engine.network.slots import SlotPool, extended
 from secmoe_sim.plan.topology import RouteArrays
 
 INITIAL_ROWS = 1024
@@ -75,13 +75,7 @@ class MessageTable:
         return self.latency_s[ids, self.stage[ids]]
 
     def _grow(self, rows: int) -> None:
-        extra = rows - self.stage.shape[0]
-        self.arrival = np.concatenate([self.arrival, np.zeros((extra, len(ARRIVAL_COLUMNS)), dtype=np.int64)])
-        for name in ("stage", "stages"):
-            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(extra, dtype=np.int64)]))
-        for name in ("payload_bytes", "wire_bytes", "post_s", "started_at"):
-            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(extra)]))
-        self.next_in_flow = np.concatenate([self.next_in_flow, np.full(extra, NO_MESSAGE, dtype=np.int64)])
-        padding = np.full((extra, self.max_stages, self.width), self.sentinel, dtype=np.int64)
-        self.links = np.concatenate([self.links, padding])
-        self.latency_s = np.concatenate([self.latency_s, np.zeros((extra, self.max_stages))])
+        for name in ("arrival", "payload_bytes", "wire_bytes", "post_s", "started_at", "stage", "stages", "latency_s"):
+            setattr(self, name, extended(getattr(self, name), rows))
+        self.next_in_flow = extended(self.next_in_flow, rows, NO_MESSAGE)
+        self.links = extended(self.links, rows, self.sentinel)

@@ -1,8 +1,8 @@
 """Rows of growable numpy columns handed out and taken back: the flow table's flows, the messages in flight.
 
 Freed rows are handed out again before fresh ones, the most recently freed first; when the fresh rows
-would run past the columns, the owner grows them (at least doubling), so a run costs amortised O(1)
-per row taken.
+would run past the columns, the owner grows them (at least doubling, each column with
+:func:`extended`), so a run costs amortised O(1) per row taken.
 """
 
 from __future__ import annotations
@@ -37,3 +37,9 @@ class SlotPool:
     def give_back(self, rows: list[int]) -> None:
         """``rows`` are free again."""
         self._free.extend(rows)
+
+
+def extended(column: np.ndarray, rows: int, fill: float = 0) -> np.ndarray:
+    """``column`` grown along its first axis to ``rows`` rows, the new ones ``fill`` (same dtype and row shape)."""
+    padding = np.full((rows - column.shape[0], *column.shape[1:]), fill, dtype=column.dtype)
+    return np.concatenate([column, padding])
