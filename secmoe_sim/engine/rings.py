@@ -23,8 +23,8 @@ import simpy
 
 from secmoe_sim.engine.network import Network
 from secmoe_sim.engine.ordering import distinct_in_first_order, tallied_by_last_occurrence
-from secmoe_sim.plan.communication import CollectiveCost, ring_channels
-from secmoe_sim.plan.steps import AllReduce, RingCollective
+from secmoe_sim.plan.communication import CollectiveCost, collective_kind, ring_channels, ring_steps
+from secmoe_sim.plan.steps import RingCollective
 from secmoe_sim.plan.topology import Topology
 
 
@@ -52,7 +52,7 @@ class RingRun:
         rings = ring_channels(collective.gpus, topology)
         members = len(collective.gpus)
         self.members, self.channels = members, len(rings)
-        self.steps = (2 if isinstance(collective, AllReduce) else 1) * (members - 1)
+        self.steps = ring_steps(collective_kind(collective), members)
         self.chunk_bytes = collective.payload_bytes / (members * len(rings))
         self._gpus = np.asarray(collective.gpus, dtype=np.int64)
         self._position = {gpu: index for index, gpu in enumerate(collective.gpus)}
@@ -61,8 +61,7 @@ class RingRun:
         for channel, ring in enumerate(rings):
             positions = np.array([self._position[gpu] for gpu in ring], dtype=np.int64)
             right_position[channel, positions] = np.roll(positions, -1)
-            sources = self._gpus[np.arange(members)]
-            classes.append(topology.link_classes(sources, self._gpus[right_position[channel]]))
+            classes.append(topology.link_classes(self._gpus, self._gpus[right_position[channel]]))
         self._right_position = right_position
         # by channel * members + position
         self._costs = cost.messages(np.full(self.channels * members, self.chunk_bytes), np.concatenate(classes))

@@ -70,6 +70,10 @@ class MessageCosts(NamedTuple):
         """The costs of the messages ``chosen`` (indices, a mask or a slice)."""
         return MessageCosts(self.post_s[chosen], self.latency_floor_s[chosen], self.wire_factor[chosen])
 
+    def of(self, index: int) -> MessageCost:
+        """The cost of message ``index`` alone."""
+        return MessageCost(float(self.post_s[index]), float(self.latency_floor_s[index]), float(self.wire_factor[index]))
+
 
 @dataclass(frozen=True)
 class CollectiveCost:
@@ -89,10 +93,7 @@ class CollectiveCost:
 
     def message(self, payload_bytes: float, link_class: LinkClass) -> MessageCost:
         """The cost of one message of ``payload_bytes`` over ``link_class``."""
-        one = self.messages(np.array([payload_bytes], dtype=float), np.array([link_class]))
-        return MessageCost(
-            post_s=float(one.post_s[0]), latency_floor_s=float(one.latency_floor_s[0]), wire_factor=float(one.wire_factor[0])
-        )
+        return self.messages(np.array([payload_bytes], dtype=float), np.array([link_class])).of(0)
 
     def messages(self, payload_bytes: np.ndarray, link_classes: np.ndarray) -> MessageCosts:
         """The cost of each message of an exchange, in arrays (the efficiency curve read once per distinct

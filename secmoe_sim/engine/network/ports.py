@@ -92,7 +92,7 @@ class PortNetwork:
         if orders is None:
             raise ValueError("the port network needs the order key of every message")
         for index in range(src.shape[0]):
-            cost = MessageCost(float(costs.post_s[index]), float(costs.latency_floor_s[index]), float(costs.wire_factor[index]))
+            cost = costs.of(index)
             arrived = self.transfer(int(src[index]), int(dst[index]), float(payload_bytes[index]), label, orders[index], cost)
             arrived.callbacks.append(partial(_tell, sink, tags[index : index + 1]))
 
