@@ -23,6 +23,7 @@ from secmoe_sim.analysis.fidelity.benchmarks import (
 from secmoe_sim.analysis.fidelity.stacks import MODELS, fit_groups
 from secmoe_sim.report.fidelity import write_fidelity
 from secmoe_sim.spec.communication import HostStagedStack, Stack
+from secmoe_sim.spec.units import DECIMAL_PREFIXES, SECOND_FACTORS, SIZE_UNITS, parse_quantity
 
 CASES = published_cases()
 
@@ -107,12 +108,14 @@ def test_nccl_tests_ring_cases_move_one_shard_per_step(collective):
     """nccl-tests' size of an all-gather (the gathered buffer) and of a reduce-scatter (each rank's input):
     ``n - 1`` ring steps of ``size / n`` each; busbw is algbw x (n - 1) / n."""
     free = HostStagedStack(kind="host_staged", message_overhead=0.0)
-    case = {"collective": collective, "preset": "h100-ndr", "nodes": 1, "gpus_per_node": 8, "size_bytes": 2**30}
-    nvlink_bytes_per_s = 450e9  # the h100-ndr preset, per direction
-    time_s = 7 * (2**30 / 8) / nvlink_bytes_per_s
-    assert nccl_tests({**case, "metric": "time_us"}, free, EXACT).simulated == pytest.approx(time_s * 1e6, rel=1e-12)
-    busbw = nccl_tests({**case, "metric": "busbw_GBps"}, free, EXACT).simulated
-    assert busbw == pytest.approx(2**30 / time_s / 1e9 * 7 / 8, rel=1e-12)
+    size_bytes, ranks = SIZE_UNITS["GiB"], 8
+    case = {"collective": collective, "preset": "h100-ndr", "nodes": 1, "gpus_per_node": ranks, "size_bytes": size_bytes}
+    nvlink_bytes_per_s = parse_quantity("450 GB/s", "bandwidth")  # the h100-ndr preset, per direction
+    time_s = (ranks - 1) * (size_bytes / ranks) / nvlink_bytes_per_s
+    simulated_us = nccl_tests({**case, "metric": "time_us"}, free, EXACT).simulated
+    assert simulated_us == pytest.approx(time_s / SECOND_FACTORS["us"], rel=1e-12)
+    busbw_gbps = nccl_tests({**case, "metric": "busbw_GBps"}, free, EXACT).simulated
+    assert busbw_gbps == pytest.approx(size_bytes / time_s / DECIMAL_PREFIXES["G"] * (ranks - 1) / ranks, rel=1e-12)
 
 
 def test_deepep_routing_is_node_limited():

@@ -82,9 +82,8 @@ def import_table(path: Path, op: str, dtype: str, device: str = "unknown") -> Tr
 
 
 def predict_shapes(path: Path, gpu: GPU, dtype: str) -> pd.DataFrame:
-    """Each shape's predicted time on ``gpu``: the roofline's compute, memory and fixed terms, the attention's
-    floor, which bound it
-    (``plan.kernel_time.KernelTerms.bound``), the launch."""
+    """Each shape's predicted time on ``gpu``: the roofline's compute, memory and fixed terms and the attention's
+    floor, which of them bound it (``plan.kernel_time.KernelTerms.bound``), and the launch."""
     table = _read(path)
     if "op" not in table.columns:
         raise CalibrationError(f"{path}: the shapes table needs an op column (gemm, attention or memory)")
