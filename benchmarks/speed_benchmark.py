@@ -381,6 +381,8 @@ def main() -> None:
     )
     parser.add_argument("--baseline", type=Path, help="another checkout whose command line is measured in the same run")
     options = parser.parse_args()
+    if options.reference_512 and not options.exact_512:
+        parser.error("--reference-512 needs --exact-512 (the 512-GPU case it measures the reference on)")
     exact_sizes = (64, 128) if options.quick else (64, 128, 256) + ((512,) if options.exact_512 else ())
     batched_sizes = (64, 128) if options.quick else (64, 128, 256, 512, 1024)
     ring_sizes = (64,) if options.quick else (64, 256, 1024)
