@@ -94,20 +94,37 @@ def _bounded(log_values: np.ndarray) -> list[float]:
 
 
 def _robust(
-    residuals: Callable[[np.ndarray], np.ndarray], start: np.ndarray, shape_slice: slice, scales: tuple[float, ...] = ()
+    residuals: Callable[[np.ndarray], np.ndarray],
+    starts: list[np.ndarray],
+    shape_slice: slice,
+    scales: tuple[float, ...] = (),
 ) -> tuple[np.ndarray, float]:
-    """The best of fits started at ``start`` with its shape parameters (``shape_slice``) scaled by each of
-    :data:`START_SCALES`: the saturations trade against each other and the rate, so one start can stop
-    in a poor valley (a GPU prior on a CPU trace)."""
+    """The best of fits from each of ``starts`` with its shape parameters (``shape_slice``) scaled by each
+    of :data:`START_SCALES`: the saturations trade against each other and the rate, so one start can
+    stop in a poor valley (a GPU prior on a CPU trace)."""
     best: tuple[np.ndarray, float] | None = None
-    for scale in scales or START_SCALES:
-        begin = start.copy()
-        begin[shape_slice] += np.log(scale)
-        found = robust_fit(residuals, begin)
-        if best is None or found[1] < best[1]:
-            best = found
+    for start in starts:
+        for scale in scales or START_SCALES:
+            begin = start.copy()
+            begin[shape_slice] += np.log(scale)
+            found = robust_fit(residuals, begin)
+            if best is None or found[1] < best[1]:
+                best = found
     assert best is not None
     return best
+
+
+def _with_measured_fixed_time(start: np.ndarray, fixed_index: int, kernel_s: np.ndarray) -> list[np.ndarray]:
+    """``start``, and ``start`` with its fixed time at half the fastest kernel's time (``kernel_s``: each
+    row's time per kernel, launch excluded) when that is longer: a fixed time fitted in log space from a
+    prior of none (``SMALLEST_TIME_S``) has no slope to climb, so without the second start a floor that
+    every small kernel shows would never be found."""
+    measured_fixed = float(np.log(max(0.5 * float(np.min(kernel_s)), SMALLEST_TIME_S)))
+    if measured_fixed <= start[fixed_index]:
+        return [start]
+    second = start.copy()
+    second[fixed_index] = measured_fixed
+    return [start, second]
 
 
 def held_out_by_family(families: np.ndarray, predicted_without: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -203,7 +220,9 @@ def fit_gemm(
         fit = np.log(_gemm_times_s(model, rate, arrays, launch_s, bandwidth) / arrays.measured_s)
         return np.concatenate([fit, PRIOR_WEIGHT * (theta[: shape.stop] - np.concatenate([[start_rate], prior_log]))])
 
-    theta, _ = _robust(residuals, np.concatenate([[start_rate], prior_log, np.zeros(len(dtypes) - 1)]), shape)
+    start = np.concatenate([[start_rate], prior_log, np.zeros(len(dtypes) - 1)])
+    starts = _with_measured_fixed_time(start, shape.stop - 1, work_s(arrays.measured_s, launch_s) / arrays.count)
+    theta, _ = _robust(residuals, starts, shape)
     model = GemmShapeEfficiency.model_validate(unpack(theta)[0].model_dump())
     ratios = np.concatenate([[1.0], np.exp(theta[shape.stop :])])
     rates = {dtype: float(np.exp(theta[0]) * ratios[i]) for i, dtype in enumerate(dtypes)}
@@ -261,6 +280,7 @@ def fit_attention(
     reference = next(iter(dtype_scale))  # the GEMM fit's reference dtype comes first
     start_rate = np.log(best_rate(rows[rows["dtype"] == reference], launch_s) if (rows["dtype"] == reference).any() else 1.0)
     start = np.concatenate([[start_rate], prior_log])
+    starts = _with_measured_fixed_time(start, 4, work_s(arrays.measured_s, launch_s))
     relative_rate = rows["dtype"].map(dtype_scale).to_numpy(dtype=float)
 
     def fit_at(granule: int, scales: tuple[float, ...]) -> tuple[float, AttentionFit]:
@@ -282,7 +302,7 @@ def fit_attention(
             fit = np.log(_attention_times_s(model, rate, arrays, launch_s, bandwidth, floor_s) / arrays.measured_s)
             return np.concatenate([fit, PRIOR_WEIGHT * (theta[:5] - start)])
 
-        theta, cost = _robust(residuals, start, slice(1, 5), scales)
+        theta, cost = _robust(residuals, starts, slice(1, 5), scales)
         model = AttentionShapeEfficiency.model_validate(unpack(theta)[0].model_dump())
         reference_rate = float(np.exp(theta[0]))
         return cost, AttentionFit(model, {dtype: reference_rate * scale for dtype, scale in dtype_scale.items()}, len(rows))

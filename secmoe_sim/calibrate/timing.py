@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from secmoe_sim.calibrate import CalibrationError, require_torch
+from secmoe_sim.calibrate.host_allocator import host_allocator
 from secmoe_sim.spec.units import SECOND_FACTORS
 
 MIN_REPEATS = 20
@@ -223,13 +224,14 @@ def set_threads(threads: int | None) -> int:
 
 
 def environment(device: Device, threads: int) -> dict:
-    """What a measurement ran on: torch version, device, threads, load, priority, date."""
+    """What a measurement ran on: torch version, device, threads, host allocator, load, priority, date."""
     torch = require_torch()
     return {
         "torch_version": torch.__version__,
         **device.describe(),
         "threads": threads,
         "interop_threads": torch.get_num_interop_threads(),
+        "host_allocator": host_allocator(),
         "python_version": platform.python_version(),
         "load_average_1min": os.getloadavg()[0],
         "nice": os.nice(0),  # scheduling priority of the measuring process (negative: favoured over other processes)

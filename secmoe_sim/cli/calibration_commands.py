@@ -29,15 +29,29 @@ def _warn_if_busy() -> None:
         print(f"warning: load average {load:.2f} on {cores} cores: other processes may disturb the timings", file=sys.stderr)
 
 
-def _measure(device_kind: str, quick: bool, threads: int | None, dtypes: str | None):
+def _measure(device_kind: str, quick: bool, threads: int | None, dtypes: str | None, allocator: str):
+    from secmoe_sim.calibrate.host_allocator import set_host_allocator
     from secmoe_sim.calibrate.microbench import grid_for, measure
     from secmoe_sim.calibrate.timing import make_device, set_threads
 
     device = make_device(device_kind)
     threads = set_threads(threads)
+    set_host_allocator(allocator)
     chosen = tuple(d.strip() for d in dtypes.split(",")) if dtypes else device.default_dtypes
     _warn_if_busy()
     return device, threads, measure(device, grid_for(device.kind, quick), chosen, threads)
+
+
+def _warn_if_allocators_differ(trace_path: Path, trace_metadata: dict, checking_with: str) -> None:
+    """Warn when a check times its layer with another host allocator than its trace was measured with:
+    page faults then enter one side only (docs/calibration.md, section 3)."""
+    measured_with = trace_metadata.get("host_allocator", "system (not recorded)")
+    if measured_with.split()[0] != checking_with.split()[0]:
+        print(
+            f"warning: {trace_path} was measured with host allocator {measured_with}, this check runs with "
+            f"{checking_with}: op times may differ by page faults alone",
+            file=sys.stderr,
+        )
 
 
 def _shape_counts(trace) -> str:
@@ -52,7 +66,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     out_dir = output_dir(args.out, DEFAULT_OUT / "calibration" / args.device)
     started_at = time.perf_counter()
-    _, _, trace = _measure(args.device, args.quick, args.threads, args.dtypes)
+    _, _, trace = _measure(args.device, args.quick, args.threads, args.dtypes, args.host_allocator)
     path = write_trace(trace, out_dir / DEFAULT_TRACE_NAME)
     print(
         f"measured {len(trace.rows)} shapes ({_shape_counts(trace)}) on "
@@ -148,6 +162,7 @@ def _check_inputs(args: argparse.Namespace, out_dir: Path):
     unless ``--hardware``) of a check-real run, with the paths of the trace and hardware files."""
     from secmoe_sim.calibrate.fit import fit_trace
     from secmoe_sim.calibrate.hardware_file import write_hardware
+    from secmoe_sim.calibrate.host_allocator import set_host_allocator
     from secmoe_sim.calibrate.timing import make_device, set_threads
     from secmoe_sim.calibrate.trace import read_trace, write_trace
     from secmoe_sim.spec.loading import load_cluster
@@ -159,10 +174,11 @@ def _check_inputs(args: argparse.Namespace, out_dir: Path):
             raise CalibrationError(
                 f"{trace_path} was measured on {trace.metadata['device']}, but check-real runs on {device.kind}"
             )
+        _warn_if_allocators_differ(trace_path, trace.metadata, set_host_allocator(args.host_allocator))
         _warn_if_busy()
     else:
         print("calibrating (no --trace given)", flush=True)
-        device, threads, trace = _measure(args.device, args.quick, args.threads, None)
+        device, threads, trace = _measure(args.device, args.quick, args.threads, None, args.host_allocator)
         trace_path = write_trace(trace, out_dir / DEFAULT_TRACE_NAME)
     if args.hardware:
         return device, threads, trace, trace_path, load_cluster(args.hardware), Path(args.hardware)

@@ -254,6 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_host_allocator(command) -> None:
+    """``--host-allocator``: whether freed host memory stays in the process while it measures."""
+    command.add_argument(
+        "--host-allocator",
+        choices=["caching", "system"],
+        default="caching",
+        help="caching: freed host memory is kept for reuse, so timings are the kernels' and not page faults' "
+        "(default); system: the C library's defaults; recorded (docs/calibration.md, section 3)",
+    )
+
+
 def _add_calibration_commands(subcommands) -> None:
     """Register ``calibrate``, ``import-profile``, ``fit`` and ``check-real`` on the CLI's subparsers."""
     calibrate = subcommands.add_parser("calibrate", help="torch microbenchmarks of this machine, written as a calibration trace")
@@ -264,6 +275,7 @@ def _add_calibration_commands(subcommands) -> None:
         "--threads", type=_positive_int, help="torch intra-op threads (default: torch's, one per core); recorded"
     )
     calibrate.add_argument("--dtypes", help="comma-separated dtypes (default: fp32 on cpu; bf16,fp16 on cuda)")
+    _add_host_allocator(calibrate)
     calibrate.set_defaults(handler="calibration_commands.cmd_calibrate")
 
     importer = subcommands.add_parser(
@@ -322,4 +334,5 @@ def _add_calibration_commands(subcommands) -> None:
     )
     check.add_argument("--threads", type=_positive_int, help="torch intra-op threads (default: torch's); recorded")
     check.add_argument("--repeats", type=_at_least_20, default=25, help="timed forward passes per E (default 25, at least 20)")
+    _add_host_allocator(check)
     check.set_defaults(handler="calibration_commands.cmd_check_real")
