@@ -85,7 +85,7 @@ class CollectiveCost:
     kind: CollectiveKind = "all_to_all"
     network_share: float = 1.0  # of the network bandwidth, for an NCCL collective of one rank per node
     small_message_protocol: Protocol | None = None  # NCCL all-to-all: the protocol of messages up to ...
-    small_message_bytes: float = -1.0  # ... this many bytes (``protocol`` for the others)
+    small_message_bytes: float = 0.0  # ... this many bytes, ``protocol`` above (without one: ``protocol`` for all)
 
     @property
     def protocol_name(self) -> str:
@@ -100,7 +100,10 @@ class CollectiveCost:
         size of each class)."""
         count = payload_bytes.shape[0]
         post_s, floor_s, wire_factor = np.zeros(count), np.zeros(count), np.ones(count)
-        small = payload_bytes <= self.small_message_bytes
+        if self.small_message_protocol is None:
+            small = np.zeros(count, dtype=bool)
+        else:
+            small = payload_bytes <= self.small_message_bytes
         for link_class in np.unique(link_classes).tolist():
             for is_small, protocol in ((False, self.protocol), (True, self.small_message_protocol)):
                 chosen = np.flatnonzero((link_classes == link_class) & (small == is_small))
