@@ -61,6 +61,11 @@ def host_allocator() -> str:
     return _current
 
 
+def allocator_kind(description: str) -> str:
+    """The kind (``caching`` or ``system``) a description of :func:`set_host_allocator`'s names first."""
+    return description.split(maxsplit=1)[0]
+
+
 def _glibc_mallopt():
     """glibc's ``mallopt(param, value) -> int``, or None where the C library does not have it."""
     name = ctypes.util.find_library("c")

@@ -29,14 +29,18 @@ def _warn_if_busy() -> None:
         print(f"warning: load average {load:.2f} on {cores} cores: other processes may disturb the timings", file=sys.stderr)
 
 
-def _measure(device_kind: str, quick: bool, threads: int | None, dtypes: str | None, allocator: str):
+def _measuring_process(device_kind: str, threads: int | None, allocator: str):
+    """The device, thread count and host allocator (its description) this process measures with, set up."""
     from secmoe_sim.calibrate.host_allocator import set_host_allocator
-    from secmoe_sim.calibrate.microbench import grid_for, measure
     from secmoe_sim.calibrate.timing import make_device, set_threads
 
-    device = make_device(device_kind)
-    threads = set_threads(threads)
-    set_host_allocator(allocator)
+    return make_device(device_kind), set_threads(threads), set_host_allocator(allocator)
+
+
+def _measure(device_kind: str, quick: bool, threads: int | None, dtypes: str | None, allocator: str):
+    from secmoe_sim.calibrate.microbench import grid_for, measure
+
+    device, threads, _ = _measuring_process(device_kind, threads, allocator)
     chosen = tuple(d.strip() for d in dtypes.split(",")) if dtypes else device.default_dtypes
     _warn_if_busy()
     return device, threads, measure(device, grid_for(device.kind, quick), chosen, threads)
@@ -45,8 +49,10 @@ def _measure(device_kind: str, quick: bool, threads: int | None, dtypes: str | N
 def _warn_if_allocators_differ(trace_path: Path, trace_metadata: dict, checking_with: str) -> None:
     """Warn when a check times its layer with another host allocator than its trace was measured with:
     page faults then enter one side only (docs/calibration.md, section 3)."""
+    from secmoe_sim.calibrate.host_allocator import allocator_kind
+
     measured_with = trace_metadata.get("host_allocator", "system (not recorded)")
-    if measured_with.split()[0] != checking_with.split()[0]:
+    if allocator_kind(measured_with) != allocator_kind(checking_with):
         print(
             f"warning: {trace_path} was measured with host allocator {measured_with}, this check runs with "
             f"{checking_with}: op times may differ by page faults alone",
@@ -162,19 +168,17 @@ def _check_inputs(args: argparse.Namespace, out_dir: Path):
     unless ``--hardware``) of a check-real run, with the paths of the trace and hardware files."""
     from secmoe_sim.calibrate.fit import fit_trace
     from secmoe_sim.calibrate.hardware_file import write_hardware
-    from secmoe_sim.calibrate.host_allocator import set_host_allocator
-    from secmoe_sim.calibrate.timing import make_device, set_threads
     from secmoe_sim.calibrate.trace import read_trace, write_trace
     from secmoe_sim.spec.loading import load_cluster
 
     if args.trace:
         trace_path, trace = Path(args.trace), read_trace(args.trace)
-        device, threads = make_device(args.device), set_threads(args.threads)
+        device, threads, allocator = _measuring_process(args.device, args.threads, args.host_allocator)
         if trace.metadata.get("device", device.kind) != device.kind:
             raise CalibrationError(
                 f"{trace_path} was measured on {trace.metadata['device']}, but check-real runs on {device.kind}"
             )
-        _warn_if_allocators_differ(trace_path, trace.metadata, set_host_allocator(args.host_allocator))
+        _warn_if_allocators_differ(trace_path, trace.metadata, allocator)
         _warn_if_busy()
     else:
         print("calibrating (no --trace given)", flush=True)
