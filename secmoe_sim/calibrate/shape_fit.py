@@ -280,12 +280,13 @@ def fit_attention(
     reference = next(iter(dtype_scale))  # the GEMM fit's reference dtype comes first
     start_rate = np.log(best_rate(rows[rows["dtype"] == reference], launch_s) if (rows["dtype"] == reference).any() else 1.0)
     start = np.concatenate([[start_rate], prior_log])
-    starts = _with_measured_fixed_time(start, 4, work_s(arrays.measured_s, launch_s))
+    shape = slice(1, 5)  # theta: the rate, then the half head width, half context, causal block and fixed time
+    starts = _with_measured_fixed_time(start, shape.stop - 1, work_s(arrays.measured_s, launch_s))
     relative_rate = rows["dtype"].map(dtype_scale).to_numpy(dtype=float)
 
     def fit_at(granule: int, scales: tuple[float, ...]) -> tuple[float, AttentionFit]:
         def unpack(theta: np.ndarray) -> tuple[AttentionShapeEfficiency, np.ndarray]:
-            half_head_dim, half_context, block, fixed = _bounded(theta[1:5])
+            half_head_dim, half_context, block, fixed = _bounded(theta[shape])
             fixed = min(fixed, MAX_FIXED_TIME_S)
             model = AttentionShapeEfficiency.model_construct(
                 peak=1.0,
@@ -300,9 +301,9 @@ def fit_attention(
         def residuals(theta: np.ndarray) -> np.ndarray:
             model, rate = unpack(theta)
             fit = np.log(_attention_times_s(model, rate, arrays, launch_s, bandwidth, floor_s) / arrays.measured_s)
-            return np.concatenate([fit, PRIOR_WEIGHT * (theta[:5] - start)])
+            return np.concatenate([fit, PRIOR_WEIGHT * (theta[: shape.stop] - start)])
 
-        theta, cost = _robust(residuals, starts, slice(1, 5), scales)
+        theta, cost = _robust(residuals, starts, shape, scales)
         model = AttentionShapeEfficiency.model_validate(unpack(theta)[0].model_dump())
         reference_rate = float(np.exp(theta[0]))
         return cost, AttentionFit(model, {dtype: reference_rate * scale for dtype, scale in dtype_scale.items()}, len(rows))
