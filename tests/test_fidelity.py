@@ -14,8 +14,10 @@ from secmoe_sim.analysis.fidelity.benchmarks import (
     EXACT,
     FP8_BYTES_PER_TOKEN,
     LOW_LATENCY_DISPATCH_BYTES,
+    Harness,
     deepep_routing,
     deepep_traffic,
+    iteration_time_s,
     low_latency_traffic,
     nccl_tests,
     simulate_case,
@@ -39,6 +41,32 @@ def test_the_case_file_covers_what_the_table_must():
     assert {case["stack"] for case in CASES} == {"nccl", "gpu_initiated"}
     assert len({case["case"] for case in CASES}) == len(CASES)
     assert all(case["source"] and case["benchmark"] and case["metric"] for case in CASES)
+
+
+def test_every_stated_harness_is_complete():
+    """A case's launch, where its source states it: CUDA graphs, or the host with its GPUs per process and iterations."""
+    stated = [case for case in CASES if "harness" in case]
+    assert stated and all(case["benchmark"] == "nccl_tests" for case in stated)
+    for case in stated:
+        harness = case["harness"]
+        assert harness["launch"] in {"cuda_graph", "host"}, case["case"]
+        assert isinstance(harness["iterations"], int) and harness["iterations"] >= 1, case["case"]
+        if harness["launch"] == "host":
+            assert 1 <= harness["gpus_per_process"] <= case["gpus_per_node"], case["case"]
+
+
+def test_a_host_launched_iteration_is_a_two_stage_pipeline():
+    """n iterations on a host taking h each and GPUs taking d each: h + d + (n - 1) max(h, d) in all."""
+    us = SECOND_FACTORS["us"]
+    harness = Harness(launch_per_gpu_s=4 * us)
+    case = {"harness": {"launch": "host", "gpus_per_process": 8, "iterations": 20}}
+    for device_us in (10.0, 32.0, 100.0):
+        loop_s = 32 * us + device_us * us + 19 * max(32, device_us) * us
+        assert iteration_time_s(device_us * us, case, harness) == pytest.approx(loop_s / 20, rel=1e-12)
+    one_per_process = {"harness": {"launch": "host", "gpus_per_process": 1, "iterations": 20}}
+    assert iteration_time_s(100 * us, one_per_process, harness) == pytest.approx(100.2 * us, rel=1e-12)
+    for untimed_by_host in ({"harness": {"launch": "cuda_graph", "iterations": 10}}, {}):
+        assert iteration_time_s(10 * us, untimed_by_host, harness) == 10 * us
 
 
 def test_every_fitted_parameter_is_determined_by_named_fit_cases_once():
@@ -70,7 +98,12 @@ def test_table_columns_errors_and_bands(fidelity):
 def test_fit_cases_of_a_well_posed_group_are_met(fidelity):
     """Groups whose cases the model can meet are solved to the published figure (the fit works)."""
     table = fidelity.table.set_index("case")
-    for name in ("nccl-all_gather-a100-1x8-1KiB-time", "nccl-alltoall-a100-2x8-1KiB-time", "deepep-normal-h800-64-dispatch"):
+    for name in (
+        "nccl-all_gather-a100-1x8-1KiB-time",
+        "nccl-alltoall-a100-2x8-1KiB-time",
+        "nccl-all_gather-ring-h100-1x8-1KiB-time",
+        "deepep-normal-h800-64-dispatch",
+    ):
         assert table.loc[name, "rel_error"] < 1e-4, name
 
 

@@ -83,7 +83,8 @@ def fidelity_table(network: NetworkOptions = NETWORK) -> Fidelity:
     stacks = {name: fit_stack(model, cases, network) for name, model in MODELS.items()}
     rows = []
     for case in cases:
-        outcome = simulate_case(case, stacks[case["stack"]].stack, network)
+        fitted = stacks[case["stack"]]
+        outcome = simulate_case(case, fitted.stack, network, fitted.harness)
         rows.append(
             {
                 "case": case["case"],

@@ -5,7 +5,8 @@
   ``size / n`` from each rank; reduce-scatter: each rank's input, ``size / n`` of the sum kept by
   each; all-to-all: each rank's send buffer, ``size / n`` to each rank, its own chunk local).
   ``algbw = size / time``; ``busbw`` multiplies it by ``2 (n - 1) / n`` (all-reduce) or
-  ``(n - 1) / n``. The time is the last rank's finish.
+  ``(n - 1) / n``. The time is the last rank's finish, plus what the benchmark's host adds to each
+  timed iteration where the source states how it launched (``harness``, :func:`iteration_time_s`).
 * ``deepep_normal`` (DeepEP ``tests/test_intranode.py``, ``test_internode.py``): 4096 tokens per
   rank, hidden 7168, top-8 of 256 experts by scores ``|randn| + 1`` (seed = rank), node-limited
   to ``min(nodes, 4)`` nodes above one node; a token goes once to each destination rank, across
@@ -53,6 +54,13 @@ EXACT = NetworkOptions(model="flows", mode="exact", all_to_all="direct")
 
 
 @dataclass(frozen=True)
+class Harness:
+    """What a benchmark's host spends on each timed iteration, per stack (fitted with it, docs/fidelity.md)."""
+
+    launch_per_gpu_s: float = 0.0  # launching one GPU's kernels of a collective from the host, without CUDA graphs
+
+
+@dataclass(frozen=True)
 class Outcome:
     """A re-enacted case: the figure in the benchmark's own metric, and the bytes rank 0 sends (its size band)."""
 
@@ -72,6 +80,24 @@ def exchange(volume: dict[tuple[int, int], float], ranks: int) -> AllToAll:
     return AllToAll.of("benchmark", "benchmark", tuple(range(ranks)), messages)
 
 
+def iteration_time_s(device_s: float, case: dict, harness: Harness) -> float:
+    """nccl-tests' time per iteration of a collective that keeps the GPUs busy ``device_s``.
+
+    nccl-tests times ``n`` iterations issued back to back and divides by ``n``. Without CUDA graphs
+    (``harness: {launch: host, gpus_per_process, iterations}``) its host launches each iteration on
+    the GPUs of its process one after another, ``h`` = GPUs per process x the launch per GPU. Host
+    and GPUs are then a two-stage pipeline: the loop takes ``h + d + (n - 1) max(h, d)``, each
+    iteration ``max(h, d) + min(h, d) / n``. Under CUDA graphs (``launch: cuda_graph``) the
+    iterations are captured once and replayed with no host time between them, and a case whose
+    source does not state its launch is timed as the collective alone: both give ``device_s``.
+    """
+    launch = case.get("harness", {})
+    if launch.get("launch") != "host":
+        return device_s
+    host_s = launch["gpus_per_process"] * harness.launch_per_gpu_s
+    return max(host_s, device_s) + min(host_s, device_s) / launch["iterations"]
+
+
 BUS_FACTOR: dict[str, Callable[[int], float]] = {
     "all_reduce": lambda n: 2 * (n - 1) / n,
     "all_gather": lambda n: (n - 1) / n,
@@ -80,7 +106,7 @@ BUS_FACTOR: dict[str, Callable[[int], float]] = {
 }
 
 
-def nccl_tests(case: dict, stack: Stack, network: NetworkOptions) -> Outcome:
+def nccl_tests(case: dict, stack: Stack, network: NetworkOptions, harness: Harness = Harness()) -> Outcome:
     cluster = preset_cluster(case["preset"], case["nodes"], case["gpus_per_node"])
     ranks, size = cluster.num_gpus, float(case["size_bytes"])
     gpus = tuple(range(ranks))
@@ -93,7 +119,7 @@ def nccl_tests(case: dict, stack: Stack, network: NetworkOptions) -> Outcome:
         collective = ReduceScatter("benchmark", "benchmark", gpus, size)
     else:
         collective = exchange({(s, d): size / ranks for s in gpus for d in gpus}, ranks)
-    time_s = max(run_collective(cluster, collective, stack, network))
+    time_s = iteration_time_s(max(run_collective(cluster, collective, stack, network)), case, harness)
     algbw = size / time_s / GB
     metrics = {
         "time_us": time_s * MICROSECONDS_PER_SECOND,
@@ -154,7 +180,7 @@ def deepep_traffic(ranks: int, direction: str, metric: str) -> tuple[tuple[tuple
     return tuple(sorted(volume.items())), counted * bytes_per_token
 
 
-def deepep_normal(case: dict, stack: Stack, network: NetworkOptions) -> Outcome:
+def deepep_normal(case: dict, stack: Stack, network: NetworkOptions, harness: Harness = Harness()) -> Outcome:
     ranks = case["ranks"]
     pairs, reported_bytes = deepep_traffic(ranks, case["direction"], case["metric"])
     volume = dict(pairs)
@@ -181,7 +207,7 @@ def low_latency_traffic(ranks: int, direction: str) -> tuple[tuple[tuple[int, in
     return tuple(sorted(volume.items()))
 
 
-def deepep_low_latency(case: dict, stack: Stack, network: NetworkOptions) -> Outcome:
+def deepep_low_latency(case: dict, stack: Stack, network: NetworkOptions, harness: Harness = Harness()) -> Outcome:
     ranks = case["ranks"]
     volume = dict(low_latency_traffic(ranks, case["direction"]))
     if case["nvlink"]:
@@ -192,13 +218,16 @@ def deepep_low_latency(case: dict, stack: Stack, network: NetworkOptions) -> Out
     return Outcome(time_s * MICROSECONDS_PER_SECOND, sum(size for (src, _), size in volume.items() if src == 0))
 
 
-BENCHMARKS: dict[str, Callable[[dict, Stack, NetworkOptions], Outcome]] = {
+BENCHMARKS: dict[str, Callable[[dict, Stack, NetworkOptions, Harness], Outcome]] = {
     "nccl_tests": nccl_tests,
     "deepep_normal": deepep_normal,
     "deepep_low_latency": deepep_low_latency,
 }
 
 
-def simulate_case(case: dict, stack: Stack, network: NetworkOptions = EXACT) -> Outcome:
-    """The simulated figure of one published case with ``stack`` moving its bytes."""
-    return BENCHMARKS[case["benchmark"]](case, stack, network)
+def simulate_case(case: dict, stack: Stack, network: NetworkOptions = EXACT, harness: Harness = Harness()) -> Outcome:
+    """The simulated figure of one published case with ``stack`` moving its bytes and ``harness`` launching it.
+
+    DeepEP's tests time their kernels on the GPU, so ``harness`` moves only nccl-tests cases.
+    """
+    return BENCHMARKS[case["benchmark"]](case, stack, network, harness)

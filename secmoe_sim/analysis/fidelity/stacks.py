@@ -6,7 +6,9 @@ Parameters are per stack and link class, never per case (docs/fidelity.md):
   NVSwitch and on the network; the per-peer cost of a grouped send/receive on each; the
   efficiency of NVSwitch (one value at every size) and of the network (a curve with two knots,
   at the ring chunks of the two forced-ring fit cases). LL128 and Simple keep NCCL's own tuning
-  constants, and so does every other part of the protocol choice: 8 parameters.
+  constants, and so does every other part of the protocol choice. With them, the nccl-tests host's
+  launch per GPU of a collective without CUDA graphs (:class:`.benchmarks.Harness`; NCCL's group
+  launch from one thread, the CUDA driver): 9 parameters.
 * ``gpu_initiated`` (DeepEP): the kernel's fixed cost, the NVSwitch and the network efficiency
   (one value each): 3 parameters.
 
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
-from secmoe_sim.analysis.fidelity.benchmarks import simulate_case
+from secmoe_sim.analysis.fidelity.benchmarks import Harness, simulate_case
 from secmoe_sim.spec.communication import EfficiencyKnot, GpuInitiatedStack, NcclStack, Stack, nccl_protocols
 from secmoe_sim.spec.network import NetworkOptions
 from secmoe_sim.spec.units import SECOND_FACTORS
@@ -47,15 +49,16 @@ class Parameter:
 
 @dataclass(frozen=True)
 class StackModel:
-    """A stack's fitted parameters and the stack they describe."""
+    """A stack's fitted parameters, the stack they describe, and what they say of a benchmark's host."""
 
     name: str
     parameters: tuple[Parameter, ...]
     build: Callable[[Sequence[float]], Stack]
+    harness: Callable[[Sequence[float]], Harness] = lambda _values: Harness()
 
 
 def nccl_stack(values: Sequence[float]) -> NcclStack:
-    launch_s, nvswitch_step_s, network_step_s, nvswitch_peer_s, network_peer_s, nvswitch_eff, medium_eff, large_eff = values
+    launch_s, nvswitch_step_s, network_step_s, nvswitch_peer_s, network_peer_s, nvswitch_eff, medium_eff, large_eff, _ = values
     low_latency, *bulk = nccl_protocols()
     low_latency = low_latency.model_copy(
         update={
@@ -75,6 +78,11 @@ def nccl_stack(values: Sequence[float]) -> NcclStack:
             ],
         },
     )
+
+
+def nccl_harness(values: Sequence[float]) -> Harness:
+    *_stack_values, host_launch_s = values
+    return Harness(launch_per_gpu_s=host_launch_s)
 
 
 def gpu_initiated_stack(values: Sequence[float]) -> GpuInitiatedStack:
@@ -103,8 +111,10 @@ MODELS = {
             Parameter("efficiency, NVSwitch", "1", 0.8, 0.05, 1.0),
             Parameter("efficiency, network, 128 KiB messages", "1", 0.7, 0.01, 1.0),
             Parameter("efficiency, network, 8 MiB messages", "1", 0.9, 0.05, 1.0),
+            Parameter("host launch per GPU, without CUDA graphs", "s", 4.0 * US, 0.1 * US, 50 * US),
         ),
         nccl_stack,
+        nccl_harness,
     ),
     "gpu_initiated": StackModel(
         "gpu_initiated",
@@ -131,6 +141,10 @@ class FittedStack:
     @property
     def stack(self) -> Stack:
         return self.model.build(self.values)
+
+    @property
+    def harness(self) -> Harness:
+        return self.model.harness(self.values)
 
     def document(self) -> dict:
         return {p.name: {"value": v, "unit": p.unit} for p, v in zip(self.model.parameters, self.values)}
@@ -165,8 +179,10 @@ def fit_stack(model: StackModel, cases: list[dict], network: NetworkOptions) -> 
             def residuals(x: np.ndarray, indices=indices, group=group) -> np.ndarray:
                 trial = values.copy()
                 trial[indices] = x * scale[indices]
-                stack = model.build(trial.tolist())
-                return np.array([simulate_case(case, stack, network).simulated / case["published"] - 1.0 for case in group])
+                stack, harness = model.build(trial.tolist()), model.harness(trial.tolist())
+                return np.array(
+                    [simulate_case(case, stack, network, harness).simulated / case["published"] - 1.0 for case in group]
+                )
 
             low = [model.parameters[i].low / scale[i] for i in indices]
             high = [model.parameters[i].high / scale[i] for i in indices]
