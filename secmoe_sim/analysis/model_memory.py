@@ -8,18 +8,14 @@ collective buffers; the gradient buckets in flight.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from secmoe_sim.analysis.layer_costs import LayerCosts
 from secmoe_sim.spec.model import OPTIMIZER_STATE_BYTES, ModelSpec
 from secmoe_sim.spec.units import DTYPE_BYTES
 from secmoe_sim.spec.workload import Layer
 
-if TYPE_CHECKING:
-    from secmoe_sim.analysis.model_step import LayerCosts
-
-    Stack = list[tuple[bool, LayerCosts]]
+Stack = list[tuple[bool, LayerCosts]]  # each layer of the model: whether it is an entry's, and its costs
 
 BUCKETS_IN_FLIGHT = 2  # gradient buckets held at once: one being filled, one being synchronised
 

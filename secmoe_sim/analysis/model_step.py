@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
+from secmoe_sim.analysis.layer_costs import LayerCosts
 from secmoe_sim.analysis.model_memory import embedding_matrix_bytes, local_parameter_bytes, model_memory
 from secmoe_sim.engine import run_plan
 from secmoe_sim.errors import ScenarioError
@@ -54,26 +55,6 @@ from secmoe_sim.spec.workload import DenseArchitecture, SectionalMoEArchitecture
 
 OTHER_LABEL = "model-dense"  # the label of the dense block between the entry's layers
 ConfigKey = tuple[str, str, int]  # (entry label, placement, E)
-
-
-@dataclass(frozen=True)
-class LayerCosts:
-    """What the step needs of one simulated layer configuration at one sequence length."""
-
-    wall_s: float
-    forward_s: float  # the layer's forward part (its wall-clock when there is no backward)
-    attention_forward_s: float
-    flops: float
-    params: float
-    terms: list[dict[str, float]]  # LayerPlan.memory_terms(), per GPU
-    replicas: tuple[tuple[tuple[int, ...], float], ...]
-    bucket_s: float  # one gradient bucket's synchronisation
-    buckets: int
-    weight_gather_s: float  # reduce_scatter: the all-gather of the updated weights
-
-    @property
-    def backward_s(self) -> float:
-        return self.wall_s - self.forward_s
 
 
 @dataclass(frozen=True)
