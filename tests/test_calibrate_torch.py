@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from secmoe_sim.calibrate import CalibrationError, microbench
 from secmoe_sim.calibrate.comm_bench import COLLECTIVES
-from secmoe_sim.calibrate.host_allocator import _glibc_mallopt, allocator_kind, host_allocator
+from secmoe_sim.calibrate.host_allocator import DEFAULT_HOST_ALLOCATOR, _glibc_mallopt, allocator_kind, host_allocator
 from secmoe_sim.calibrate.microbench import Grid, attention_shapes, gemm_shapes, measure
 from secmoe_sim.calibrate.timing import MIN_REPEATS, CudaDevice, interleaved_time_s, make_device, stable_time_s
 from secmoe_sim.calibrate.trace import read_trace, write_trace
@@ -145,7 +145,7 @@ def test_check_real_on_a_tiny_layer(tiny_trace, tmp_path, capsys):
         max(metadata["load_average_1min"], metadata["load_average_1min_after"]) > 0.5 * metadata["cpu_count"]
     )
     assert ("LOADED MACHINE" in printed.err) == metadata["loaded_machine"]
-    default = "caching" if _glibc_mallopt() is not None else "system"  # check-real's default takes where glibc has mallopt
+    default = DEFAULT_HOST_ALLOCATOR if _glibc_mallopt() is not None else "system"  # the default takes where glibc has mallopt
     assert allocator_kind(metadata["host_allocator"]) == default
     measured_with = read_trace(tiny_trace).metadata["host_allocator"]
     differ = allocator_kind(measured_with) != allocator_kind(host_allocator())

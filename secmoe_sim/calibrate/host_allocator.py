@@ -27,6 +27,7 @@ import ctypes
 import ctypes.util
 
 HOST_ALLOCATORS = ("caching", "system")
+DEFAULT_HOST_ALLOCATOR = "caching"  # calibrate's and check-real's
 M_TRIM_THRESHOLD = -1  # glibc malloc.h: release free memory at the heap's top above this many bytes
 M_MMAP_MAX = -4  # glibc malloc.h: how many blocks may be mmapped at once (0: none)
 LARGEST_TRIM_THRESHOLD_BYTES = 2**31 - 1  # mallopt takes an int

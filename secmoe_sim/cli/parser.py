@@ -12,6 +12,7 @@ import argparse
 import re
 from typing import Any
 
+from secmoe_sim.calibrate.host_allocator import DEFAULT_HOST_ALLOCATOR, HOST_ALLOCATORS
 from secmoe_sim.version import __version__
 
 SHIPPED_KINDS = ("scenario", "hardware", "sweep", "stack")  # what `list` and `show` cover (commands.SHIPPED_KINDS)
@@ -258,8 +259,8 @@ def _add_host_allocator(command) -> None:
     """``--host-allocator``: whether freed host memory stays in the process while it measures."""
     command.add_argument(
         "--host-allocator",
-        choices=["caching", "system"],
-        default="caching",
+        choices=HOST_ALLOCATORS,
+        default=DEFAULT_HOST_ALLOCATOR,
         help="caching: freed host memory is kept for reuse, so timings are the kernels' and not page faults' "
         "(default); system: the C library's defaults; recorded (docs/calibration.md, section 3)",
     )
