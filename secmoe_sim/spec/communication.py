@@ -33,7 +33,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import Field, model_validator
 
 from secmoe_sim.spec.base import FieldIssue, Name, StrictModel
-from secmoe_sim.spec.units import Duration, Size, SizeOrZero
+from secmoe_sim.spec.units import SIZE_UNITS, Duration, Size, SizeOrZero
 
 LinkClass = Literal["nvswitch", "full_mesh", "pcie", "network"]
 LINK_CLASSES: tuple[LinkClass, ...] = ("nvswitch", "full_mesh", "pcie", "network")
@@ -51,7 +51,7 @@ SINGLE_RANK_NODE_BANDWIDTH = 0.7
 # (NVIDIA/nccl src/enqueue.cc: ``NCCL_PARAM(P2pLLThreshold, "P2P_LL_THRESHOLD", 16384)``). Later releases
 # compare a peer's bytes with the threshold times the channels its operation uses, so a message of a few
 # times 16 KiB may still go by LL there; this model keeps the per-message threshold.
-P2P_LL_THRESHOLD_BYTES = 16384
+P2P_LL_THRESHOLD_BYTES = 16 * SIZE_UNITS["KiB"]
 
 
 class EfficiencyKnot(StrictModel):
