@@ -9,9 +9,12 @@ fair rate of the moment, and it arrives ``latency`` after its last byte left. Un
 import numpy as np
 import pytest
 from conftest import hand_plan, make_cluster, make_pcie
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from secmoe_sim.engine import run_plan
 from secmoe_sim.engine.network.finish_calendar import FinishCalendar
+from secmoe_sim.engine.network.flows import FlowNetwork
 from secmoe_sim.engine.network.maxmin import max_min_rates
 from secmoe_sim.plan.communication import one_message_s
 from secmoe_sim.plan.steps import AllGather, AllReduce, AllToAll, Message, ReduceScatter
@@ -86,6 +89,39 @@ def test_calendar_rebuilds_its_prefix_past_the_bound():
     calendar.set(np.arange(4096), instants)
     popped = [calendar.pop_until(float(t)).tolist() for t in range(4096)]
     assert [slots for slots in popped] == [[int(np.flatnonzero(instants == t)[0])] for t in range(4096)]
+
+
+# A calendar's work: (slots, instants) to set, or an instant to pop until. Instants on a coarse grid, so that
+# several slots often finish together and rescheduled slots often move before the prefix's bound.
+CALENDAR_STEPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.lists(st.integers(0, 299), min_size=1, max_size=60, unique=True),
+            st.lists(st.one_of(st.integers(0, 50).map(float), st.just(INF)), min_size=60, max_size=60),
+        ),
+        st.integers(0, 50).map(float),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(CALENDAR_STEPS)
+def test_calendar_pops_what_a_plain_table_says(steps):
+    """Every path of ``pop_until`` (one flow due at the prefix's front, several, the heap, merges and rebuilds)
+    returns exactly the slots whose current instant has come, and ``next_at`` the soonest current instant."""
+    calendar = FinishCalendar(300)
+    instants = np.full(300, INF)
+    for step in steps:
+        if isinstance(step, tuple):
+            slots, chosen = np.array(step[0]), np.array(step[1][: len(step[0])])
+            calendar.set(slots, chosen)
+            instants[slots] = chosen
+        else:
+            due = np.flatnonzero(instants <= step)
+            assert sorted(calendar.pop_until(step).tolist()) == due.tolist()
+            instants[due] = INF
+        assert calendar.next_at() == instants.min()
 
 
 # --- timelines on the flow network -----------------------------------------------------------
@@ -275,6 +311,22 @@ def test_batched_mode_with_zero_tolerance_is_exact():
     exact = run_plan(plan, network=NetworkOptions(mode="exact"))
     batched = run_plan(plan, network=NetworkOptions(mode="batched", tolerance=0.0))
     assert exact.timeline.equals(batched.timeline)
+
+
+def test_one_message_instants_in_scalar_steps_give_the_array_path_timeline(monkeypatch):
+    """An instant at which one message's last byte leaves is delivered in scalar steps; the array path that
+    handles every other instant gives the same timeline to the last bit, in both modes."""
+    cluster = make_cluster(gpus_per_node=8, bandwidth=BANDWIDTH, latency=0.0, overhead=0.0)
+    rng = np.random.default_rng(3)
+    messages = [(s, d, float(rng.integers(1, 50)) * 1e4) for s in range(8) for d in range(8) if s != d]
+    plan = hand_plan(cluster, [[all_to_all(range(8), messages)]] * 8)
+    for network in (NetworkOptions(mode="exact"), NetworkOptions(mode="batched", tolerance=0.2)):
+        scalar = run_plan(plan, network=network)
+        with monkeypatch.context() as patched:
+            patched.setattr(FlowNetwork, "_delivered_alone", lambda self, message, now: False)
+            arrays = run_plan(plan, network=network)
+        assert scalar.timeline.equals(arrays.timeline)
+        assert scalar.finished_at == arrays.finished_at
 
 
 # --- topology --------------------------------------------------------------------------------

@@ -45,9 +45,9 @@ class Row:
 ROW_COLUMNS = [f.name for f in fields(Row)]
 
 
-def _repeated(text: str, count: int) -> pd.Series:
-    """A string column of ``count`` copies of ``text`` (built in arrow: a million Python strings take a tenth of a second)."""
-    return pa.array([text], type=pa.string()).take(np.zeros(count, dtype=np.int64)).to_pandas()
+INT_COLUMNS = ("gpu", "src", "dst")
+TEXT_COLUMNS = ("stream", "kind", "label", "group")
+TRANSFER_TEXT = {"stream": "comm", "kind": "transfer", "group": ""}  # the same on every transfer row
 
 
 class Recorder:
@@ -98,44 +98,50 @@ class Recorder:
         self._next += src.shape[0]
 
     def _transfer_columns(self) -> dict[str, np.ndarray]:
-        """Every recorded transfer's columns and its sequence number (chunks are recorded in sequence order)."""
+        """Every recorded transfer's columns, in the order recorded (``label``: the labels' numbers)."""
         chunks = self._transfer_chunks
         counts = np.array([chunk[0].shape[0] for chunk in chunks], dtype=np.int64)
         columns = {
             name: np.concatenate([np.empty(0, dtype=dtype), *(chunk[index] for chunk in chunks)])
-            for index, name, dtype in ((0, "src", np.int64), (1, "dst", np.int64), (3, "started_at", float), (5, "bytes", float))
+            for index, name, dtype in (
+                (0, "src", np.int64),
+                (1, "dst", np.int64),
+                (2, "label", np.int64),
+                (3, "started_at", float),
+                (5, "bytes", float),
+            )
         }
-        numbered = np.concatenate([np.empty(0, dtype=np.int64), *(chunk[2] for chunk in chunks)])
-        columns["label"] = np.asarray(self._labels.values, dtype=object)[numbered]
         columns["finished_at"] = np.repeat(np.array([chunk[4] for chunk in chunks], dtype=float), counts)
-        within = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-        columns["sequence"] = np.repeat(np.array([chunk[6] for chunk in chunks], dtype=np.int64), counts) + within
         return columns
 
     def frame(self) -> pd.DataFrame:
-        ops = pd.DataFrame([tuple(getattr(r, c) for c in ROW_COLUMNS) for r in self.rows], columns=ROW_COLUMNS)
-        columns = self._transfer_columns()
-        count = columns["src"].shape[0]
-        transfers = pd.DataFrame(
-            {
-                "gpu": columns["src"],
-                "stream": _repeated("comm", count),
-                "kind": _repeated("transfer", count),
-                "label": pa.array(columns["label"], type=pa.string()).to_pandas(),
-                "started_at": columns["started_at"],
-                "finished_at": columns["finished_at"],
-                "launch_s": np.zeros(count),
-                "flops": np.zeros(count),
-                "bytes": columns["bytes"],
-                "src": columns["src"],
-                "dst": columns["dst"],
-                "group": _repeated("", count),
-            }
-        )
-        if count == 0:
-            return ops
-        if ops.empty:
-            return transfers
-        sequence = np.concatenate([self._row_sequence, columns["sequence"]])
-        combined = pd.concat([ops, transfers], ignore_index=True)
-        return combined.iloc[np.argsort(sequence, kind="stable")].reset_index(drop=True)
+        """Every recorded row in the order recorded. Each record takes the next sequence numbers, so a row's number is
+        its position: kernel rows go to theirs and transfers fill the rest in order, column by column (no sort).
+        Text columns are built in arrow from a few distinct strings and their codes (a million Python strings, or
+        pandas converting them, take a large part of a big run's time)."""
+        if not self._transfer_chunks:
+            return pd.DataFrame([tuple(getattr(r, c) for c in ROW_COLUMNS) for r in self.rows], columns=ROW_COLUMNS)
+        transfers = self._transfer_columns()
+        transfers["gpu"] = transfers["src"]
+        at_rows = np.asarray(self._row_sequence, dtype=np.int64)
+        total = at_rows.shape[0] + transfers["src"].shape[0]
+        is_row = np.zeros(total, dtype=bool)
+        is_row[at_rows] = True
+        at_transfers = np.flatnonzero(~is_row)
+        columns: dict[str, pa.Array] = {}
+        for name in ROW_COLUMNS:
+            row_values = [getattr(row, name) for row in self.rows]
+            if name in TEXT_COLUMNS:
+                texts = self._labels.values if name == "label" else [TRANSFER_TEXT[name]]
+                code_of = {text: code for code, text in enumerate(texts)}
+                codes = np.empty(total, dtype=np.int32)
+                codes[at_transfers] = transfers["label"] if name == "label" else 0
+                codes[at_rows] = [code_of.setdefault(text, len(code_of)) for text in row_values]
+                dictionary = pa.array(list(code_of), type=pa.string())
+                columns[name] = pa.DictionaryArray.from_arrays(codes, dictionary).cast(pa.string())
+            else:
+                column = np.empty(total, dtype=np.int64 if name in INT_COLUMNS else float)
+                column[at_transfers] = transfers.get(name, 0.0)
+                column[at_rows] = row_values
+                columns[name] = pa.array(column)
+        return pa.table(columns).to_pandas()

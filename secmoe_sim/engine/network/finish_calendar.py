@@ -122,6 +122,21 @@ class FinishCalendar:
 
     def pop_until(self, instant: float) -> np.ndarray:
         """Slots whose finish instant is at or before ``instant``; they are unscheduled."""
+        if self.next_at() > instant:
+            return np.empty(0, dtype=np.int64)
+        head = self._head
+        if (
+            head < self._order.shape[0]
+            and self._times[head] == self._soonest
+            and (head + 1 == self._order.shape[0] or self._times[head + 1] > instant)
+            and self._heap_front() > instant
+        ):  # the common case: one flow due, at the front of the prefix (current: next_at skipped the stale ones)
+            self._head = head + 1
+            slot = int(self._order[head])
+            self._soonest = None
+            self.finish_at[slot] = np.inf
+            self._version[slot] += 1
+            return self._order[head : head + 1]
         due: list[np.ndarray] = []
         while self.next_at() <= instant:
             end = int(np.searchsorted(self._times, instant, side="right"))

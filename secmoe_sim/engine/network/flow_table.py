@@ -20,7 +20,9 @@ would cost O(flows) per event, so the recomputation is restricted to flows that 
   links and flows above the threshold are recomputed (a breadth-first search over links); a
   separate part of the network, a different group's all-to-all or an idle ring, keeps its rates.
   (Below ``BFS_MIN_CANDIDATES`` candidates the search costs more than it saves and is skipped:
-  re-solving an untouched component gives it the rates it has.)
+  re-solving an untouched component gives it the rates it has, to float rounding. It is skipped in
+  batched mode too, where a recomputation follows changes spread over the whole cluster: on a
+  1,024-GPU all-to-all, 99 searches over 14.5 million candidates set aside 7 flows.)
 
 Two modes: with ``tolerance`` 0 (``exact``) rates are recomputed at every instant at which flows
 start or finish. With ``tolerance`` > 0 (``batched``) they are recomputed only once the flows
@@ -32,6 +34,7 @@ could progress, rates are recomputed at once. ``tolerance`` 0 is exactly ``exact
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -200,7 +203,7 @@ class FlowTable:
             if self._new_slots or self.observer is not None:
                 self._release_finished()
                 self._give_provisional_rates(now)
-            if self.num_active and not np.isfinite(self.next_finish_at()):
+            if self.num_active and not math.isfinite(self.next_finish_at()):
                 self._recompute(now)  # nothing would progress before the next recomputation
         if self.observer is not None:
             self.observer(now, self)
@@ -215,11 +218,13 @@ class FlowTable:
         for started in self._unsolved:
             chosen[started] |= self.active[started]
         candidates = np.flatnonzero(chosen)
-        flows = self._connected(candidates) if candidates.size >= BFS_MIN_CANDIDATES else candidates
+        search = self.tolerance == 0 and candidates.size >= BFS_MIN_CANDIDATES
+        flows = self._connected(candidates) if search else candidates
         if flows.size:
-            rates = self._solve(flows)
-            changed = rates != self.rate_bytes_per_s[flows]
-            self._apply(flows[changed], rates[changed], now)
+            links, weights, old = self.links[flows], self.weights[flows], self.rate_bytes_per_s[flows]
+            rates = self._solve(links, weights, old)
+            changed = rates != old
+            self._apply(flows[changed], rates[changed], now, links[changed], weights[changed], old[changed])
             self.recomputations += 1
             self.recomputed_flows += flows.size
         for slots in self._unsolved:
@@ -232,14 +237,14 @@ class FlowTable:
         self._active_at_solve = self.num_active
         self.recompute_host_s += time.perf_counter() - started_at
 
-    def _solve(self, flows: np.ndarray) -> np.ndarray:
-        """Max-min rates of ``flows`` within the capacity the other flows leave them.
+    def _solve(self, links: np.ndarray, weights: np.ndarray, rates: np.ndarray) -> np.ndarray:
+        """Max-min rates of the flows of ``links``, ``weights`` and current ``rates`` within the capacity the other
+        flows leave them.
 
         A problem much smaller than the cluster is solved over just the links it touches
         (renumbered), others over all links, so the cost follows the problem, not the cluster.
         """
-        links, weights = self.links[flows], self.weights[flows]
-        own_load = np.repeat(self.rate_bytes_per_s[flows] * weights, self.width)
+        own_load = np.repeat(rates * weights, self.width)
         if links.size * LOCAL_SOLVE_RATIO < self.capacity_bytes_per_s.shape[0]:
             touched, local = self._renumbered(links)
             own = np.bincount(local.ravel(), weights=own_load, minlength=touched.shape[0])
@@ -294,18 +299,18 @@ class FlowTable:
         provisional = share[:, 0].copy()
         for j in range(1, self.width):
             np.minimum(provisional, share[:, j], out=provisional)
-        self._apply(slots, provisional, now)
+        self._apply(slots, provisional, now, links, weights, self.rate_bytes_per_s[slots])
 
-    def _apply(self, slots: np.ndarray, rates: np.ndarray, now: float) -> None:
-        """Set new rates: bring remaining bytes up to ``now``, move link loads, reschedule finishes."""
-        old = self.rate_bytes_per_s[slots]
+    def _apply(
+        self, slots: np.ndarray, rates: np.ndarray, now: float, links: np.ndarray, weights: np.ndarray, old: np.ndarray
+    ) -> None:
+        """Set new ``rates`` of ``slots`` (whose ``links``, ``weights`` and ``old`` rates the caller has gathered):
+        bring remaining bytes up to ``now``, move link loads, reschedule finishes."""
         remaining = np.maximum(self.remaining_bytes[slots] - old * (now - self.updated_at[slots]), 0.0)
         self.remaining_bytes[slots] = remaining
         self.updated_at[slots] = now
         self.rate_bytes_per_s[slots] = rates
-        _scatter_add(
-            self.link_load_bytes_per_s, self.links[slots].ravel(), np.repeat((rates - old) * self.weights[slots], self.width)
-        )
+        _scatter_add(self.link_load_bytes_per_s, links.ravel(), np.repeat((rates - old) * weights, self.width))
         moving = rates > 0
         finish_at = np.divide(remaining, rates, out=np.full(rates.shape[0], np.inf), where=moving)
         finish_at[moving] += now

@@ -84,6 +84,7 @@ class FlowNetwork:
         self._settle_pending = False
         self._timer: simpy.Event | None = None
         self._timer_at = np.inf
+        self._merging = False  # whether any flow has stood for several messages (until then, a flow is its message)
 
     def statistics(self) -> dict[str, float]:
         """The flow manager's own work: flows started, rate recomputations, host CPU time spent on them."""
@@ -190,6 +191,7 @@ class FlowNetwork:
         slots = self.table.add(rows, wire[heads], weights, now)
         self.table.tag[slots] = ids[heads]  # a flow is known by its first message; the rest follow it
         if members is not None:  # link each merged flow's messages, in order
+            self._merging = True
             ordered = ids[members]
             follows = np.flatnonzero(np.diff(np.repeat(np.arange(weights.shape[0]), weights.astype(np.int64))) == 0)
             messages.next_in_flow[ordered[follows]] = ordered[follows + 1]
@@ -263,15 +265,40 @@ class FlowNetwork:
             self._timer, self._timer_at = None, np.inf
         now = self.env.now
         finished = self.table.finish_until(now)
-        if finished.size:
+        if finished.size == 1 and not self._merging and self._delivered_alone(int(self.table.tag[finished[0]]), now):
+            self._request_settle()
+        elif finished.size:
             self._after_latency(self._members(finished), now, at_once=True)
             self._request_settle()
         else:
             self._arm_timer()
 
+    def _delivered_alone(self, message: int, now: float) -> bool:
+        """The common instant of a large exchange, one message's last byte and nothing else, handled in scalar steps:
+        if the message has one stage and no latency and nothing else is due now, deliver it (what ``_after_latency``
+        with ``at_once`` and ``_end_stages`` do for it) and say so; otherwise leave it to them."""
+        messages = self.messages
+        if messages.max_stages > 1 or messages.latency_s[message, 0] != 0 or now in self._ends or self.env.peek() <= now:
+            return False
+        src, dst, label, sink, tag = messages.arrival[message].tolist()
+        one = slice(message, message + 1)
+        self.recorder.record_transfers(
+            np.array([src]),
+            np.array([dst]),
+            np.array([label]),
+            messages.started_at[one].copy(),
+            now,
+            messages.payload_bytes[one].copy(),
+        )
+        messages.release_one(message)
+        self._sinks.values[sink](np.array([tag]))
+        return True
+
     def _members(self, slots: np.ndarray) -> np.ndarray:
         """The messages of flows ``slots``, flow by flow, each flow's in the order they were sent."""
         heads = self.table.tag[slots]
+        if not self._merging:
+            return heads
         weights = self.table.weights[slots]
         if (weights == 1).all():
             return heads

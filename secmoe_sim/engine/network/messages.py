@@ -63,6 +63,10 @@ class MessageTable:
         """The messages ``ids`` have arrived: their rows are free for new messages."""
         self._rows.give_back(ids.tolist())
 
+    def release_one(self, message: int) -> None:
+        """``release`` for one message."""
+        self._rows.give_back([message])
+
     def current_links(self, ids: np.ndarray) -> np.ndarray:
         """The links of each message's current stage (rows padded with the sentinel)."""
         if self.max_stages == 1:
