@@ -41,5 +41,7 @@ class SlotPool:
 
 def extended(column: np.ndarray, rows: int, fill: float = 0) -> np.ndarray:
     """``column`` grown along its first axis to ``rows`` rows, the new ones ``fill`` (same dtype and row shape)."""
-    padding = np.full((rows - column.shape[0], *column.shape[1:]), fill, dtype=column.dtype)
-    return np.concatenate([column, padding])
+    grown = np.empty((rows, *column.shape[1:]), dtype=column.dtype)
+    grown[: column.shape[0]] = column
+    grown[column.shape[0] :] = fill
+    return grown
