@@ -15,8 +15,6 @@ bytes the GPU sent. Open the file in https://ui.perfetto.dev or chrome://tracing
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 import pandas as pd
 
@@ -33,35 +31,31 @@ def _thread_id(gpu: int, stream: str) -> int:
     return len(STREAM_THREADS) * gpu + STREAM_THREADS[stream]
 
 
-def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
-    """Rows as dicts of plain Python values, built from whole columns (``to_dict("records")`` boxes
-    every cell of an Arrow-backed column one at a time, the trace's largest cost)."""
-    values = [frame[column].tolist() for column in columns]
-    return [dict(zip(columns, row)) for row in zip(*values)]
+Columns = dict[str, np.ndarray]
 
 
-def _collective_traffic(timeline: pd.DataFrame) -> tuple[dict[int, tuple[float, int]], dict]:
-    """Per collective row (by position in ``timeline``): bytes sent and peers; and per (gpu, label) the
-    rows' spans in time order, for the flow ends."""
-    rows = timeline.reset_index(drop=True)
-    collectives = rows[rows["kind"] == "collective"]
-    transfers = rows[rows["kind"] == "transfer"]
+def _columns(frame: pd.DataFrame, names: list[str]) -> Columns:
+    """The columns ``names`` of ``frame`` as numpy arrays, positions from 0: a trace reads a timeline through
+    masks over these (pandas filters cost far more than the few hundred rows of a timeline take)."""
+    return {name: frame[name].to_numpy() for name in names}
+
+
+def _collective_traffic(rows: Columns) -> tuple[dict[int, tuple[float, int]], dict]:
+    """Per collective row (by position): bytes sent and peers; and per (gpu, label) the collective rows' spans in
+    time order, for the flow ends."""
+    collective = np.flatnonzero(rows["kind"] == "collective")
+    transfer = rows["kind"] == "transfer"
     spans: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
-    for record in _records(collectives.sort_values("started_at"), ["gpu", "label", "started_at", "finished_at"]):
-        key = (int(record["gpu"]), str(record["label"]))
+    for position in collective[np.argsort(rows["started_at"][collective], kind="stable")].tolist():
+        key = (int(rows["gpu"][position]), str(rows["label"][position]))
         starts, ends = spans.get(key, (np.array([]), np.array([])))
-        spans[key] = (np.append(starts, record["started_at"]), np.append(ends, record["finished_at"]))
-    sent: dict[tuple[int, str], list[dict]] = defaultdict(list)
-    for transfer in _records(transfers, ["src", "dst", "label", "started_at", "bytes"]):
-        sent[(int(transfer["src"]), str(transfer["label"]))].append(transfer)
+        spans[key] = (np.append(starts, rows["started_at"][position]), np.append(ends, rows["finished_at"][position]))
     traffic: dict[int, tuple[float, int]] = {}
-    for position, record in zip(collectives.index.tolist(), _records(collectives, ["gpu", "label", "started_at", "finished_at"])):
-        inside = [
-            t
-            for t in sent.get((int(record["gpu"]), str(record["label"])), [])
-            if record["started_at"] <= t["started_at"] <= record["finished_at"]
-        ]
-        traffic[position] = (float(sum(t["bytes"] for t in inside)), len({t["dst"] for t in inside}))
+    for position in collective.tolist():
+        gpu, label = rows["gpu"][position], rows["label"][position]
+        sent = transfer & (rows["src"] == gpu) & (rows["label"] == label)
+        sent &= (rows["started_at"] >= rows["started_at"][position]) & (rows["started_at"] <= rows["finished_at"][position])
+        traffic[position] = (float(sum(rows["bytes"][sent].tolist())), len(set(rows["dst"][sent].tolist())))
     return traffic, spans
 
 
@@ -77,14 +71,18 @@ def _flow_end_s(spans: dict, dst: int, label: str, arrival_s: float) -> float:
     return max(arrival_s, float(starts[position]))
 
 
+TIMELINE_COLUMNS = ["gpu", "stream", "kind", "label", "started_at", "finished_at", "launch_s", "flops", "bytes", "src", "dst"]
+
+
 def trace_events(timeline: pd.DataFrame, process_id: int, process_name: str, budget: int, first_flow_id: int = 0) -> list[dict]:
     """Trace events of one configuration's timeline, at most ``budget`` of them; flow ids from ``first_flow_id``."""
     events: list[dict] = [{"ph": "M", "name": "process_name", "pid": process_id, "args": {"name": process_name}}]
-    timeline = timeline.reset_index(drop=True)
-    ends = timeline.groupby("gpu")["finished_at"].max()
-    critical = int(ends.to_numpy().argmax()) if len(ends) else -1
-    critical = int(ends.index[critical]) if len(ends) else -1
-    for gpu in sorted(timeline["gpu"].unique()):
+    rows = _columns(timeline, TIMELINE_COLUMNS)
+    gpus, gpu_index = np.unique(rows["gpu"], return_inverse=True)
+    ends = np.full(gpus.shape[0], -np.inf)
+    np.maximum.at(ends, gpu_index, rows["finished_at"])
+    critical = int(gpus[ends.argmax()]) if gpus.size else -1
+    for gpu in gpus.tolist():
         for stream in STREAM_THREADS:
             mark = " (critical)" if gpu == critical else ""
             events.append(
@@ -92,19 +90,21 @@ def trace_events(timeline: pd.DataFrame, process_id: int, process_name: str, bud
                     "ph": "M",
                     "name": "thread_name",
                     "pid": process_id,
-                    "tid": _thread_id(int(gpu), stream),
+                    "tid": _thread_id(gpu, stream),
                     "args": {"name": f"GPU {gpu} {stream}{mark}"},
                 }
             )
-    traffic, spans = _collective_traffic(timeline)
-    ops = timeline[timeline["kind"] != "transfer"]
+    traffic, spans = _collective_traffic(rows)
+    transfer = rows["kind"] == "transfer"
+    ops = np.flatnonzero(~transfer)
     op_columns = ["label", "kind", "gpu", "stream", "started_at", "finished_at", "flops", "bytes", "launch_s"]
-    for index, row in zip(ops.index, _records(ops, op_columns)):
+    for position, values in zip(ops.tolist(), zip(*(rows[name][ops].tolist() for name in op_columns))):
         if len(events) >= budget:
             return events
+        row = dict(zip(op_columns, values))
         args = {"flops": row["flops"], "bytes": row["bytes"], "launch_us": to_microseconds(row["launch_s"])}
-        if index in traffic:
-            args["bytes"], args["peers"] = traffic[index]
+        if position in traffic:
+            args["bytes"], args["peers"] = traffic[position]
         events.append(
             {
                 "ph": "X",
@@ -118,9 +118,11 @@ def trace_events(timeline: pd.DataFrame, process_id: int, process_name: str, bud
             }
         )
     flow_id = first_flow_id
-    for row in _records(timeline[timeline["kind"] == "transfer"], ["label", "src", "dst", "started_at", "finished_at", "bytes"]):
+    transfer_columns = ["label", "src", "dst", "started_at", "finished_at", "bytes"]
+    for values in zip(*(rows[name][transfer].tolist() for name in transfer_columns)):
         if len(events) + 2 > budget:
             break
+        row = dict(zip(transfer_columns, values))
         common = {"name": row["label"], "cat": "transfer", "pid": process_id, "id": flow_id}
         flow_id += 1
         events.append(
@@ -143,11 +145,12 @@ def egress_counters(timeline: pd.DataFrame, process_id: int, gpus: int = COUNTER
     if transfers.empty:
         return []
     busiest = transfers.groupby("src")["bytes"].sum().sort_values(ascending=False, kind="stable").index[:gpus]
+    sent_by = _columns(transfers, ["src", "started_at", "finished_at", "bytes"])
     events = []
     for gpu in busiest:
-        sent = transfers[transfers["src"] == gpu]
-        starts, ends = sent["started_at"].to_numpy(float), sent["finished_at"].to_numpy(float)
-        rates = np.where(ends > starts, sent["bytes"].to_numpy(float) / np.maximum(ends - starts, 1e-300), 0.0)
+        mine = sent_by["src"] == gpu
+        starts, ends = sent_by["started_at"][mine].astype(float), sent_by["finished_at"][mine].astype(float)
+        rates = np.where(ends > starts, sent_by["bytes"][mine].astype(float) / np.maximum(ends - starts, 1e-300), 0.0)
         times = np.concatenate([starts, ends])
         order = np.argsort(times, kind="stable")
         level = np.cumsum(np.concatenate([rates, -rates])[order])
