@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from secmoe_sim.engine import run_plan
 from secmoe_sim.engine.all_to_all import _lexicographic_order
+from secmoe_sim.engine.network import maxmin
 from secmoe_sim.engine.network.finish_calendar import FinishCalendar
 from secmoe_sim.engine.network.flows import FlowNetwork
 from secmoe_sim.engine.network.maxmin import max_min_rates
@@ -67,6 +68,61 @@ def test_weight_counts_as_identical_flows():
     grouped = max_min_rates(np.array([[0, 1], [0, 1]]), np.array([3.0, 1.0]), np.array([8.0, INF]))
     separate = max_min_rates(np.array([[0, 1]] * 4), np.ones(4), np.array([8.0, INF]))
     assert grouped.tolist() == [2.0, 2.0] and separate.tolist() == [2.0] * 4
+
+
+@st.composite
+def flow_problems(draw):
+    """Random flows over a few links (capacities with ties and zeros, rows padded with the sentinel, a link twice in
+    a row, weights above one); each flow crosses at least one link."""
+    num_links, num_flows, width = draw(st.integers(1, 30)), draw(st.integers(1, 200)), draw(st.integers(1, 3))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    links = rng.integers(0, num_links, (num_flows, width))
+    padded = rng.random((num_flows, width)) < 0.2
+    padded[:, 0] = False  # every flow crosses a link
+    links[padded] = num_links  # the sentinel
+    capacity = np.append(rng.integers(0, 6, num_links) * draw(st.sampled_from([1.0, 0.37, 1e9])), INF)
+    return links, rng.integers(1, 4, num_flows).astype(float), capacity
+
+
+@settings(max_examples=200, deadline=None)
+@given(flow_problems())
+def test_link_by_link_tail_gives_the_passes_rates(problem):
+    """The heap that finishes a long tail link by link reaches the rates the passes reach, to float rounding."""
+    links, weights, capacity = problem
+    passes_only = max_min_rates(links, weights, capacity)
+    tails = []
+    original = maxmin._fill_link_by_link
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(maxmin, "TAIL_MIN_FLOWS", 0)
+        patched.setattr(maxmin, "TAIL_FRACTION", 2.0)  # after the first pass that does not finish, always
+        patched.setattr(maxmin, "_fill_link_by_link", lambda *a: tails.append(1) or original(*a))
+        with_tail = max_min_rates(links, weights, capacity)
+    from_start = original(
+        links,
+        weights,
+        np.maximum(capacity, 0.0),
+        np.bincount(links.ravel(), np.repeat(weights, links.shape[1]), capacity.shape[0]),
+    )
+    for rates in (with_tail, from_start):
+        assert np.isinf(rates).tolist() == np.isinf(passes_only).tolist()
+        finite = np.isfinite(passes_only)
+        assert rates[finite] == pytest.approx(passes_only[finite], rel=1e-12, abs=1e-300)
+
+
+def test_the_tail_is_taken_on_a_long_chain(monkeypatch):
+    """A chain of links with rising capacities frees one link per pass: past the first pass the heap finishes it."""
+    tails = []
+    original = maxmin._fill_link_by_link
+    monkeypatch.setattr(maxmin, "TAIL_MIN_FLOWS", 10)
+    monkeypatch.setattr(maxmin, "_fill_link_by_link", lambda *a: tails.append(a[0].shape[0]) or original(*a))
+    chain = 40
+    links = np.array([[i, i + 1] for i in range(chain)] + [[chain, chain + 1]])  # flow i on links i and i + 1
+    capacity = np.append(np.arange(1.0, chain + 2.0), INF)
+    capacity[chain + 1] = INF
+    rates = max_min_rates(links, np.ones(chain + 1), capacity)
+    monkeypatch.setattr(maxmin, "TAIL_MIN_FLOWS", 10**9)
+    assert tails and rates == pytest.approx(max_min_rates(links, np.ones(chain + 1), capacity), rel=1e-12)
 
 
 # --- the calendar ----------------------------------------------------------------------------

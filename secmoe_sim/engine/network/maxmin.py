@@ -14,6 +14,15 @@ lowers that link's share. Links whose shares are local minima are frozen togethe
 of passes is the length of the longest chain of links whose shares depend on each other (a handful
 in practice), and each pass is a few numpy operations over the unfrozen flows.
 
+Some problems have a long tail: on a skewed all-to-all of a thousand GPUs the passes can number in
+the hundreds, each freezing a link or two while a hundred thousand flows wait, and every pass costs
+all of them. Once a pass freezes under ``TAIL_FRACTION`` of the flows still waiting and at least
+``TAIL_MIN_FLOWS`` wait, the rest is filled link by link, textbook style: a heap of link shares,
+the smallest share is a bottleneck at exactly that share, its flows freeze, the links they cross
+get their new shares. That costs one step per link and touches each flow once, where a pass costs
+every waiting flow. Both give the max-min rates; they sum the frozen load on a link in different
+orders, so they can differ in the last bits.
+
 Flows are rows of ``flow_links`` (link indices, padded to a common width with a *sentinel* link of
 infinite capacity). ``weights`` says how many identical flows a row stands for: a row of weight
 ``k`` counts ``k`` times on each of its links and gets the rate of one of them.
@@ -21,7 +30,12 @@ infinite capacity). ``weights`` says how many identical flows a row stands for: 
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
+
+TAIL_FRACTION = 0.1  # a pass that freezes less than this fraction of the waiting flows hands the rest to the heap
+TAIL_MIN_FLOWS = 20_000  # ... when at least this many wait (below, a pass costs less than a step per link)
 
 
 def max_min_rates(flow_links: np.ndarray, weights: np.ndarray, capacity_bytes_per_s: np.ndarray) -> np.ndarray:
@@ -67,3 +81,47 @@ def max_min_rates(flow_links: np.ndarray, weights: np.ndarray, capacity_bytes_pe
             count -= np.bincount(frozen_links, weights=frozen_count, minlength=num_links)
         unfrozen, flow_weights = unfrozen[waiting], flow_weights[waiting]
         columns = [column[waiting] for column in columns]
+        if unfrozen.shape[0] >= TAIL_MIN_FLOWS and frozen_rates.shape[0] < TAIL_FRACTION * waiting.shape[0]:
+            rates[unfrozen] = _fill_link_by_link(np.column_stack(columns), flow_weights, residual, count)
+            return rates
+
+
+def _fill_link_by_link(flow_links: np.ndarray, weights: np.ndarray, residual: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Max-min rates of the flows of ``flow_links`` in the links' ``residual`` capacity, ``count`` the weighted
+    flows on each link (both consumed): progressive filling, one bottleneck link at a time from a heap of shares."""
+    num_flows, width = flow_links.shape
+    num_links = residual.shape[0]
+    incidences = flow_links.ravel()  # flow i's links at i * width ...
+    by_link = np.argsort(incidences.astype(np.uint16) if num_links <= 2**16 else incidences, kind="stable")
+    flows_by_link = by_link // width
+    bounds = np.zeros(num_links + 1, dtype=np.int64)
+    np.cumsum(np.bincount(incidences, minlength=num_links), out=bounds[1:])
+    rates = np.empty(num_flows)
+    frozen = np.zeros(num_flows, dtype=bool)
+    done = (count <= 0) | np.isinf(residual)  # the padding sentinel never holds a flow back
+    share = np.divide(residual, count, out=np.full(num_links, np.inf), where=~done)
+    heap = list(zip(share[~done].tolist(), np.flatnonzero(~done).tolist()))
+    heapq.heapify(heap)
+    while heap:
+        level, link = heapq.heappop(heap)
+        if done[link]:
+            continue
+        if level != share[link]:  # its share has risen since: back in at the new one
+            heapq.heappush(heap, (float(share[link]), link))
+            continue
+        done[link] = True
+        members = flows_by_link[bounds[link] : bounds[link + 1]]  # a flow twice on a link: twice, side by side
+        members = members[~frozen[members] & np.append(True, members[1:] != members[:-1])]
+        if members.shape[0] == 0:
+            continue
+        rates[members] = level
+        frozen[members] = True
+        crossed = flow_links[members].ravel()
+        member_weights = np.repeat(weights[members], width)
+        np.subtract.at(residual, crossed, level * member_weights)
+        np.subtract.at(count, crossed, member_weights)
+        left = count[crossed] > 0  # a link's share only rises as flows freeze at levels below it, so the heap's
+        share[crossed] = np.divide(residual[crossed], count[crossed], out=np.full(crossed.shape[0], np.inf), where=left)
+        done[crossed[~left]] = True  # entry for it stays a lower bound: it is brought up to date when it comes up
+    rates[~frozen] = np.inf  # flows on no link of finite capacity
+    return rates
