@@ -62,9 +62,10 @@ def max_min_rates(flow_links: np.ndarray, weights: np.ndarray, capacity_bytes_pe
         for column_share in shares[1:]:
             np.minimum(flow_min, column_share, out=flow_min)
         above = [column_share > flow_min for column_share in shares]
-        blocked = np.zeros(num_links, dtype=bool)
-        for column, column_above in zip(columns, above):
-            blocked[column[column_above]] = True  # some flow on it is held lower by another link
+        held = np.bincount(columns[0], weights=above[0], minlength=num_links)  # not a masked scatter: a fraction of its time
+        for column, column_above in zip(columns[1:], above[1:]):
+            held += np.bincount(column, weights=column_above, minlength=num_links)
+        blocked = held > 0  # some flow on it is held lower by another link
         waiting = blocked[columns[0]] | above[0]  # no unblocked link at its minimum
         for column, column_above in zip(columns[1:], above[1:]):
             waiting &= blocked[column] | column_above
