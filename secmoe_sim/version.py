@@ -5,4 +5,4 @@ cached under a key that includes it, and the golden summaries record the version
 Never imported from the package root, so every layer can use it without importing the others.
 """
 
-__version__ = "0.8.2"
+__version__ = "0.8.3"
