@@ -12,7 +12,7 @@ of any other link that its unfrozen flows cross: such a link saturates at exactl
 whatever happens elsewhere, because freezing a flow at a level no higher than a link's share never
 lowers that link's share. Links whose shares are local minima are frozen together, so the number
 of passes is the length of the longest chain of links whose shares depend on each other (a handful
-in practice), and each pass is a few numpy operations over the unfrozen flows.
+on most problems), and each pass is a few numpy operations over the unfrozen flows.
 
 Some problems have a long tail: on a skewed all-to-all of a thousand GPUs the passes can number in
 the hundreds, each freezing a link or two while a hundred thousand flows wait, and every pass costs
@@ -121,8 +121,10 @@ def _fill_link_by_link(flow_links: np.ndarray, weights: np.ndarray, residual: np
         member_weights = np.repeat(weights[members], width)
         np.subtract.at(residual, crossed, level * member_weights)
         np.subtract.at(count, crossed, member_weights)
-        left = count[crossed] > 0  # a link's share only rises as flows freeze at levels below it, so the heap's
+        # A link's share only rises as flows freeze at levels below it, so its entry in the heap stays a lower
+        # bound: the share is updated here and the entry when it comes up.
+        left = count[crossed] > 0
         share[crossed] = np.divide(residual[crossed], count[crossed], out=np.full(crossed.shape[0], np.inf), where=left)
-        done[crossed[~left]] = True  # entry for it stays a lower bound: it is brought up to date when it comes up
+        done[crossed[~left]] = True
     rates[~frozen] = np.inf  # flows on no link of finite capacity
     return rates
