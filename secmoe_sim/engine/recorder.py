@@ -59,6 +59,8 @@ class Recorder:
         self._labels: Numbering[str] = Numbering()  # transfer labels recorded by number (record_transfers)
         # arrays of messages recorded together: src, dst, label numbers, started_at, finished_at, bytes, first sequence number
         self._transfer_chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, np.ndarray, int]] = []
+        # messages recorded one at a time, the same fields as plain numbers (no arrays of one to make and join)
+        self._single_transfers: list[tuple[int, int, int, float, float, float, int]] = []
         self._next = 0
 
     def record(self, row: Row) -> None:
@@ -70,14 +72,14 @@ class Recorder:
         self, src: int, dst: int, label: str, started_at: float, finished_at: float, payload_bytes: float
     ) -> None:
         """One message from ``src`` to ``dst``: a transfer row on the sender's ``comm`` stream."""
-        self.record_transfers(
-            np.array([src]),
-            np.array([dst]),
-            np.array([self.transfer_label(label)]),
-            np.array([started_at]),
-            finished_at,
-            np.array([payload_bytes]),
-        )
+        self.record_numbered_transfer(src, dst, self.transfer_label(label), started_at, finished_at, payload_bytes)
+
+    def record_numbered_transfer(
+        self, src: int, dst: int, label: int, started_at: float, finished_at: float, payload_bytes: float
+    ) -> None:
+        """``record_transfer`` with the label by its number (:meth:`transfer_label`)."""
+        self._single_transfers.append((src, dst, label, started_at, finished_at, payload_bytes, self._next))
+        self._next += 1
 
     def transfer_label(self, label: str) -> int:
         """The number ``record_transfers`` knows ``label`` by."""
@@ -98,36 +100,39 @@ class Recorder:
         self._next += src.shape[0]
 
     def _transfer_columns(self) -> dict[str, np.ndarray]:
-        """Every recorded transfer's columns, in the order recorded (``label``: the labels' numbers)."""
+        """Every recorded transfer's columns (``label``: the labels' numbers) and its ``position``: its sequence number,
+        which is its row in the frame (each record takes the next numbers)."""
         chunks = self._transfer_chunks
         counts = np.array([chunk[0].shape[0] for chunk in chunks], dtype=np.int64)
-        columns = {
-            name: np.concatenate([np.empty(0, dtype=dtype), *(chunk[index] for chunk in chunks)])
-            for index, name, dtype in (
-                (0, "src", np.int64),
-                (1, "dst", np.int64),
-                (2, "label", np.int64),
-                (3, "started_at", float),
-                (5, "bytes", float),
-            )
-        }
-        columns["finished_at"] = np.repeat(np.array([chunk[4] for chunk in chunks], dtype=float), counts)
+        singles = np.array(self._single_transfers, dtype=float).reshape(-1, 7)  # numbers below 2**53: exact
+        columns = {}
+        for index, name, dtype in (
+            (0, "src", np.int64),
+            (1, "dst", np.int64),
+            (2, "label", np.int64),
+            (3, "started_at", float),
+            (5, "bytes", float),
+        ):
+            columns[name] = np.concatenate([*(chunk[index] for chunk in chunks), singles[:, index]]).astype(dtype)
+        chunk_finished = np.repeat(np.array([chunk[4] for chunk in chunks], dtype=float), counts)
+        columns["finished_at"] = np.concatenate([chunk_finished, singles[:, 4]])
+        within = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        chunk_positions = np.repeat(np.array([chunk[6] for chunk in chunks], dtype=np.int64), counts) + within
+        columns["position"] = np.concatenate([chunk_positions, singles[:, 6].astype(np.int64)])
         return columns
 
     def frame(self) -> pd.DataFrame:
         """Every recorded row in the order recorded. Each record takes the next sequence numbers, so a row's number is
-        its position: kernel rows go to theirs and transfers fill the rest in order, column by column (no sort).
+        its position: kernel rows and transfers go straight to theirs, column by column (no sort).
         Text columns are built in arrow from a few distinct strings and their codes (a million Python strings, or
         pandas converting them, take a large part of a big run's time)."""
-        if not self._transfer_chunks:
+        if not self._transfer_chunks and not self._single_transfers:
             return pd.DataFrame([tuple(getattr(r, c) for c in ROW_COLUMNS) for r in self.rows], columns=ROW_COLUMNS)
         transfers = self._transfer_columns()
         transfers["gpu"] = transfers["src"]
         at_rows = np.asarray(self._row_sequence, dtype=np.int64)
-        total = at_rows.shape[0] + transfers["src"].shape[0]
-        is_row = np.zeros(total, dtype=bool)
-        is_row[at_rows] = True
-        at_transfers = np.flatnonzero(~is_row)
+        at_transfers = transfers["position"]
+        total = at_rows.shape[0] + at_transfers.shape[0]
         columns: dict[str, pa.Array] = {}
         for name in ROW_COLUMNS:
             row_values = [getattr(row, name) for row in self.rows]

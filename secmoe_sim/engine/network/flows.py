@@ -281,15 +281,8 @@ class FlowNetwork:
         if messages.max_stages > 1 or messages.latency_s[message, 0] != 0 or now in self._ends or self.env.peek() <= now:
             return False
         src, dst, label, sink, tag = messages.arrival[message].tolist()
-        one = slice(message, message + 1)
-        self.recorder.record_transfers(
-            np.array([src]),
-            np.array([dst]),
-            np.array([label]),
-            messages.started_at[one].copy(),
-            now,
-            messages.payload_bytes[one].copy(),
-        )
+        started_at, payload_bytes = float(messages.started_at[message]), float(messages.payload_bytes[message])
+        self.recorder.record_numbered_transfer(src, dst, label, started_at, now, payload_bytes)
         messages.release_one(message)
         self._sinks.values[sink](np.array([tag]))
         return True
