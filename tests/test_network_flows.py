@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from secmoe_sim.engine import run_plan
-from secmoe_sim.engine.all_to_all import _lexicographic_order
 from secmoe_sim.engine.network import maxmin
 from secmoe_sim.engine.network.finish_calendar import FinishCalendar
 from secmoe_sim.engine.network.flows import FlowNetwork
 from secmoe_sim.engine.network.maxmin import max_min_rates
+from secmoe_sim.engine.ordering import lexicographic_order
 from secmoe_sim.plan.communication import one_message_s
 from secmoe_sim.plan.steps import AllGather, AllReduce, AllToAll, Message, ReduceScatter
 from secmoe_sim.plan.topology import Topology
@@ -185,8 +185,8 @@ def test_calendar_pops_what_a_plain_table_says(steps):
 def test_an_exchange_orders_its_messages_as_lexsort_does(rows):
     """The combined-key sort gives lexsort's order, ties in their original order, and falls back past 62 bits."""
     keys = [np.array([row[column] for row in rows], dtype=np.int64) for column in range(3)]
-    assert _lexicographic_order(*keys).tolist() == np.lexsort(keys[::-1]).tolist()
-    assert _lexicographic_order(*keys, *keys).tolist() == np.lexsort((keys + keys)[::-1]).tolist()
+    assert lexicographic_order(*keys).tolist() == np.lexsort(keys[::-1]).tolist()
+    assert lexicographic_order(*keys, *keys).tolist() == np.lexsort((keys + keys)[::-1]).tolist()
 
 
 # --- timelines on the flow network -----------------------------------------------------------

@@ -47,7 +47,7 @@ from secmoe_sim.engine.network.flow_table import FlowTable, RateObserver
 from secmoe_sim.engine.network.messages import MessageTable
 from secmoe_sim.engine.network.ports import ArrivalSink
 from secmoe_sim.engine.numbering import Numbering
-from secmoe_sim.engine.ordering import first_occurrence_groups
+from secmoe_sim.engine.ordering import first_occurrence_groups, lexicographic_order
 from secmoe_sim.engine.recorder import Recorder
 from secmoe_sim.plan.communication import MessageCosts
 from secmoe_sim.plan.topology import Topology
@@ -206,8 +206,9 @@ class FlowNetwork:
         each flow's links and its weight (messages)."""
         if ids.shape[0] == 1:
             return np.zeros(1, dtype=np.int64), None, links, np.ones(1)
-        keys = np.column_stack([links, wire.view(np.int64)])
-        order = np.lexsort(keys.T[::-1])
+        wire_rank = np.unique(wire, return_inverse=True)[1]  # equal bytes, equal rank: only equality matters here
+        keys = np.column_stack([links, wire_rank])
+        order = lexicographic_order(*keys.T)
         sorted_keys = keys[order]
         new = np.ones(order.shape[0], dtype=bool)
         new[1:] = np.any(sorted_keys[1:] != sorted_keys[:-1], axis=1)
