@@ -91,14 +91,11 @@ def test_link_by_link_tail_gives_the_passes_rates(problem):
     """The heap that finishes a long tail link by link reaches the rates the passes reach, to float rounding."""
     links, weights, capacity = problem
     passes_only = max_min_rates(links, weights, capacity)
-    tails = []
-    original = maxmin._fill_link_by_link
     with pytest.MonkeyPatch.context() as patched:
         patched.setattr(maxmin, "TAIL_MIN_FLOWS", 0)
         patched.setattr(maxmin, "TAIL_FRACTION", 2.0)  # after the first pass that does not finish, always
-        patched.setattr(maxmin, "_fill_link_by_link", lambda *a: tails.append(1) or original(*a))
         with_tail = max_min_rates(links, weights, capacity)
-    from_start = original(
+    from_start = maxmin._fill_link_by_link(
         links,
         weights,
         np.maximum(capacity, 0.0),
@@ -111,15 +108,14 @@ def test_link_by_link_tail_gives_the_passes_rates(problem):
 
 
 def test_the_tail_is_taken_on_a_long_chain(monkeypatch):
-    """A chain of links with rising capacities frees one link per pass: past the first pass the heap finishes it."""
+    """A chain of links with rising capacities frees a link or two per pass: after the first, the heap finishes it."""
     tails = []
     original = maxmin._fill_link_by_link
     monkeypatch.setattr(maxmin, "TAIL_MIN_FLOWS", 10)
     monkeypatch.setattr(maxmin, "_fill_link_by_link", lambda *a: tails.append(a[0].shape[0]) or original(*a))
     chain = 40
     links = np.array([[i, i + 1] for i in range(chain)] + [[chain, chain + 1]])  # flow i on links i and i + 1
-    capacity = np.append(np.arange(1.0, chain + 2.0), INF)
-    capacity[chain + 1] = INF
+    capacity = np.append(np.arange(1.0, chain + 2.0), INF)  # link ``chain + 1``: the sentinel
     rates = max_min_rates(links, np.ones(chain + 1), capacity)
     monkeypatch.setattr(maxmin, "TAIL_MIN_FLOWS", 10**9)
     assert tails and rates == pytest.approx(max_min_rates(links, np.ones(chain + 1), capacity), rel=1e-12)
