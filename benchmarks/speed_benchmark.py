@@ -248,6 +248,27 @@ def start_up(checkout: Path | None = None) -> dict:
     }
 
 
+PROBE_VALUES = 4_000_000
+PROBE_REPEATS = 3
+
+
+def machine_probe() -> float:
+    """CPU seconds of a fixed workload (numpy sorts and a Python loop; the fastest of ``PROBE_REPEATS``): the machine's
+    speed, which on a shared machine drifts by more than the changes measured here, so that reports are compared at
+    equal speed."""
+    values = np.random.default_rng(0).random(PROBE_VALUES)
+    times = []
+    for _ in range(PROBE_REPEATS):
+        started = time.process_time()
+        for _ in range(3):
+            np.sort(values)
+        total = 0
+        for index in range(PROBE_VALUES):
+            total += index & 7
+        times.append(time.process_time() - started)
+    return min(times)
+
+
 def commit_of(checkout: Path) -> str:
     """The commit a checkout is at (``unknown`` outside git)."""
     found = subprocess.run(
@@ -272,6 +293,7 @@ def main() -> None:
     ring_sizes = (64,) if options.quick else (64, 256, 1024)
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     load_start = os.getloadavg()[0]
+    probe_start = machine_probe()
     results: dict = {"exact": [], "batched": [], "rings": []}
     reference_max_gpus = 512 if options.reference_512 else REFERENCE_MAX_GPUS
     for gpus in exact_sizes:
@@ -289,6 +311,7 @@ def main() -> None:
     if options.baseline is not None:
         results["baseline"] = {**start_up(options.baseline), "commit": commit_of(options.baseline)}
         print(results["baseline"], flush=True)
+    results["probe_s"] = (probe_start, machine_probe())
     text = markdown(results, started, load_start, os.getloadavg()[0], TEXTBOOK_MAX_GPUS, RING_BYTES)
     if options.quick:
         print(text)
