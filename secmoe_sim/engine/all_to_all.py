@@ -31,7 +31,7 @@ import numpy as np
 import simpy
 
 from secmoe_sim.engine.network import Network
-from secmoe_sim.engine.ordering import lexicographic_order
+from secmoe_sim.engine.ordering import lexicographic_order, tallied_by_last_occurrence
 from secmoe_sim.plan.communication import CollectiveCost
 from secmoe_sim.plan.steps import AllToAll, Messages
 from secmoe_sim.plan.topology import Topology
@@ -117,19 +117,10 @@ class Exchange:
                         waiting.pop(gpu).succeed()
             return
         endpoints = np.column_stack([self._src[arrived], self._dst[arrived]]).ravel()  # in message order
-        hits = np.bincount(endpoints)
-        gpus = np.flatnonzero(hits)
-        done = []
-        for gpu, count in zip(gpus.tolist(), hits[gpus].tolist()):
-            outstanding[gpu] -= count
+        for gpu, hits in zip(*(column.tolist() for column in tallied_by_last_occurrence(endpoints))):
+            outstanding[gpu] -= hits
             if outstanding[gpu] == 0 and gpu in waiting:
-                done.append(gpu)
-        if len(done) > 1:  # in the order of the message that was each one's last
-            last = np.full(hits.shape[0], -1, dtype=np.int64)
-            np.maximum.at(last, endpoints, np.arange(endpoints.shape[0]))
-            done.sort(key=last.__getitem__)
-        for gpu in done:
-            waiting.pop(gpu).succeed()
+                waiting.pop(gpu).succeed()
 
 
 class AllToAllRun:

@@ -132,10 +132,7 @@ class FinishCalendar:
             and self._heap_front() > instant
         ):  # the common case: one flow due, at the front of the prefix (current: next_at skipped the stale ones)
             self._head = head + 1
-            slot = int(self._order[head])
-            self._soonest = None
-            self.finish_at[slot] = np.inf
-            self._version[slot] += 1
+            self._unschedule(int(self._order[head]))  # a plain index: cheaper than an array of one
             return self._order[head : head + 1]
         due: list[np.ndarray] = []
         while self.next_at() <= instant:
@@ -154,7 +151,11 @@ class FinishCalendar:
         return np.concatenate(due) if due else np.empty(0, dtype=np.int64)
 
     def _take(self, slots: np.ndarray, due: list[np.ndarray]) -> None:
+        self._unschedule(slots)
+        due.append(slots)
+
+    def _unschedule(self, slots: np.ndarray | int) -> None:
+        """``slots`` (an array of them, or one) finish at no scheduled instant; entries for them go stale."""
         self._soonest = None
         self.finish_at[slots] = np.inf
         self._version[slots] += 1
-        due.append(slots)

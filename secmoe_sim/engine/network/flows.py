@@ -231,10 +231,15 @@ class FlowNetwork:
         event; what they set off is scheduled as it would be from there, and no flow changes before it runs)."""
         latency_s = self.messages.current_latency_s(ids)
         for latency, positions in first_occurrence_groups(latency_s):
-            if at_once and latency == 0 and now not in self._ends and self.env.peek() > now:
+            if at_once and self._ends_now(float(latency), now):
                 self._end_stages(ids[positions])
                 continue
             self._at(now + float(latency), self._ends, self._end_stages, ids[positions])
+
+    def _ends_now(self, latency_s: float, now: float) -> bool:
+        """Whether a stage whose last byte left at ``now`` can end here rather than by its timer: no latency and
+        nothing else due at this instant (the timer would be the next event)."""
+        return latency_s == 0 and now not in self._ends and self.env.peek() > now
 
     def _request_settle(self) -> None:
         """Recompute rates once, after everything else that happens at this instant."""
@@ -279,7 +284,7 @@ class FlowNetwork:
         if the message has one stage and no latency and nothing else is due now, deliver it (what ``_after_latency``
         with ``at_once`` and ``_end_stages`` do for it) and say so; otherwise leave it to them."""
         messages = self.messages
-        if messages.max_stages > 1 or messages.latency_s[message, 0] != 0 or now in self._ends or self.env.peek() <= now:
+        if messages.max_stages > 1 or not self._ends_now(float(messages.latency_s[message, 0]), now):
             return False
         src, dst, label, sink, tag = messages.arrival[message].tolist()
         started_at, payload_bytes = float(messages.started_at[message]), float(messages.payload_bytes[message])
