@@ -1,13 +1,14 @@
 """Frozen rows recording every kernel, collective and transfer of a simulated layer.
 
 Kernels and collectives are recorded as :class:`Row` objects. Transfers can number in the
-millions on a large cluster, so they are recorded as arrays of messages that arrived together (one
-message is an array of one); the frame keeps the order in which everything was recorded.
+millions on a large cluster, so they are recorded as arrays of messages that arrived together, or
+as plain numbers for a message that arrived alone; the frame keeps the order in which everything
+was recorded.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -45,9 +46,15 @@ class Row:
 ROW_COLUMNS = [f.name for f in fields(Row)]
 
 
-INT_COLUMNS = ("gpu", "src", "dst")
-TEXT_COLUMNS = ("stream", "kind", "label", "group")
-TRANSFER_TEXT = {"stream": "comm", "kind": "transfer", "group": ""}  # the same on every transfer row
+COLUMN_DTYPES = {f.name: {"int": np.int64, "float": float, "str": object}[str(f.type)] for f in fields(Row)}
+# What every transfer row holds beyond its own columns: the sender's comm stream, and Row's defaults.
+TRANSFER_CONSTANTS = {
+    **{f.name: f.default for f in fields(Row) if f.default is not MISSING},
+    "stream": "comm",
+    "kind": "transfer",
+}
+# A recorded transfer's fields, in the order of a chunk's arrays and of a single transfer's numbers.
+TRANSFER_FIELDS = ("src", "dst", "label", "started_at", "finished_at", "bytes", "sequence")
 
 
 class Recorder:
@@ -57,9 +64,9 @@ class Recorder:
         self.rows: list[Row] = []
         self._row_sequence: list[int] = []
         self._labels: Numbering[str] = Numbering()  # transfer labels recorded by number (record_transfers)
-        # arrays of messages recorded together: src, dst, label numbers, started_at, finished_at, bytes, first sequence number
+        # arrays of messages recorded together (TRANSFER_FIELDS: finished_at one instant, the first sequence number)
         self._transfer_chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, np.ndarray, int]] = []
-        # messages recorded one at a time, the same fields as plain numbers (no arrays of one to make and join)
+        # messages recorded one at a time, TRANSFER_FIELDS as plain numbers (no arrays of one to make and join)
         self._single_transfers: list[tuple[int, int, int, float, float, float, int]] = []
         self._next = 0
 
@@ -104,21 +111,17 @@ class Recorder:
         which is its row in the frame (each record takes the next numbers)."""
         chunks = self._transfer_chunks
         counts = np.array([chunk[0].shape[0] for chunk in chunks], dtype=np.int64)
-        singles = np.array(self._single_transfers, dtype=float).reshape(-1, 7)  # numbers below 2**53: exact
+        singles = np.array(self._single_transfers, dtype=float).reshape(-1, len(TRANSFER_FIELDS))  # below 2**53: exact
+        field = {name: index for index, name in enumerate(TRANSFER_FIELDS)}
         columns = {}
-        for index, name, dtype in (
-            (0, "src", np.int64),
-            (1, "dst", np.int64),
-            (2, "label", np.int64),
-            (3, "started_at", float),
-            (5, "bytes", float),
-        ):
-            columns[name] = np.concatenate([*(chunk[index] for chunk in chunks), singles[:, index]]).astype(dtype)
-        chunk_finished = np.repeat(np.array([chunk[4] for chunk in chunks], dtype=float), counts)
-        columns["finished_at"] = np.concatenate([chunk_finished, singles[:, 4]])
+        for name in ("src", "dst", "label", "started_at", "bytes"):
+            dtype = np.int64 if name == "label" else COLUMN_DTYPES[name]  # labels by number
+            columns[name] = np.concatenate([*(chunk[field[name]] for chunk in chunks), singles[:, field[name]]]).astype(dtype)
+        chunk_finished = np.repeat(np.array([chunk[field["finished_at"]] for chunk in chunks], dtype=float), counts)
+        columns["finished_at"] = np.concatenate([chunk_finished, singles[:, field["finished_at"]]])
         within = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-        chunk_positions = np.repeat(np.array([chunk[6] for chunk in chunks], dtype=np.int64), counts) + within
-        columns["position"] = np.concatenate([chunk_positions, singles[:, 6].astype(np.int64)])
+        first = np.array([chunk[field["sequence"]] for chunk in chunks], dtype=np.int64)
+        columns["position"] = np.concatenate([np.repeat(first, counts) + within, singles[:, field["sequence"]].astype(np.int64)])
         return columns
 
     def frame(self) -> pd.DataFrame:
@@ -136,8 +139,8 @@ class Recorder:
         columns: dict[str, pa.Array] = {}
         for name in ROW_COLUMNS:
             row_values = [getattr(row, name) for row in self.rows]
-            if name in TEXT_COLUMNS:
-                texts = self._labels.values if name == "label" else [TRANSFER_TEXT[name]]
+            if COLUMN_DTYPES[name] is object:
+                texts = self._labels.values if name == "label" else [TRANSFER_CONSTANTS[name]]
                 code_of = {text: code for code, text in enumerate(texts)}
                 codes = np.empty(total, dtype=np.int32)
                 codes[at_transfers] = transfers["label"] if name == "label" else 0
@@ -145,8 +148,8 @@ class Recorder:
                 dictionary = pa.array(list(code_of), type=pa.string())
                 columns[name] = pa.DictionaryArray.from_arrays(codes, dictionary).cast(pa.string())
             else:
-                column = np.empty(total, dtype=np.int64 if name in INT_COLUMNS else float)
-                column[at_transfers] = transfers.get(name, 0.0)
+                column = np.empty(total, dtype=COLUMN_DTYPES[name])
+                column[at_transfers] = transfers[name] if name in transfers else TRANSFER_CONSTANTS[name]
                 column[at_rows] = row_values
                 columns[name] = pa.array(column)
         return pa.table(columns).to_pandas()
