@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 from maxmin_reference import finish_times_s
 from network_benchmark import GPUS_PER_NODE, byte_matrix
+from probe import python_loop_s
 from speed_report import markdown
 
 from secmoe_sim.engine import run_plan
@@ -248,25 +249,15 @@ def start_up(checkout: Path | None = None) -> dict:
     }
 
 
-PROBE_VALUES = 4_000_000
+PROBE_ITERATIONS = 4_000_000
 PROBE_REPEATS = 3
 
 
 def machine_probe() -> float:
-    """CPU seconds of a fixed workload (numpy sorts and a Python loop; the fastest of ``PROBE_REPEATS``): the machine's
-    speed, which on a shared machine drifts by more than the changes measured here, so that reports are compared at
-    equal speed."""
-    values = np.random.default_rng(0).random(PROBE_VALUES)
-    times = []
-    for _ in range(PROBE_REPEATS):
-        started = time.process_time()
-        for _ in range(3):
-            np.sort(values)
-        total = 0
-        for index in range(PROBE_VALUES):
-            total += index & 7
-        times.append(time.process_time() - started)
-    return min(times)
+    """CPU seconds of a fixed pure-Python loop (``probe.python_loop_s``; the fastest of ``PROBE_REPEATS``): the
+    machine's speed, which on a shared machine drifts by more than the changes measured here, so that reports are
+    compared at equal speed."""
+    return min(python_loop_s(PROBE_ITERATIONS, time.process_time) for _ in range(PROBE_REPEATS))
 
 
 def commit_of(checkout: Path) -> str:

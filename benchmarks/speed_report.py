@@ -44,10 +44,10 @@ def markdown(results: dict, started: str, load_start: float, load_end: float, te
         ),
         "",
         (
-            f"Machine speed: a fixed probe (`machine_probe`: numpy sorts and a Python loop, the fastest of three) took "
+            f"Machine speed: a fixed pure-Python loop (`machine_probe`, the fastest of three) took "
             f"{results['probe_s'][0]:.2f} s of CPU at the start of the run and {results['probe_s'][1]:.2f} s at the end. "
-            "The same code's times move with it (this machine's speed drifts by up to 1.8x within an hour): compare "
-            "two reports' absolute times at equal probe times, or their ratios."
+            "On a shared machine the same code's times move with it: compare two reports' absolute times at equal "
+            "probe times, or their ratios."
         ),
         "",
         "## Exact flow network against the reference solver",

@@ -28,6 +28,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import yaml
+from probe import python_loop_s
 
 from secmoe_sim.sweep.executors import ExecutorChoice, available_cores
 from secmoe_sim.sweep.run import SweepReport, run_sweep
@@ -103,22 +104,14 @@ def timed(sweep_path: Path, choice: ExecutorChoice, folder: Path) -> Timing:
     return Timing(report, cpu_s() - cpu_before)
 
 
-def _burn(iterations: int) -> float:
-    """Pure-Python arithmetic, like the simulator's event loop; returns its own duration."""
-    started, total = time.perf_counter(), 0
-    for i in range(iterations):
-        total += i * i
-    return time.perf_counter() - started
-
-
 def parallel_capacity(workers: int) -> float:
     """How many cores' worth of pure-Python work ``workers`` processes get from the machine right now:
     ``workers`` times the time of one burn alone over the time of ``workers`` burns at once."""
     with concurrent.futures.ProcessPoolExecutor(workers) as pool:
-        list(pool.map(_burn, [1] * workers))  # start every process first
-        alone_s = pool.submit(_burn, BURN_ITERATIONS).result()
+        list(pool.map(python_loop_s, [1] * workers))  # start every process first
+        alone_s = pool.submit(python_loop_s, BURN_ITERATIONS).result()
         started = time.perf_counter()
-        list(pool.map(_burn, [BURN_ITERATIONS] * workers))
+        list(pool.map(python_loop_s, [BURN_ITERATIONS] * workers))
         return workers * alone_s / (time.perf_counter() - started)
 
 
